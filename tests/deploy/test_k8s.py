@@ -153,3 +153,17 @@ def test_renderer_rejects_unknown_kustomize_features(tmp_path) -> None:
     (tmp_path / "kustomization.yaml").write_text("namePrefix: x-\nresources: []\n")
     with pytest.raises(render.RenderError):
         render.render(tmp_path)
+
+
+def test_policy_configmap_loads_with_guard_settings(tmp_path) -> None:
+    """The shipped policy is valid for guard's own config loader."""
+    from guard.config import load_settings
+
+    dep = _one(_objs("overlays/prod"), "Deployment")
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e["value"] for e in c["env"] if "value" in e}
+    args = c["args"]
+    assert args[args.index("--config") + 1] == "/etc/guard/guard.yaml"
+    s = load_settings(K8S / "base/guard.yaml", env=env)
+    assert s.upstream.startswith("http://")
+    assert s.decision_log.path == "/var/log/guard/decisions.jsonl"
