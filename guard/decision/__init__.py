@@ -1,0 +1,1 @@
+"""Turning hitting probabilities into decisions: policies, and the per-choice guard."""

@@ -1,0 +1,123 @@
+"""The decision log: JSONL in the trajectory format (DESIGN.md section 6) plus the decision trace.
+
+Writing never blocks the event loop: records go into a bounded queue drained by one thread; a full
+queue drops (and counts) rather than stall a stream. ``close()`` drains everything, so no record is
+lost on shutdown. Files are created owner-only (0600); size-based rotation keeps ``backups`` files
+and deletes rotated files older than ``retention_days``.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from guard import jsonfast
+
+_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
+_CARD = re.compile(r"\b(?:\d[ -]?){12,18}\d\b")
+_PHONE = re.compile(r"(?<!\w)\+?\d[\d\s().-]{7,}\d(?!\w)")
+
+
+def redact(text: str) -> str:
+    """Mask common PII: emails, card numbers, phone numbers."""
+    text = _EMAIL.sub("[EMAIL]", text)
+    text = _CARD.sub("[CARD]", text)
+    return _PHONE.sub("[PHONE]", text)
+
+
+class DecisionLog:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        max_bytes: int = 100 * 1024 * 1024,
+        backups: int = 5,
+        retention_days: float | None = None,
+        queue_size: int = 10000,
+        on_drop: Callable[[], None] | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.max_bytes = max_bytes
+        self.backups = backups
+        self.retention_days = retention_days
+        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(maxsize=queue_size)
+        self._on_drop = on_drop
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = self._open()
+        self._thread = threading.Thread(target=self._run, name="guard-decision-log", daemon=True)
+        self._closed = False
+        self._thread.start()
+
+    def _open(self) -> Any:
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.chmod(self.path, 0o600)  # also when the file already existed with wider bits
+        return os.fdopen(fd, "ab", buffering=64 * 1024)
+
+    def submit(self, record: dict[str, Any]) -> None:
+        """Never blocks: drops (counted) when the writer is far behind."""
+        if self._closed:
+            return
+        try:
+            self._queue.put_nowait(record)
+        except queue.Full:
+            if self._on_drop is not None:
+                self._on_drop()
+
+    def _run(self) -> None:
+        while True:
+            rec = self._queue.get()
+            if rec is None:
+                break
+            batch = [rec]
+            while len(batch) < 256:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._write(batch)
+                    self._fh.flush()
+                    return
+                batch.append(nxt)
+            self._write(batch)
+            if self._queue.empty():
+                self._fh.flush()
+        self._fh.flush()
+
+    def _write(self, batch: list[dict[str, Any]]) -> None:
+        data = b"".join(jsonfast.dumps(r) + b"\n" for r in batch)
+        if self._fh.tell() + len(data) > self.max_bytes and self._fh.tell() > 0:
+            self._rotate()
+        self._fh.write(data)
+
+    def _rotate(self) -> None:
+        self._fh.close()
+        if self.backups > 0:
+            for i in range(self.backups - 1, 0, -1):
+                src = self.path.with_name(f"{self.path.name}.{i}")
+                if src.exists():
+                    src.replace(self.path.with_name(f"{self.path.name}.{i + 1}"))
+            self.path.replace(self.path.with_name(f"{self.path.name}.1"))
+        else:
+            self.path.unlink(missing_ok=True)
+        if self.retention_days is not None:
+            cutoff = time.time() - self.retention_days * 86400
+            for old in self.path.parent.glob(f"{self.path.name}.*"):
+                if old.stat().st_mtime < cutoff:
+                    old.unlink(missing_ok=True)
+        self._fh = self._open()
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Drain every queued record to disk, then close."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(None)
+        self._thread.join(timeout)
+        self._fh.close()

@@ -1,0 +1,1 @@
+"""From upstream events to client bytes: the guarded relay, halt chunks, non-stream assembly."""

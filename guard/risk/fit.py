@@ -1,0 +1,754 @@
+"""Fitting a risk model from labelled trajectories (``guard fit``).
+
+Pipeline: extract per-token walks (feature ids, phase) -> train the lexical scorers (hashed-feature
+logistic regression, numpy) -> quantise weights -> per-depth quantile bins -> count depth-indexed
+transitions (HARM at onset or at the end of a harmful trajectory, END at the end of a safe one,
+nothing at the end of a censored one) -> Dirichlet smoothing with back-off -> tables.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import re
+import zlib
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from guard.errors import DataError
+from guard.risk.chain import END_FLOOR
+from guard.risk.model import RiskModel
+from guard.risk.trajectories import Trajectory
+from guard.tracking import LexicalScorer, StateSpace, prompt_text, text_feature_ids
+from guard.tracking.text import N_PHASES
+
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
+Progress = Callable[[str], None]
+
+PREFIX_POINTS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+@dataclass(frozen=True, slots=True)
+class FitConfig:
+    depth: int = 32
+    n_risk_bins: int = 8
+    n_request_bins: int = 3
+    kappa: float = 20.0
+    augment: bool = False
+    augment_weight: float = 1.0
+    max_rotations: int = 8
+    holdout: float = 0.1
+    seed: int = 0
+    resp_buckets_log2: int = 17
+    req_buckets_log2: int = 16
+    l2: float = 1e-4
+    iterations: int = 200
+    learning_rate: float = 0.1
+    target_fpr: float = 0.01
+    certain_min_features: int = 16
+    certain_margin: float = 0.25
+
+
+@dataclass(frozen=True, slots=True)
+class RequestExample:
+    text: str
+    harmful: bool
+
+
+@dataclass(slots=True)
+class Walk:
+    """One trajectory seen token by token (state after t generated tokens, t = 0..T)."""
+
+    ids: npt.NDArray[np.int32]
+    nf: npt.NDArray[np.int32]
+    phase: npt.NDArray[np.int8]
+    end: str  # "harm" | "end" | "censored"
+    weight: float
+    harmful: bool
+    kind: str
+    req_text: str
+    onset: int | None = None
+    req_bin: int = 0
+
+
+@dataclass(slots=True)
+class FitResult:
+    model: RiskModel
+    arrays: dict[str, npt.NDArray[Any]]
+    meta: dict[str, Any]
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------
+# walks
+
+
+class _Recorder:
+    """Runs the serving-time lexical stream over a trajectory and records its features/phases."""
+
+    def __init__(self, log2_buckets: int) -> None:
+        self.scorer = LexicalScorer([0.0] * (1 << log2_buckets), 0.0)
+
+    def walk(self, traj: Trajectory, weight: float = 1.0) -> Walk:
+        tokens = traj.generated_tokens()
+        onset = traj.onset_token(tokens)
+        if onset is not None:
+            tokens = tokens[:onset]
+            end = "harm"
+        elif traj.censored:
+            end = "censored"
+        else:
+            end = "harm" if traj.harmful else "end"
+        st = self.scorer.stream()
+        rec: list[int] = []
+        st.record = rec
+        if traj.prefill:
+            st.feed(traj.prefill)
+        nf = [len(rec)]
+        ph = [st.phase]
+        for tok in tokens:
+            if tok:
+                st.feed(tok)
+            nf.append(len(rec))
+            ph.append(st.phase)
+        return Walk(
+            ids=np.asarray(rec, dtype=np.int32),
+            nf=np.asarray(nf, dtype=np.int32),
+            phase=np.asarray(ph, dtype=np.int8),
+            end=end,
+            weight=weight,
+            harmful=traj.harmful,
+            kind=traj.kind,
+            req_text=prompt_text(traj.prompt),
+            onset=onset,
+        )
+
+
+_PHRASE = re.compile(r"[^.!?;:\n]+[.!?;:\n]*\s*|[.!?;:\n]+\s*")
+
+
+def split_phrases(text: str) -> list[str]:
+    """Phrases ending at sentence/clause punctuation or newlines; ``"".join`` gives ``text``."""
+    parts = _PHRASE.findall(text)
+    if "".join(parts) != text:  # pragma: no cover - the pattern covers every character
+        return [text]
+    return parts
+
+
+def cyclic_rotations(
+    traj: Trajectory, weight: float = 1.0, max_rotations: int = 8
+) -> list[tuple[Trajectory, float]]:
+    """Cyclic phrase rotations of a trajectory (identity excluded), sharing ``weight`` in total.
+
+    Only trajectories whose harm position is not tied to the text (no ``harm_start_char``) and
+    that ended (not censored) are rotated. The orbit therefore adds at most ``weight`` (one
+    trajectory's worth) on top of the original.
+    """
+    if traj.harm_start_char is not None or traj.censored:
+        return []
+    phrases = split_phrases(traj.continuation())
+    n = len(phrases)
+    if n < 2:
+        return []
+    texts: list[str] = []
+    seen = {"".join(phrases)}
+    shifts = range(1, n)
+    if n - 1 > max_rotations:
+        shifts = range(1, n, max(1, math.ceil((n - 1) / max_rotations)))
+    for k in shifts:
+        rot = "".join(phrases[k:] + phrases[:k])
+        if rot not in seen:
+            seen.add(rot)
+            texts.append(rot)
+    if not texts:
+        return []
+    w = weight / len(texts)
+    return [
+        (
+            replace(
+                traj,
+                id=f"{traj.id}#rot{i + 1}",
+                response=traj.prefill + t,
+                tokens=None,
+                harm_start_char=None,
+            ),
+            w,
+        )
+        for i, t in enumerate(texts)
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# logistic regression on hashed features
+
+
+def _sigmoid(z: FloatArray) -> FloatArray:
+    return np.asarray(0.5 * (1.0 + np.tanh(0.5 * z)), dtype=np.float64)
+
+
+def train_logreg(
+    doc: IntArray,
+    feat: IntArray,
+    val: FloatArray,
+    y: FloatArray,
+    sw: FloatArray,
+    n_feat: int,
+    *,
+    l2: float,
+    iterations: int,
+    lr: float,
+) -> tuple[FloatArray, float]:
+    """Weighted L2 logistic regression on a sparse (doc, feat, val) matrix, full-batch Adam."""
+    n_docs = y.shape[0]
+    sw = sw / sw.sum()
+    w = np.zeros(n_feat)
+    b = 0.0
+    mw = np.zeros(n_feat)
+    vw = np.zeros(n_feat)
+    mb = vb = 0.0
+    b1, b2, eps = 0.9, 0.999, 1e-8
+    for it in range(1, iterations + 1):
+        z = np.asarray(b + np.bincount(doc, weights=val * w[feat], minlength=n_docs), np.float64)
+        g = np.asarray(sw * (_sigmoid(z) - y), dtype=np.float64)
+        gw = np.bincount(feat, weights=val * g[doc], minlength=n_feat) + l2 * w
+        gb = float(g.sum())
+        mw = b1 * mw + (1 - b1) * gw
+        vw = b2 * vw + (1 - b2) * gw * gw
+        mb = b1 * mb + (1 - b1) * gb
+        vb = b2 * vb + (1 - b2) * gb * gb
+        c1 = 1 - b1**it
+        c2 = 1 - b2**it
+        w -= lr * (mw / c1) / (np.sqrt(vw / c2) + eps)
+        b -= lr * (mb / c1) / (math.sqrt(vb / c2) + eps)
+    return w, b
+
+
+def _sparse_docs(
+    docs: Sequence[npt.NDArray[np.int32]],
+) -> tuple[IntArray, IntArray, FloatArray]:
+    doc_parts, feat_parts, val_parts = [], [], []
+    for i, ids in enumerate(docs):
+        if ids.size == 0:
+            continue
+        f, c = np.unique(ids, return_counts=True)
+        doc_parts.append(np.full(f.size, i, dtype=np.int64))
+        feat_parts.append(f.astype(np.int64))
+        val_parts.append(c / ids.size)
+    if not doc_parts:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+    return np.concatenate(doc_parts), np.concatenate(feat_parts), np.concatenate(val_parts)
+
+
+def _balanced(y: FloatArray, w: FloatArray) -> FloatArray:
+    out = w.copy()
+    for cls in (0.0, 1.0):
+        m = y == cls
+        tot = w[m].sum()
+        if tot > 0:
+            out[m] = w[m] / tot
+    return out
+
+
+def _quantise(w: FloatArray) -> tuple[npt.NDArray[np.float16], FloatArray]:
+    q = np.clip(w, -60000, 60000).astype(np.float16)
+    return q, q.astype(np.float64)
+
+
+# --------------------------------------------------------------------------------------------
+# helpers over walks
+
+
+def walk_logits(walk: Walk, w: FloatArray, bias: float) -> FloatArray:
+    cs = np.concatenate(([0.0], np.cumsum(w[walk.ids]))) if walk.ids.size else np.zeros(1)
+    nf = walk.nf
+    safe_nf = np.maximum(nf, 1)
+    return np.where(nf > 0, bias + cs[nf] / safe_nf, bias)
+
+
+def walk_states(walk: Walk, logits: FloatArray, edges: FloatArray, space: StateSpace) -> IntArray:
+    d_max = edges.shape[0] - 1
+    t = np.arange(logits.size)
+    d = np.minimum(t, d_max)
+    bins = np.empty(logits.size, dtype=np.int64)
+    for dd in np.unique(d):
+        m = d == dd
+        bins[m] = np.searchsorted(edges[dd], logits[m], side="right")
+    return (
+        (walk.req_bin * space.n_phases + walk.phase.astype(np.int64)) * space.n_risk_bins + bins
+    ) * space.n_external_bins
+
+
+def walk_risks(
+    walk: Walk,
+    logits: FloatArray,
+    states: IntArray,
+    h: FloatArray,
+    certain_logit: float,
+    certain_min: int,
+) -> FloatArray:
+    d_max = h.shape[0] - 1
+    t = np.arange(states.size)
+    r = h[np.minimum(t, d_max), states]
+    return np.where((walk.nf >= certain_min) & (logits >= certain_logit), 1.0, r)
+
+
+def transition_keys(
+    walk: Walk, states: IntArray, depth: int, n: int
+) -> tuple[IntArray, IntArray, IntArray]:
+    """(depth index, from, to) of every observed transition, terminal one included."""
+    t_eff = states.size - 1
+    d = np.minimum(np.arange(t_eff), depth)
+    frm = states[:-1]
+    to = states[1:]
+    if walk.end != "censored":
+        d = np.append(d, min(t_eff, depth))
+        frm = np.append(frm, states[-1])
+        to = np.append(to, n if walk.end == "harm" else n + 1)
+    return d.astype(np.int64), frm.astype(np.int64), to.astype(np.int64)
+
+
+# --------------------------------------------------------------------------------------------
+# the fit
+
+
+def _is_holdout(tid: str, frac: float, seed: int) -> bool:
+    if frac <= 0:
+        return False
+    return (zlib.crc32(f"{seed}:{tid}".encode()) % 100_000) < frac * 100_000
+
+
+def _request_examples(
+    trajs: Sequence[Trajectory], extra: Sequence[RequestExample]
+) -> tuple[list[str], FloatArray]:
+    labels: dict[str, bool] = {}
+    for t in trajs:
+        text = prompt_text(t.prompt)
+        rl = t.meta.get("request_label")
+        harmful = rl == "harmful" if rl in ("harmful", "benign") else t.harmful
+        labels[text] = labels.get(text, False) or harmful
+    for ex in extra:
+        labels[ex.text] = labels.get(ex.text, False) or ex.harmful
+    texts = [k for k in labels if k.strip()]
+    return texts, np.asarray([1.0 if labels[k] else 0.0 for k in texts])
+
+
+def calibration_table(
+    pred: FloatArray, y: FloatArray, n_bins: int = 10
+) -> tuple[list[dict[str, Any]], float]:
+    """Reliability table (equal-width bins) and expected calibration error."""
+    rows: list[dict[str, Any]] = []
+    ece = 0.0
+    n = pred.size
+    if n == 0:
+        return rows, float("nan")
+    idx = np.minimum((pred * n_bins).astype(np.int64), n_bins - 1)
+    for b in range(n_bins):
+        m = idx == b
+        k = int(m.sum())
+        if k == 0:
+            continue
+        mp, obs = float(pred[m].mean()), float(y[m].mean())
+        ece += k / n * abs(mp - obs)
+        rows.append(
+            {"bin": f"{b / n_bins:.1f}-{(b + 1) / n_bins:.1f}", "n": k, "mean_pred": mp, "obs": obs}
+        )
+    return rows, ece
+
+
+def markov_order_test(
+    train: Sequence[tuple[Walk, IntArray]],
+    held: Sequence[tuple[Walk, IntArray]],
+    p1: FloatArray,
+    depth: int,
+    n: int,
+    kappa: float,
+) -> dict[str, Any]:
+    """Held-out log-likelihood per transition: first order vs second order (backed off to 1st)."""
+
+    def keys(pairs: Sequence[tuple[Walk, IntArray]]) -> tuple[IntArray, ...]:
+        ds, prevs, frs, tos, ws = [], [], [], [], []
+        for walk, st in pairs:
+            d, fr, to = transition_keys(walk, st, depth, n)
+            prev = np.concatenate(([n], fr[:-1])) if fr.size else fr
+            ds.append(d)
+            prevs.append(prev)
+            frs.append(fr)
+            tos.append(to)
+            ws.append(np.full(d.size, walk.weight))
+        if not ds:
+            z = np.zeros(0, np.int64)
+            return z, z, z, z, z.astype(np.float64)
+        return (
+            np.concatenate(ds),
+            np.concatenate(prevs),
+            np.concatenate(frs),
+            np.concatenate(tos),
+            np.concatenate(ws),
+        )
+
+    d, prev, fr, to, w = keys(train)
+    k3 = (d * (n + 1) + prev) * n + fr
+    k4 = k3 * (n + 2) + to
+    u3, inv3 = np.unique(k3, return_inverse=True)
+    c3 = np.asarray(np.bincount(inv3, weights=w), dtype=np.float64)
+    u4, inv4 = np.unique(k4, return_inverse=True)
+    c4 = np.asarray(np.bincount(inv4, weights=w), dtype=np.float64)
+    hd, hprev, hfr, hto, _ = keys(held)
+    if hd.size == 0:
+        return {"n_transitions": 0}
+    base = p1[hd, hfr, hto]
+    hk3 = (hd * (n + 1) + hprev) * n + hfr
+    hk4 = hk3 * (n + 2) + hto
+
+    def lookup(u: IntArray, c: FloatArray, k: IntArray) -> FloatArray:
+        pos = np.searchsorted(u, k)
+        pos = np.minimum(pos, max(u.size - 1, 0))
+        hit = u[pos] == k if u.size else np.zeros(k.size, bool)
+        return np.where(hit, c[pos] if u.size else 0.0, 0.0)
+
+    n3 = lookup(u3, c3, hk3)
+    n4 = lookup(u4, c4, hk4)
+    p2 = (n4 + kappa * base) / (n3 + kappa)
+    ll1 = float(np.mean(np.log(base)))
+    ll2 = float(np.mean(np.log(p2)))
+    change = hfr != hto
+    return {
+        "n_transitions": int(hd.size),
+        "loglik_first_order": ll1,
+        "loglik_second_order": ll2,
+        "gain_per_transition": ll2 - ll1,
+        "n_state_changes": int(change.sum()),
+        "loglik_first_order_changes": float(np.mean(np.log(base[change]))) if change.any() else 0.0,
+        "loglik_second_order_changes": float(np.mean(np.log(p2[change]))) if change.any() else 0.0,
+    }
+
+
+def fit(
+    trajs: Sequence[Trajectory],
+    config: FitConfig = FitConfig(),
+    *,
+    requests: Sequence[RequestExample] = (),
+    info: dict[str, Any] | None = None,
+    progress: Progress | None = None,
+) -> FitResult:
+    cfg = config
+    say = progress or (lambda _m: None)
+    if not trajs:
+        raise DataError("no trajectories to fit on")
+    if cfg.depth < 1 or cfg.n_risk_bins < 2 or cfg.n_request_bins < 1:
+        raise DataError("depth must be >= 1 and bins >= 2")
+    train_t = [t for t in trajs if not _is_holdout(t.id, cfg.holdout, cfg.seed)]
+    held_t = [t for t in trajs if _is_holdout(t.id, cfg.holdout, cfg.seed)]
+    if not any(t.harmful for t in train_t):
+        raise DataError("no harmful trajectories in the training data: cannot fit a risk model")
+    if all(t.harmful for t in train_t):
+        raise DataError("no safe trajectories in the training data: cannot fit a risk model")
+
+    rec = _Recorder(cfg.resp_buckets_log2)
+    say(f"extracting {len(train_t)} training + {len(held_t)} held-back trajectories")
+
+    def walks_of(ts: Sequence[Trajectory], label: str) -> list[Walk]:
+        out = []
+        for i, t in enumerate(ts):
+            out.append(rec.walk(t))
+            if progress and (i + 1) % 5000 == 0:
+                say(f"  {label}: {i + 1}/{len(ts)}")
+        return out
+
+    train_w = walks_of(train_t, "train")
+    held_w = walks_of(held_t, "held-back")
+    aug_w: list[Walk] = []
+    n_orbits = 0
+    if cfg.augment:
+        for t in train_t:
+            rots = cyclic_rotations(t, cfg.augment_weight, cfg.max_rotations)
+            if rots:
+                n_orbits += 1
+            aug_w.extend(rec.walk(rt, w) for rt, w in rots)
+        say(f"augmentation: {len(aug_w)} rotations from {n_orbits} trajectories")
+
+    # -- response scorer ------------------------------------------------------------------
+    say("training the response scorer")
+    docs, ys, sws = [], [], []
+    for wk in train_w:
+        t_eff = wk.nf.size - 1
+        pts = sorted({p for p in PREFIX_POINTS if p <= t_eff} | {t_eff})
+        nfs = sorted({int(wk.nf[p]) for p in pts if wk.nf[p] > 0})
+        for k in nfs:
+            docs.append(wk.ids[:k])
+            ys.append(1.0 if wk.harmful else 0.0)
+            sws.append(wk.weight / len(nfs))
+    y = np.asarray(ys)
+    doc, feat, val = _sparse_docs(docs)
+    w_raw, resp_bias = train_logreg(
+        doc,
+        feat,
+        val,
+        y,
+        _balanced(y, np.asarray(sws)),
+        1 << cfg.resp_buckets_log2,
+        l2=cfg.l2,
+        iterations=cfg.iterations,
+        lr=cfg.learning_rate,
+    )
+    resp_w16, resp_w = _quantise(w_raw)
+
+    # -- request scorer -------------------------------------------------------------------
+    say("training the request scorer")
+    texts, ry = _request_examples(train_t, requests)
+    rmask = (1 << cfg.req_buckets_log2) - 1
+    rdocs = [np.asarray(text_feature_ids(s, rmask), dtype=np.int32) for s in texts]
+    rdoc, rfeat, rval = _sparse_docs(rdocs)
+    if ry.size and 0 < ry.sum() < ry.size:
+        rw_raw, req_bias = train_logreg(
+            rdoc,
+            rfeat,
+            rval,
+            ry,
+            _balanced(ry, np.ones(ry.size)),
+            1 << cfg.req_buckets_log2,
+            l2=cfg.l2,
+            iterations=cfg.iterations,
+            lr=cfg.learning_rate,
+        )
+    else:
+        rw_raw, req_bias = np.zeros(1 << cfg.req_buckets_log2), 0.0
+    req_w16, req_w = _quantise(rw_raw)
+    probs = np.linspace(0, 1, cfg.n_request_bins + 1)[1:-1]
+    req_edges = np.log(probs / (1 - probs)) if probs.size else np.zeros(0)
+    req_scorer = LexicalScorer(req_w.tolist(), req_bias)
+
+    def set_req(ws: list[Walk]) -> None:
+        cache: dict[str, int] = {}
+        for wk in ws:
+            b = cache.get(wk.req_text)
+            if b is None:
+                b = int(np.searchsorted(req_edges, req_scorer.score_text(wk.req_text), "right"))
+                cache[wk.req_text] = b
+            wk.req_bin = b
+
+    for ws in (train_w, held_w, aug_w):
+        set_req(ws)
+
+    # -- bins -----------------------------------------------------------------------------
+    say("binning")
+    all_train = train_w + aug_w
+    logits_train = [walk_logits(wk, resp_w, resp_bias) for wk in train_w]
+    logits_aug = [walk_logits(wk, resp_w, resp_bias) for wk in aug_w]
+    lg = np.concatenate(logits_train)
+    dd = np.concatenate([np.minimum(np.arange(x.size), cfg.depth) for x in logits_train])
+    qs = np.linspace(0, 1, cfg.n_risk_bins + 1)[1:-1]
+    edges = np.zeros((cfg.depth + 1, cfg.n_risk_bins - 1))
+    for d in range(cfg.depth + 1):
+        m = dd == d
+        if m.any():
+            edges[d] = np.quantile(lg[m], qs)
+        elif d > 0:
+            edges[d] = edges[d - 1]
+    # HARM-like: beyond every benign training prefix with enough words
+    nf_all = np.concatenate([wk.nf for wk in train_w])
+    benign_mask = np.concatenate([np.full(wk.nf.size, not wk.harmful) for wk in train_w])
+    ok = (nf_all >= cfg.certain_min_features) & benign_mask
+    certain_logit = float(lg[ok].max() + cfg.certain_margin) if ok.any() else 1e9
+
+    space = StateSpace(cfg.n_request_bins, cfg.n_risk_bins, 1, N_PHASES)
+    n = space.n_states
+    states_train = [
+        walk_states(wk, lgt, edges, space)
+        for wk, lgt in zip(all_train, logits_train + logits_aug, strict=True)
+    ]
+
+    # -- counts ---------------------------------------------------------------------------
+    say("counting transitions")
+    size = (cfg.depth + 1) * n * (n + 2)
+    counts = np.zeros(size)
+    for wk, st in zip(all_train, states_train, strict=True):
+        dk, fr, to = transition_keys(wk, st, cfg.depth, n)
+        counts += np.bincount((dk * n + fr) * (n + 2) + to, minlength=size) * wk.weight
+    counts3 = counts.reshape(cfg.depth + 1, n, n + 2)
+
+    created = _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
+    meta: dict[str, Any] = {
+        "created": created,
+        "depth": cfg.depth,
+        "kappa": cfg.kappa,
+        "end_floor": END_FLOOR,
+        "suggested_threshold": 0.5,
+        "state_space": {
+            "n_request_bins": cfg.n_request_bins,
+            "n_risk_bins": cfg.n_risk_bins,
+            "n_external_bins": 1,
+            "n_phases": N_PHASES,
+        },
+        "resp_bias": float(resp_bias),
+        "req_bias": float(req_bias),
+        "certain_logit": certain_logit,
+        "certain_min_features": cfg.certain_min_features,
+        "scorer": "lexical",
+        "scorers": [
+            {
+                "name": "lexical",
+                "role": "response",
+                "features": "crc32-hashed word unigrams+bigrams, l1-normalised counts",
+                "buckets": 1 << cfg.resp_buckets_log2,
+            },
+            {
+                "name": "lexical-request",
+                "role": "request",
+                "features": "crc32-hashed word unigrams+bigrams, l1-normalised counts",
+                "buckets": 1 << cfg.req_buckets_log2,
+            },
+        ],
+        "info": dict(info or {}),
+    }
+    arrays: dict[str, npt.NDArray[Any]] = {
+        "counts": counts3.astype(np.float32),
+        "resp_w": resp_w16,
+        "req_w": req_w16,
+        "edges": edges,
+        "req_edges": np.asarray(req_edges, dtype=np.float64),
+        "ext_edges": np.zeros(0),
+    }
+    arrays["counts"] = arrays["counts"].astype(np.float32)
+    model = RiskModel(arrays, meta)
+
+    # -- report on held-back data ----------------------------------------------------------
+    say("evaluating on the held-back split")
+    eval_w = held_w if held_w else train_w
+    ev_pairs = []
+    max_risk, pred, yv, kinds = [], [], [], []
+    for wk in eval_w:
+        lgt = walk_logits(wk, resp_w, resp_bias)
+        st = walk_states(wk, lgt, edges, space)
+        ev_pairs.append((wk, st))
+        r = walk_risks(wk, lgt, st, model.H, certain_logit, cfg.certain_min_features)
+        max_risk.append(float(r.max()))
+        pred.append(float(r[min(r.size - 1, cfg.depth)]))
+        yv.append(1.0 if wk.harmful else 0.0)
+        kinds.append(wk.kind)
+    mr = np.asarray(max_risk)
+    yy = np.asarray(yv)
+    benign = mr[yy == 0]
+    tau = float(np.quantile(benign, 1 - cfg.target_fpr)) + 1e-6 if benign.size else 0.5
+    tau = float(min(max(tau, 0.05), 0.99))
+    meta["suggested_threshold"] = tau
+    model = RiskModel(arrays, meta)
+    calib, ece = calibration_table(np.asarray(pred), yy)
+    recall = float((mr[yy == 1] >= tau).mean()) if (yy == 1).any() else float("nan")
+    fpr = float((benign >= tau).mean()) if benign.size else float("nan")
+    markov = markov_order_test(
+        list(zip(all_train, states_train, strict=True)), ev_pairs, model.P, cfg.depth, n, cfg.kappa
+    )
+    row_tot = counts3.sum(axis=2)
+    report: dict[str, Any] = {
+        "config": {
+            "depth": cfg.depth,
+            "bins": cfg.n_risk_bins,
+            "request_bins": cfg.n_request_bins,
+            "kappa": cfg.kappa,
+            "augment": cfg.augment,
+            "holdout": cfg.holdout,
+            "seed": cfg.seed,
+        },
+        "counts": {
+            "trajectories": len(trajs),
+            "train": len(train_t),
+            "held_back": len(held_t),
+            "train_harmful": sum(t.harmful for t in train_t),
+            "train_safe": sum(not t.harmful for t in train_t),
+            "censored": sum(t.censored for t in trajs),
+            "with_onset": sum(t.harm_start_char is not None for t in trajs),
+            "by_kind": dict(Counter(t.kind for t in trajs)),
+            "by_source": dict(Counter(t.source for t in trajs)),
+            "augmented_rotations": len(aug_w),
+            "augmented_orbits": n_orbits,
+            "transitions": float(counts3.sum()),
+            "request_examples": len(texts),
+        },
+        "sparsity": {
+            "states": n,
+            "rows": int(row_tot.size),
+            "empty_rows": int((row_tot == 0).sum()),
+            "rows_under_kappa": int((row_tot < cfg.kappa).sum()),
+            "nonzero_cells": int((counts3 > 0).sum()),
+            "cells": int(counts3.size),
+        },
+        "held_back": {
+            "n": int(yy.size),
+            "harmful": int(yy.sum()),
+            "suggested_threshold": tau,
+            "recall_at_threshold": recall,
+            "false_halt_rate_at_threshold": fpr,
+            "ece": ece,
+            "calibration": calib,
+            "on_training_data": not held_w,
+        },
+        "markov_test": markov,
+        "certain_logit": certain_logit,
+    }
+    meta["info"] = {**meta["info"], "fit_report": json_safe(_summary(report))}
+    model = RiskModel(arrays, meta)
+    return FitResult(model=model, arrays=arrays, meta=meta, report=report)
+
+
+def json_safe(x: Any) -> Any:
+    """Replace non-finite floats (not JSON) by None, recursively."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_safe(v) for v in x]
+    return x
+
+
+def _summary(report: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "counts": report["counts"],
+        "held_back": {k: v for k, v in report["held_back"].items() if k != "calibration"},
+        "markov_test": report["markov_test"],
+        "config": report["config"],
+    }
+
+
+def format_report(report: dict[str, Any]) -> str:
+    c = report["counts"]
+    s = report["sparsity"]
+    h = report["held_back"]
+    m = report["markov_test"]
+    lines = [
+        "fit report",
+        f"  trajectories: {c['trajectories']} (train {c['train']}: {c['train_harmful']} harmful, "
+        f"{c['train_safe']} safe; held back {c['held_back']}); censored {c['censored']}, "
+        f"with harm onset {c['with_onset']}",
+        f"  request examples: {c['request_examples']}; transitions counted: {c['transitions']:.0f}"
+        f"; augmented rotations: {c['augmented_rotations']} from {c['augmented_orbits']} orbits",
+        f"  states: {s['states']} transient (+HARM, END); rows (depth x state): {s['rows']}, "
+        f"empty {s['empty_rows']}, under kappa {s['rows_under_kappa']}; non-zero cells "
+        f"{s['nonzero_cells']}/{s['cells']}",
+        f"  held back ({'TRAINING data, no holdout' if h['on_training_data'] else 'held-back'}):"
+        f" n={h['n']} harmful={h['harmful']} threshold={h['suggested_threshold']:.3f} "
+        f"recall={h['recall_at_threshold']:.3f} false-halt={h['false_halt_rate_at_threshold']:.3f}"
+        f" ECE={h['ece']:.3f}",
+        "  calibration (h at depth min(T, D) vs observed harmful):",
+        "    bin        n      mean_pred  observed",
+    ]
+    for row in h["calibration"]:
+        lines.append(
+            f"    {row['bin']:<9} {row['n']:>6}  {row['mean_pred']:>9.3f}  {row['obs']:>8.3f}"
+        )
+    if m.get("n_transitions"):
+        lines.append(
+            f"  Markov test (held-out log-likelihood per transition, n={m['n_transitions']}): "
+            f"1st order {m['loglik_first_order']:.4f}, 2nd order {m['loglik_second_order']:.4f}"
+            f" (gain {m['gain_per_transition']:+.4f}); on state changes only "
+            f"({m['n_state_changes']}): {m['loglik_first_order_changes']:.3f} vs "
+            f"{m['loglik_second_order_changes']:.3f}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,138 @@
+"""The fitted risk model: hitting-probability tables plus the scorers, and trackers over them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from guard.errors import RiskModelError
+from guard.risk.artifact import load_artifact
+from guard.risk.chain import END_FLOOR, hitting_table, smooth_transitions
+from guard.tracking import LexicalScorer, StateSpace, Tracker, TrackerTables
+
+
+@dataclass(frozen=True, slots=True)
+class ModelMeta:
+    version: str
+    format_version: int
+    depth: int
+    suggested_threshold: float
+    n_states: int
+    created: str
+    checksum: str
+    scorer: str
+    info: dict[str, Any]
+
+
+def default_model_path() -> Path:
+    """The default model shipped inside the package."""
+    return Path(__file__).resolve().parent.parent / "data" / "default_model.npz"
+
+
+class RiskModel:
+    """Tables computed at load: ``P`` (smoothed transitions) and ``H`` (hitting probabilities)."""
+
+    __slots__ = ("H", "P", "arrays", "meta", "raw_meta", "space", "tables")
+
+    def __init__(self, arrays: dict[str, npt.NDArray[Any]], meta: dict[str, Any]) -> None:
+        try:
+            ss = meta["state_space"]
+            space = StateSpace(
+                n_request_bins=int(ss["n_request_bins"]),
+                n_risk_bins=int(ss["n_risk_bins"]),
+                n_external_bins=int(ss.get("n_external_bins", 1)),
+                n_phases=int(ss["n_phases"]),
+            )
+            depth = int(meta["depth"])
+            kappa = float(meta["kappa"])
+            counts = np.asarray(arrays["counts"], dtype=np.float64)
+            n = space.n_states
+            if counts.shape != (depth + 1, n, n + 2):
+                raise RiskModelError(
+                    f"risk model: counts shape {counts.shape} does not match depth {depth} and "
+                    f"{n} states"
+                )
+            edges = np.asarray(arrays["edges"], dtype=np.float64)
+            if edges.shape != (depth + 1, space.n_risk_bins - 1):
+                raise RiskModelError(f"risk model: edges shape {edges.shape} is inconsistent")
+            req_edges = np.asarray(arrays["req_edges"], dtype=np.float64)
+            if req_edges.shape != (space.n_request_bins - 1,):
+                raise RiskModelError("risk model: request edges are inconsistent")
+            ext_edges = np.asarray(arrays["ext_edges"], dtype=np.float64)
+            if space.n_external_bins > 1 and ext_edges.shape != (space.n_external_bins - 1,):
+                raise RiskModelError("risk model: external-score edges are inconsistent")
+            p = smooth_transitions(counts, kappa, float(meta.get("end_floor", END_FLOOR)))
+            h = hitting_table(p)
+            resp = LexicalScorer(
+                np.asarray(arrays["resp_w"], dtype=np.float64).tolist(),
+                float(meta["resp_bias"]),
+                name="lexical",
+            )
+            req = LexicalScorer(
+                np.asarray(arrays["req_w"], dtype=np.float64).tolist(),
+                float(meta["req_bias"]),
+                name="lexical-request",
+            )
+            tables = TrackerTables(
+                space=space,
+                depth=depth,
+                h=h.tolist(),
+                edges=edges.tolist(),
+                req_edges=req_edges.tolist(),
+                ext_edges=ext_edges.tolist() if space.n_external_bins > 1 else (),
+                response_scorer=resp,
+                request_scorer=req,
+                certain_logit=float(meta["certain_logit"]),
+                certain_min_features=int(meta["certain_min_features"]),
+            )
+            self.meta = ModelMeta(
+                version=str(meta.get("version", "unsaved")),
+                format_version=int(meta.get("format_version", 0)),
+                depth=depth,
+                suggested_threshold=float(meta["suggested_threshold"]),
+                n_states=n,
+                created=str(meta.get("created", "")),
+                checksum=str(meta.get("checksum", "")),
+                scorer=str(meta.get("scorer", "lexical")),
+                info=dict(meta.get("info", {})),
+            )
+        except RiskModelError:
+            raise
+        except (KeyError, TypeError, ValueError, np.linalg.LinAlgError) as exc:
+            raise RiskModelError(f"risk model is inconsistent: {exc!r}") from exc
+        if not np.all(np.isfinite(h)):
+            raise RiskModelError("risk model: hitting probabilities are not finite")
+        self.arrays = arrays
+        self.raw_meta = meta
+        self.space = space
+        self.P = p
+        self.H = h
+        self.tables = tables
+
+    @property
+    def depth(self) -> int:
+        return self.meta.depth
+
+    @property
+    def suggested_threshold(self) -> float:
+        return self.meta.suggested_threshold
+
+    def tracker(self, prompt: Any = "", prefill: str = "") -> Tracker:
+        """A tracker for one generation of ``prompt`` (chat messages or a completions string)."""
+        return Tracker(self.tables, prompt, prefill)
+
+    def with_threshold(self, threshold: float) -> RiskModel:
+        meta = dict(self.raw_meta)
+        meta["suggested_threshold"] = float(threshold)
+        return RiskModel(self.arrays, meta)
+
+
+def load_risk_model(path: str | Path | None = None) -> RiskModel:
+    """Load and verify a model artifact (``None``: the shipped default)."""
+    p = default_model_path() if path is None else Path(path)
+    arrays, meta = load_artifact(p)
+    return RiskModel(arrays, meta)

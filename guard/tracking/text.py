@@ -1,0 +1,130 @@
+"""Text helpers shared by fitting and serving: approximate tokenizer, prompt flattening, phases.
+
+Everything here is deterministic and process-independent (no ``hash()``: it is salted per process).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+#: Approximate BPE-like tokenizer used when a trajectory carries no ``tokens``. It splits text the
+#: way GPT-2/Llama byte-level BPE pre-tokenizers do: a leading space sticks to the following word,
+#: letters, digit groups of up to three, punctuation runs and whitespace runs are separate pieces.
+#: Real BPE splits long/rare words further, so depths measured on approximate tokens run a little
+#: short (roughly 1.3 real tokens per approximate token on English prose).
+_APPROX_TOKEN: Final = re.compile(r" ?[^\W\d_]+| ?\d{1,3}| ?[^\s\w]+|\s+(?!\S)|\s+|_+", re.UNICODE)
+
+#: Words as the lexical scorer sees them: maximal runs of word characters and apostrophes, with
+#: apostrophes stripped at both ends. The same rule applies whether text arrives whole or in pieces.
+WORD_RE: Final = re.compile(r"[\w']+")
+
+PHASE_START: Final = 0
+PHASE_REFUSING: Final = 1
+PHASE_COMPLYING: Final = 2
+PHASE_NEUTRAL: Final = 3
+PHASE_NAMES: Final = ("start", "refusing", "complying", "neutral")
+N_PHASES: Final = 4
+
+#: Words after which a response still in ``start`` becomes ``neutral``.
+NEUTRAL_AFTER_WORDS: Final = 12
+#: Opener markers only count among the first words of the response.
+OPENER_WORDS: Final = 4
+
+_REFUSAL: Final = (
+    "i'm sorry",
+    "i am sorry",
+    "i apologize",
+    "i cannot",
+    "i can't",
+    "i can not",
+    "i won't",
+    "i will not",
+    "as an ai",
+    "am not able",
+    "i'm not able",
+    "i'm unable",
+    "am unable",
+    "cannot fulfill",
+    "cannot provide",
+    "can't provide",
+    "cannot assist",
+    "can't assist",
+    "cannot help",
+    "can't help",
+    "must decline",
+    "not appropriate",
+    "is illegal",
+    "is unethical",
+    "not going to help",
+    "refuse to",
+)
+_COMPLIANCE_ANYWHERE: Final = (
+    "here is",
+    "here are",
+    "here's",
+    "step 1",
+    "step one",
+    "first you",
+    "you will need",
+    "you'll need",
+)
+_COMPLIANCE_OPENER: Final = ("sure", "certainly", "absolutely", "of course", "okay", "ok")
+
+
+def _build_markers() -> dict[str, tuple[tuple[tuple[str, ...], int, bool], ...]]:
+    table: dict[str, list[tuple[tuple[str, ...], int, bool]]] = {}
+    groups: list[tuple[tuple[str, ...], int, bool]] = [
+        *((tuple(m.split()), PHASE_REFUSING, False) for m in _REFUSAL),
+        *((tuple(m.split()), PHASE_COMPLYING, False) for m in _COMPLIANCE_ANYWHERE),
+        *((tuple(m.split()), PHASE_COMPLYING, True) for m in _COMPLIANCE_OPENER),
+    ]
+    for words, phase, opener in groups:
+        table.setdefault(words[-1], []).append((words[:-1], phase, opener))
+    return {k: tuple(v) for k, v in table.items()}
+
+
+#: last word -> ((preceding words), phase, opener_only)
+MARKERS: Final = _build_markers()
+
+
+def tokenize_approx(text: str) -> list[str]:
+    """Split ``text`` into BPE-like pieces; ``"".join(result) == text`` always holds."""
+    pieces = _APPROX_TOKEN.findall(text)
+    joined = "".join(pieces)
+    if joined != text:  # pragma: no cover - the regex covers every character
+        return [*pieces, text[len(joined) :]]
+    return pieces
+
+
+def content_text(content: Any) -> str:
+    """Text of a message ``content``: a string, or a list of parts ``{"type": "text", "text"}``."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, Sequence):
+        out = []
+        for part in content:
+            if isinstance(part, Mapping):
+                t = part.get("text")
+                if isinstance(t, str):
+                    out.append(t)
+            elif isinstance(part, str):
+                out.append(part)
+        return "\n".join(out)
+    return ""
+
+
+def prompt_text(prompt: Any) -> str:
+    """The text the request scorer reads: every system/user message (or the completions prompt)."""
+    if isinstance(prompt, str):
+        return prompt
+    if isinstance(prompt, Sequence):
+        parts = []
+        for msg in prompt:
+            if isinstance(msg, Mapping) and msg.get("role") in ("user", "system", None):
+                parts.append(content_text(msg.get("content")))
+        return "\n".join(parts)
+    return ""
