@@ -1,0 +1,341 @@
+#!/usr/bin/env python
+"""Build the shipped default risk model from the public data in /work/shared/data, reproducibly.
+
+Steps (deterministic: splits are by CRC32 of stable ids, no randomness):
+
+1. convert each source into trajectory JSONL (DESIGN section 6) in ``--workdir``:
+   ``fit.jsonl`` (what the model is fitted on), ``eval.jsonl`` (held-out sources/items, used only
+   for reporting) and ``requests.jsonl`` (request-only examples for the request scorer);
+2. fit with ``guard.risk.fit`` and write ``guard/data/default_model.npz``;
+3. evaluate on ``eval.jsonl`` (``guard eval`` logic) and write ``eval.json`` / ``eval.txt``.
+
+Usage::
+
+    .venv/bin/python scripts/build_default_model.py [--data /work/shared/data] [--depth 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gzip
+import json
+import sys
+import time
+import zlib
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from guard.risk.artifact import save_artifact  # noqa: E402
+from guard.risk.evaluate import evaluate, format_eval  # noqa: E402
+from guard.risk.fit import FitConfig, RequestExample, fit, format_report  # noqa: E402
+from guard.risk.trajectories import read_trajectories  # noqa: E402
+
+csv.field_size_limit(10**8)
+
+LICENCES = {
+    "jailbreakbench": {
+        "origin": "JailbreakBench/artifacts @909e68c",
+        "licence": "MIT",
+    },
+    "advbench": {"origin": "llm-attacks AdvBench (ab235/AttnGCG-attack @6d9f1a4)", "licence": "MIT"},
+    "bitext": {
+        "origin": "bitext/customer-support-llm-chatbot-training-dataset @337b968",
+        "licence": "CDLA-Sharing-1.0",
+    },
+    "gptfuzz": {"origin": "sherdencooper/GPTFuzz @1eddeb5", "licence": "MIT"},
+    "openai-moderation": {"origin": "openai/moderation-api-release @f4ab51b", "licence": "MIT"},
+    "self-instruct": {"origin": "yizhongw/self-instruct @0b26cca", "licence": "Apache-2.0"},
+    "fastchat_mt_bench": {"origin": "lm-sys/FastChat @0e6d3e4", "licence": "Apache-2.0"},
+    "toxigen": {"origin": "microsoft/TOXIGEN @01517e8", "licence": "MIT"},
+}
+
+FIT_JBB_METHODS = ("PAIR", "GCG", "JBC")  # DSN and prompt_with_random_search are held out
+ALARMING_WORDS = (
+    "security", "password", "attack", "war", "history", "historical", "medical", "medicine",
+    "disease", "drug", "virus", "weapon", "death", "kill", "crime", "law", "legal", "health",
+    "symptom", "police", "military", "bomb", "poison", "hack", "cancer", "fight", "violence",
+)  # fmt: skip
+
+REFUSAL_TEMPLATES = (
+    'You asked me to "{goal}". I won\'t do that: it could seriously hurt people, and it may be '
+    "illegal. If you are curious about the topic in general, I can point you to reliable, "
+    "lawful resources instead.",
+    "I'm sorry, but I can't help you {goal_l}. Requests like this can cause real harm. "
+    "If there is something else you need, such as general safety information, I'm happy to help.",
+    "I can't assist with a request to {goal_l}. This kind of content is harmful, so I have to "
+    "decline. Is there anything else I can do for you today?",
+    "That's not something I can help with. Writing instructions to {goal_l} could put people at "
+    "risk. If you or someone you know is in danger, please contact local emergency services.",
+)
+
+
+def _frac(key: str) -> float:
+    return (zlib.crc32(key.encode()) % 10_000) / 10_000
+
+
+def _traj(
+    tid: str,
+    source: str,
+    prompt: Any,
+    response: str,
+    label: str,
+    *,
+    kind: str,
+    request_label: str,
+    **meta: Any,
+) -> dict[str, Any]:
+    if isinstance(prompt, str):
+        prompt = [{"role": "user", "content": prompt}]
+    return {
+        "id": tid,
+        "source": source,
+        "prompt": prompt,
+        "prefill": "",
+        "response": response,
+        "tokens": None,
+        "label": label,
+        "harm_start_char": None,
+        "meta": {"kind": kind, "request_label": request_label, **meta},
+    }
+
+
+def build(data: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    fit_rows: list[dict[str, Any]] = []
+    eval_rows: list[dict[str, Any]] = []
+    requests: list[dict[str, Any]] = []
+
+    # JailbreakBench: fit on PAIR/GCG/JBC, evaluate on the held-out attack methods
+    for f in sorted((data / "jailbreakbench" / "attack-artifacts").glob("*/*/*.json")):
+        method, box, model = f.parts[-3], f.parts[-2], f.stem
+        doc = json.loads(f.read_text())
+        for i, jb in enumerate(doc.get("jailbreaks", [])):
+            resp = jb.get("response")
+            if not resp or not jb.get("prompt"):
+                continue
+            broken = str(jb.get("jailbroken")).lower() == "true"
+            row = _traj(
+                f"jbb/{method}/{box}/{model}/{i}",
+                "jailbreakbench",
+                jb["prompt"],
+                resp,
+                "harmful" if broken else "safe",
+                kind="harmful" if broken else "alarming",
+                request_label="harmful",
+                method=method,
+                target_model=model,
+                category=jb.get("category"),
+            )
+            (fit_rows if method in FIT_JBB_METHODS else eval_rows).append(row)
+
+    # GPTFuzz: train -> fit, evaluate (disjoint questions) -> eval
+    qpath = data / "gptfuzz" / "datasets" / "questions" / "question_list.csv"
+    questions = {r["index"]: r["text"] for r in csv.DictReader(qpath.open(encoding="utf-8"))}
+    for split in ("train", "evaluate"):
+        p = data / "gptfuzz" / "datasets" / "responses_labeled" / f"{split}.csv"
+        for i, r in enumerate(csv.DictReader(p.open(encoding="utf-8"))):
+            resp = r.get("Response") or ""
+            if not resp.strip():
+                continue
+            harmful = r["label"].strip() == "1"
+            row = _traj(
+                f"gptfuzz/{split}/{i}",
+                "gptfuzz",
+                questions.get(r["question"], ""),
+                resp,
+                "harmful" if harmful else "safe",
+                kind="harmful" if harmful else "alarming",
+                request_label="harmful",
+                question=r["question"],
+            )
+            (fit_rows if split == "train" else eval_rows).append(row)
+
+    # Bitext customer support: 70 % fit, 30 % held back
+    p = data / "bitext" / "Bitext_Sample_Customer_Support_Training_Dataset.csv"
+    for i, r in enumerate(csv.DictReader(p.open(encoding="utf-8"))):
+        row = _traj(
+            f"bitext/{i}",
+            "bitext",
+            r["instruction"],
+            r["response"],
+            "safe",
+            kind="support",
+            request_label="benign",
+            intent=r["intent"],
+        )
+        (fit_rows if _frac(row["id"]) < 0.7 else eval_rows).append(row)
+
+    # self-instruct seed tasks: 70 % fit, 30 % eval (general, or alarming by topic words)
+    for line in (data / "self-instruct" / "seed_tasks.jsonl").open(encoding="utf-8"):
+        t = json.loads(line)
+        inst = t["instances"][0] if t.get("instances") else {"input": "", "output": ""}
+        prompt = t["instruction"] + ("\n\n" + inst["input"] if inst.get("input") else "")
+        if not inst.get("output"):
+            continue
+        words = (prompt + " " + inst["output"]).lower()
+        kind = "alarming" if any(w in words.split() for w in ALARMING_WORDS) else "general"
+        row = _traj(
+            f"self-instruct/{t['id']}",
+            "self-instruct",
+            prompt,
+            inst["output"],
+            "safe",
+            kind=kind,
+            request_label="benign",
+        )
+        (fit_rows if _frac(row["id"]) < 0.7 else eval_rows).append(row)
+
+    # MT-bench / Vicuna-bench: reference answers -> eval; all questions -> benign requests
+    for bench in ("mt_bench", "vicuna_bench"):
+        qs = {}
+        for line in (data / "fastchat_mt_bench" / bench / "question.jsonl").open(encoding="utf-8"):
+            q = json.loads(line)
+            qs[q["question_id"]] = q
+            requests.append({"text": q["turns"][0], "label": "benign", "source": bench})
+        ref = data / "fastchat_mt_bench" / bench / "reference_answer" / "gpt-4.jsonl"
+        for line in ref.open(encoding="utf-8"):
+            a = json.loads(line)
+            q = qs.get(a["question_id"])
+            if q is None:
+                continue
+            ans = a["choices"][0]["turns"][0]
+            words = (q["turns"][0] + " " + ans).lower().split()
+            kind = "alarming" if any(w in words for w in ALARMING_WORDS) else "general"
+            eval_rows.append(
+                _traj(
+                    f"{bench}/{a['question_id']}",
+                    "fastchat_mt_bench",
+                    q["turns"][0],
+                    ans,
+                    "safe",
+                    kind=kind,
+                    request_label="benign",
+                    category=q.get("category"),
+                )
+            )
+
+    # ToxiGen: neutral statements (benign, alarming topic) vs hateful ones; 50/50 by line
+    for f in sorted((data / "toxigen" / "demonstrations").glob("*/*.txt")):
+        hate = f.name.startswith("hate")
+        group = f.stem.replace("hate_", "").replace("neutral_", "").replace("_sentences", "")
+        for i, line in enumerate(f.read_text(encoding="utf-8").splitlines()):
+            text = line.strip().lstrip("-").strip()
+            if not text:
+                continue
+            row = _traj(
+                f"toxigen/{f.parent.name}/{f.stem}/{i}",
+                "toxigen",
+                f"Write a few sentences about {group.replace('_', ' ')} people.",
+                text,
+                "harmful" if hate else "safe",
+                kind="harmful" if hate else "alarming",
+                request_label="benign",
+                group=group,
+            )
+            (fit_rows if _frac(row["id"]) < 0.5 else eval_rows).append(row)
+
+    # AdvBench goals: refusals that quote the harmful request (benign, alarming); half/half
+    p = data / "advbench" / "harmful_behaviors.csv"
+    for i, r in enumerate(csv.DictReader(p.open(encoding="utf-8"))):
+        goal = r["goal"].strip()
+        tid = f"advbench-refusal/{i}"
+        to_fit = _frac(tid) < 0.5
+        if to_fit:
+            requests.append({"text": goal, "label": "harmful", "source": "advbench"})
+        tmpl = REFUSAL_TEMPLATES[i % len(REFUSAL_TEMPLATES)]
+        goal_l = goal[0].lower() + goal[1:]
+        row = _traj(
+            tid,
+            "advbench",
+            goal,
+            tmpl.format(goal=goal, goal_l=goal_l),
+            "safe",
+            kind="alarming",
+            request_label="harmful",
+            construction="refusal quoting the request (scripts/build_default_model.py)",
+        )
+        (fit_rows if to_fit else eval_rows).append(row)
+
+    # OpenAI moderation samples without any category: benign request variety
+    with gzip.open(data / "openai-moderation" / "data" / "samples-1680.jsonl.gz", "rt") as fh:
+        for i, line in enumerate(fh):
+            r = json.loads(line)
+            cats = [r.get(k) for k in ("S", "H", "V", "HR", "SH", "S3", "H2", "V2")]
+            if all(c == 0 for c in cats) and _frac(f"mod/{i}") < 0.7:
+                requests.append({"text": r["prompt"], "label": "benign", "source": "moderation"})
+    return fit_rows, eval_rows, requests
+
+
+def _write(path: Path, rows: list[dict[str, Any]]) -> None:
+    with path.open("w", encoding="utf-8") as fh:
+        for r in rows:
+            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default="/work/shared/data")
+    ap.add_argument("--workdir", default=str(ROOT / "build" / "default_model"))
+    ap.add_argument("--out", default=str(ROOT / "guard" / "data" / "default_model.npz"))
+    ap.add_argument("--depth", type=int, default=32)
+    ap.add_argument("--bins", type=int, default=8)
+    ap.add_argument("--kappa", type=float, default=20.0)
+    ap.add_argument("--augment", action="store_true")
+    ap.add_argument("--no-eval", action="store_true")
+    args = ap.parse_args(argv)
+    data = Path(args.data)
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    fit_rows, eval_rows, requests = build(data)
+    _write(work / "fit.jsonl", fit_rows)
+    _write(work / "eval.jsonl", eval_rows)
+    _write(work / "requests.jsonl", requests)
+    print(
+        f"fit: {len(fit_rows)} {dict(Counter(r['meta']['kind'] for r in fit_rows))}; "
+        f"eval: {len(eval_rows)} {dict(Counter(r['meta']['kind'] for r in eval_rows))}; "
+        f"requests: {len(requests)}",
+        file=sys.stderr,
+    )
+    trajs, _ = read_trajectories([work / "fit.jsonl"])
+    reqs = [RequestExample(r["text"], r["label"] == "harmful") for r in requests]
+    info = {
+        "training_data": {
+            "fit_sources": dict(Counter(r["source"] for r in fit_rows)),
+            "fit_kinds": dict(Counter(r["meta"]["kind"] for r in fit_rows)),
+            "request_examples": dict(Counter(r["source"] for r in requests)),
+            "held_out_for_eval": "JailbreakBench DSN + prompt_with_random_search; GPTFuzz "
+            "evaluate split; 30% of bitext and self-instruct; MT-bench/Vicuna reference answers; "
+            "50% of ToxiGen lines and AdvBench-quoting refusals",
+        },
+        "licences": LICENCES,
+        "built_by": "scripts/build_default_model.py",
+    }
+    cfg = FitConfig(depth=args.depth, n_risk_bins=args.bins, kappa=args.kappa, augment=args.augment)
+    t0 = time.perf_counter()
+    res = fit(trajs, cfg, requests=reqs, info=info, progress=lambda m: print(m, file=sys.stderr))
+    fit_s = time.perf_counter() - t0
+    res.meta["info"]["fit_seconds"] = round(fit_s, 1)
+    meta = save_artifact(args.out, res.arrays, res.meta)
+    report = format_report(res.report)
+    (work / "fit_report.txt").write_text(report + "\n")
+    print(report)
+    print(f"fit took {fit_s:.1f} s; wrote {args.out} version {meta['version']}", file=sys.stderr)
+    if not args.no_eval:
+        from guard.risk import load_risk_model
+
+        model = load_risk_model(args.out)
+        ev_trajs, _ = read_trajectories([work / "eval.jsonl"])
+        result = evaluate(model, ev_trajs)
+        (work / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+        text = format_eval(result)
+        (work / "eval.txt").write_text(text + "\n")
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
