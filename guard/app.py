@@ -44,7 +44,6 @@ from guard.observability.metrics import Metrics, create_metrics
 from guard.relay import chunks
 from guard.relay.assemble import assemble
 from guard.relay.relay import (
-    DONE,
     GUARD_ENDED,
     REROUTE,
     RUNNING,
@@ -54,8 +53,14 @@ from guard.relay.relay import (
 )
 from guard.relay.reroute import continuation_body, upstream_body
 from guard.request.auth import Auth
-from guard.request.parse import CHAT, COMPLETIONS, GenerationRequest, check_limits, decode_json
-from guard.request.parse import parse_generation
+from guard.request.parse import (
+    CHAT,
+    COMPLETIONS,
+    GenerationRequest,
+    check_limits,
+    decode_json,
+    parse_generation,
+)
 from guard.request.schema import ChatCompletionRequest, CompletionRequest
 from guard.upstream.client import Upstream, create_client
 from guard.upstream.sse import SSEDecoder
@@ -81,8 +86,9 @@ class Services:
 def error_response(exc: GuardError, request_id: str | None = None) -> Response:
     body = chunks.error_body(exc.message, exc.error_type, exc.code, exc.param)
     headers = {"x-request-id": request_id} if request_id else None
-    return Response(body, status_code=exc.status_code, media_type="application/json",
-                    headers=headers)
+    return Response(
+        body, status_code=exc.status_code, media_type="application/json", headers=headers
+    )
 
 
 def create_app(
@@ -110,8 +116,14 @@ def create_app(
         )
     client = create_client(settings, transport)
     key = settings.upstream_api_key.get_secret_value() if settings.upstream_api_key else None
-    svc = Services(settings, Upstream(client, settings.upstream, key), metrics, models,
-                   Auth(settings), decision_log)
+    svc = Services(
+        settings,
+        Upstream(client, settings.upstream, key),
+        metrics,
+        models,
+        Auth(settings),
+        decision_log,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -132,8 +144,9 @@ def create_app(
                 if svc.decision_log is not None:
                     svc.decision_log.close()
 
-    app = FastAPI(title="guard", version=__version__, lifespan=lifespan,
-                  docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="guard", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None
+    )
     app.state.services = svc
 
     @app.exception_handler(GuardError)
@@ -143,21 +156,32 @@ def create_app(
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unexpected error on %s", request.url.path)
-        return error_response(GuardError("internal error in the guard"),
-                              request.headers.get("x-request-id"))
+        return error_response(
+            GuardError("internal error in the guard"), request.headers.get("x-request-id")
+        )
 
     @app.post(
         "/v1/chat/completions",
-        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-            "schema": ChatCompletionRequest.model_json_schema()}}}},
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": ChatCompletionRequest.model_json_schema()}
+                },
+            }
+        },
     )
     async def chat_completions(request: Request) -> Response:
         return await _generate(svc, request, CHAT)
 
     @app.post(
         "/v1/completions",
-        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-            "schema": CompletionRequest.model_json_schema()}}}},
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": CompletionRequest.model_json_schema()}},
+            }
+        },
     )
     async def completions(request: Request) -> Response:
         return await _generate(svc, request, COMPLETIONS)
@@ -166,16 +190,21 @@ def create_app(
     async def list_models(request: Request) -> Response:
         svc.auth.client(request.headers)
         resp, _ = await svc.upstream.open(
-            "GET", "/v1/models",
-            headers=svc.upstream.headers(request.headers, forward_auth=not svc.auth.enabled))
+            "GET",
+            "/v1/models",
+            headers=svc.upstream.headers(request.headers, forward_auth=not svc.auth.enabled),
+        )
         try:
             body = await resp.aread()
         except httpx.HTTPError:
             raise UpstreamProtocolError("upstream failed while sending the model list") from None
         finally:
             await resp.aclose()
-        return Response(body, status_code=resp.status_code,
-                        media_type=resp.headers.get("content-type", "application/json"))
+        return Response(
+            body,
+            status_code=resp.status_code,
+            media_type=resp.headers.get("content-type", "application/json"),
+        )
 
     @app.get("/health")
     async def health() -> Response:
@@ -188,11 +217,13 @@ def create_app(
         try:
             status, _ = await svc.upstream.json("GET", "/health")
         except UpstreamError as exc:
-            return Response(chunks.error_body(exc.message, exc.error_type, exc.code), 503,
-                            media_type="application/json")
+            return Response(
+                chunks.error_body(exc.message, exc.error_type, exc.code),
+                503,
+                media_type="application/json",
+            )
         if status != 200:
-            return Response(b'{"status":"upstream unhealthy"}', 503,
-                            media_type="application/json")
+            return Response(b'{"status":"upstream unhealthy"}', 503, media_type="application/json")
         return Response(b'{"status":"ready"}', media_type="application/json")
 
     @app.get("/metrics")
@@ -208,29 +239,54 @@ def create_app(
         loaded = await anyio.to_thread.run_sync(svc.models.reload)
         svc.models.touch()
         pol = loaded.book.default
-        return Response(jsonfast.dumps({"status": "reloaded", "version": loaded.version,
-                                        "depth": pol.depth, "threshold": pol.threshold}),
-                        media_type="application/json")
+        return Response(
+            jsonfast.dumps(
+                {
+                    "status": "reloaded",
+                    "version": loaded.version,
+                    "depth": pol.depth,
+                    "threshold": pol.threshold,
+                }
+            ),
+            media_type="application/json",
+        )
 
     @app.get("/admin/status")
     async def admin_status(request: Request) -> Response:
         svc.auth.admin(request.headers)
         cur = svc.models.current
         pol = cur.book.default
-        return Response(jsonfast.dumps({
-            "version": __version__, "risk_model": {"version": cur.version, "path": cur.path},
-            "policy": {"mode": pol.mode, "depth": pol.depth, "threshold": pol.threshold,
-                       "action": pol.action, "hold_back": pol.hold_back},
-            "active_streams": svc.active, "last_reload_error": svc.models.last_error,
-        }), media_type="application/json")
+        return Response(
+            jsonfast.dumps(
+                {
+                    "version": __version__,
+                    "risk_model": {"version": cur.version, "path": cur.path},
+                    "policy": {
+                        "mode": pol.mode,
+                        "depth": pol.depth,
+                        "threshold": pol.threshold,
+                        "action": pol.action,
+                        "hold_back": pol.hold_back,
+                    },
+                    "active_streams": svc.active,
+                    "last_reload_error": svc.models.last_error,
+                }
+            ),
+            media_type="application/json",
+        )
 
-    @app.api_route("/v1/{rest:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"],
-                   include_in_schema=False)
+    @app.api_route(
+        "/v1/{rest:path}",
+        methods=["GET", "POST", "PUT", "DELETE", "PATCH"],
+        include_in_schema=False,
+    )
     async def unguarded(rest: str) -> Response:
         # Generation routes the guard does not check (e.g. /v1/responses) are refused, never
         # passed through silently.
-        raise NotFound(f"/v1/{rest} is not served by the guard (only chat/completions,"
-                       " completions and models are)")
+        raise NotFound(
+            f"/v1/{rest} is not served by the guard (only chat/completions,"
+            " completions and models are)"
+        )
 
     return app
 
@@ -288,13 +344,15 @@ async def _generate(svc: Services, request: Request, route: str) -> Response:
             content = jsonfast.dumps(upstream_body(req))
         headers = svc.upstream.headers(request.headers, forward_auth=not svc.auth.enabled)
         headers["x-request-id"] = rid
-        resp, latency = await svc.upstream.open("POST", _PATHS[route], content=content,
-                                                headers=headers)
+        resp, latency = await svc.upstream.open(
+            "POST", _PATHS[route], content=content, headers=headers
+        )
         svc.metrics.upstream_latency_seconds.observe(latency)
     except GuardError as exc:
         if isinstance(exc, UpstreamError):
             svc.metrics.upstream_errors.labels(
-                "timeout" if isinstance(exc, UpstreamTimeout) else "unreachable").inc()
+                "timeout" if isinstance(exc, UpstreamTimeout) else "unreachable"
+            ).inc()
         svc.metrics.requests.labels(endpoint, _outcome_of(exc)).inc()
         return error_response(exc, rid)
 
@@ -312,14 +370,19 @@ async def _generate(svc: Services, request: Request, route: str) -> Response:
         kind = "status_4xx" if resp.status_code < 500 else "status_5xx"
         svc.metrics.upstream_errors.labels(kind).inc()
         svc.metrics.requests.labels(endpoint, "upstream_error").inc()
-        return Response(err_body, status_code=resp.status_code, headers=echo,
-                        media_type=resp.headers.get("content-type", "application/json"))
+        return Response(
+            err_body,
+            status_code=resp.status_code,
+            headers=echo,
+            media_type=resp.headers.get("content-type", "application/json"),
+        )
 
     relay = Relay(req, policy, loaded.model, trace=svc.decision_log is not None)
     pump = _pump(svc, relay, resp, req, request, rid, t0)
     if req.stream:
-        return StreamingResponse(pump, media_type="text/event-stream; charset=utf-8",
-                                 headers={**_SSE_HEADERS, **echo})
+        return StreamingResponse(
+            pump, media_type="text/event-stream; charset=utf-8", headers={**_SSE_HEADERS, **echo}
+        )
     # Non-streaming: fold the guarded stream into one completion object.
     data = b"".join([part async for part in pump])
     events = SSEDecoder().feed(data)
@@ -330,15 +393,23 @@ async def _generate(svc: Services, request: Request, route: str) -> Response:
         obj = jsonfast.loads(ev.data)
         if "error" in obj and not obj.get("choices"):
             err = obj["error"]
-            status = int(err.get("status") or err.get("code") or 502) if isinstance(
-                err.get("status") or err.get("code"), int) else 502
-            return Response(jsonfast.dumps({"error": err}), status_code=status, headers=echo,
-                            media_type="application/json")
+            status = (
+                int(err.get("status") or err.get("code") or 502)
+                if isinstance(err.get("status") or err.get("code"), int)
+                else 502
+            )
+            return Response(
+                jsonfast.dumps({"error": err}),
+                status_code=status,
+                headers=echo,
+                media_type="application/json",
+            )
         objs.append(obj)
     completion, guards = assemble(objs, req.route == CHAT)
     hdrs = dict(echo)
     hdrs["x-guard-decision"] = jsonfast.dumps(
-        {"outcome": relay.outcome(), "choices": guards}).decode()
+        {"outcome": relay.outcome(), "choices": guards}
+    ).decode()
     return Response(jsonfast.dumps(completion), media_type="application/json", headers=hdrs)
 
 
@@ -399,13 +470,18 @@ async def _pump(
                             if out:
                                 yield out
                         if relay.status in (RUNNING, UPSTREAM_ERROR):
-                            kind = "error_event" if relay.status == UPSTREAM_ERROR else "early_close"
+                            kind = (
+                                "error_event" if relay.status == UPSTREAM_ERROR else "early_close"
+                            )
                             m.upstream_errors.labels(kind).inc()
                             if relay.status == RUNNING:
                                 outcome = "upstream_error"
                                 yield chunks.error_event(
                                     "upstream closed the stream before it was complete",
-                                    "upstream_error", "upstream_early_close", 502)
+                                    "upstream_error",
+                                    "upstream_early_close",
+                                    502,
+                                )
                             yield chunks.DONE
                             completed = True
                             return
@@ -423,8 +499,9 @@ async def _pump(
                 if current is None:
                     meta = relay.meta
                     assert meta is not None
-                    yield chunks.finish_chunk(meta, 0, "length", relay.guard_details(
-                        relay._choice(0), "resample"))
+                    yield chunks.finish_chunk(
+                        meta, 0, "length", relay.guard_details(relay._choice(0), "resample")
+                    )
                     relay.status = GUARD_ENDED
         if relay.status == GUARD_ENDED:
             if relay.needs_prompt_count():
@@ -434,15 +511,17 @@ async def _pump(
     except TimeoutError:
         outcome = "upstream_timeout"
         m.upstream_errors.labels("timeout").inc()
-        yield chunks.error_event("upstream stream exceeded the total timeout", "upstream_error",
-                                 "upstream_timeout", 504)
+        yield chunks.error_event(
+            "upstream stream exceeded the total timeout", "upstream_error", "upstream_timeout", 504
+        )
         yield chunks.DONE
         completed = True
     except httpx.TimeoutException:
         outcome = "upstream_timeout"
         m.upstream_errors.labels("timeout").inc()
-        yield chunks.error_event("upstream stalled mid-stream", "upstream_error",
-                                 "upstream_timeout", 504)
+        yield chunks.error_event(
+            "upstream stalled mid-stream", "upstream_error", "upstream_timeout", 504
+        )
         yield chunks.DONE
         completed = True
     except (httpx.TransportError, UpstreamError) as exc:
@@ -462,8 +541,9 @@ async def _pump(
         _account(svc, relay, req, outcome, rid, t0)
 
 
-async def _reroute(svc: Services, relay: Relay, req: GenerationRequest, request: Request,
-                   rid: str) -> httpx.Response | None:
+async def _reroute(
+    svc: Services, relay: Relay, req: GenerationRequest, request: Request, rid: str
+) -> httpx.Response | None:
     pol = relay.policy
     prefix, tokens = relay.prefix()
     base_url = None
@@ -472,27 +552,35 @@ async def _reroute(svc: Services, relay: Relay, req: GenerationRequest, request:
         banned = ids[:1]
         if not banned and text:
             banned = await _tokenize(svc, req, text)
-        body = continuation_body(req, prefix, tokens,
-                                 logit_bias={str(i): -100.0 for i in banned} or None,
-                                 max_tokens=pol.resample_ban_tokens)
+        body = continuation_body(
+            req,
+            prefix,
+            tokens,
+            logit_bias={str(i): -100.0 for i in banned} or None,
+            max_tokens=pol.resample_ban_tokens,
+        )
         relay.begin_attempt("resample", segment_limited=True, detail={"banned_token_ids": banned})
         svc.metrics.reroutes.labels("resample", "attempt").inc()
     else:
         alt = pol.alternate
         assert alt is not None
         base_url = alt.upstream
-        body = continuation_body(req, prefix, tokens, model=alt.model,
-                                 system_prompt=alt.system_prompt)
-        relay.begin_attempt("alternate", detail={"upstream": "alternate" if alt.upstream else
-                                                 "main", "model": alt.model})
+        body = continuation_body(
+            req, prefix, tokens, model=alt.model, system_prompt=alt.system_prompt
+        )
+        relay.begin_attempt(
+            "alternate",
+            detail={"upstream": "alternate" if alt.upstream else "main", "model": alt.model},
+        )
         svc.metrics.reroutes.labels("alternate", "attempt").inc()
     if body is None:
         return None
     return await _open_attempt(svc, body, request, rid, base_url)
 
 
-async def _continue(svc: Services, relay: Relay, req: GenerationRequest, request: Request,
-                    rid: str) -> httpx.Response | None:
+async def _continue(
+    svc: Services, relay: Relay, req: GenerationRequest, request: Request, rid: str
+) -> httpx.Response | None:
     prefix, tokens = relay.prefix()
     if req.max_tokens is not None and tokens >= req.max_tokens:
         return None
@@ -503,15 +591,19 @@ async def _continue(svc: Services, relay: Relay, req: GenerationRequest, request
     return await _open_attempt(svc, body, request, rid, None)
 
 
-async def _open_attempt(svc: Services, body: dict[str, Any], request: Request, rid: str,
-                        base_url: str | None) -> httpx.Response | None:
+async def _open_attempt(
+    svc: Services, body: dict[str, Any], request: Request, rid: str, base_url: str | None
+) -> httpx.Response | None:
     headers = svc.upstream.headers(request.headers, forward_auth=not svc.auth.enabled)
     headers["x-request-id"] = rid
     try:
-        resp, _ = await svc.upstream.open("POST", _PATHS[CHAT if "messages" in body else
-                                                          COMPLETIONS],
-                                          content=jsonfast.dumps(body), headers=headers,
-                                          base_url=base_url)
+        resp, _ = await svc.upstream.open(
+            "POST",
+            _PATHS[CHAT if "messages" in body else COMPLETIONS],
+            content=jsonfast.dumps(body),
+            headers=headers,
+            base_url=base_url,
+        )
     except UpstreamError:
         svc.metrics.reroutes.labels("reroute", "failed").inc()
         return None
@@ -556,8 +648,9 @@ async def _count_prompt(svc: Services, req: GenerationRequest) -> int | None:
     return None
 
 
-def _account(svc: Services, relay: Relay, req: GenerationRequest, outcome: str, rid: str,
-             t0: int) -> None:
+def _account(
+    svc: Services, relay: Relay, req: GenerationRequest, outcome: str, rid: str, t0: int
+) -> None:
     """Metrics and the decision log, once per request (never per token)."""
     m = svc.metrics
     result = relay.outcome() if outcome == "ok" else outcome
@@ -575,8 +668,9 @@ def _account(svc: Services, relay: Relay, req: GenerationRequest, outcome: str, 
             check_ns += g.check_ns
             m.decision_risk.observe(g.last_risk)
         if cs.halted:
-            m.halts.labels(relay.policy.action if relay.reroutes else "halt",
-                           cs.reason or "risk").inc()
+            m.halts.labels(
+                relay.policy.action if relay.reroutes else "halt", cs.reason or "risk"
+            ).inc()
             if g is not None:
                 m.halt_depth.observe(g.tracker.tokens)
     if relayed:
@@ -597,8 +691,9 @@ def _account(svc: Services, relay: Relay, req: GenerationRequest, outcome: str, 
         svc.decision_log.submit(_record(svc, relay, req, result, rid))
 
 
-def _record(svc: Services, relay: Relay, req: GenerationRequest, outcome: str,
-            rid: str) -> dict[str, Any]:
+def _record(
+    svc: Services, relay: Relay, req: GenerationRequest, outcome: str, rid: str
+) -> dict[str, Any]:
     cfg = svc.settings.decision_log
     content = cfg.include_content
 
@@ -627,9 +722,16 @@ def _record(svc: Services, relay: Relay, req: GenerationRequest, outcome: str,
         if isinstance(req.prompt, str):
             prompt = text(req.prompt)
         else:
-            prompt = [{"role": mm.get("role"), "content": text(mm.get("content"))
-                       if isinstance(mm.get("content"), str) else mm.get("content")}
-                      for mm in req.prompt if isinstance(mm, dict)]
+            prompt = [
+                {
+                    "role": mm.get("role"),
+                    "content": text(str(mm["content"]))
+                    if isinstance(mm.get("content"), str)
+                    else mm.get("content"),
+                }
+                for mm in req.prompt
+                if isinstance(mm, dict)
+            ]
     response = None
     if content and relay.choices and relay.choices[0] is not None:
         released = relay.choices[0].released
@@ -660,5 +762,9 @@ def _record(svc: Services, relay: Relay, req: GenerationRequest, outcome: str,
 
 
 def policy_summary(policy: Policy) -> dict[str, Any]:
-    return {"mode": policy.mode, "depth": policy.depth, "threshold": policy.threshold,
-            "action": policy.action}
+    return {
+        "mode": policy.mode,
+        "depth": policy.depth,
+        "threshold": policy.threshold,
+        "action": policy.action,
+    }

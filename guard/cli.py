@@ -35,22 +35,34 @@ def _add_serve(sub: Any) -> None:
     p.add_argument("--total-timeout", type=float, dest="total_timeout")
     p.add_argument("--max-body-bytes", type=int, dest="max_body_bytes")
     p.add_argument("--max-streams", type=int, dest="max_streams")
-    p.add_argument("--upstream-api-key", dest="upstream_api_key",
-                   help="key sent to the upstream (prefer GUARD_UPSTREAM_API_KEY)")
-    p.add_argument("--log-level", dest="log_level",
-                   choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--upstream-api-key",
+        dest="upstream_api_key",
+        help="key sent to the upstream (prefer GUARD_UPSTREAM_API_KEY)",
+    )
+    p.add_argument("--log-level", dest="log_level", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=_serve)
 
 
 _OVERRIDES: dict[str, tuple[str, ...]] = {
-    "upstream": ("upstream",), "host": ("host",), "port": ("port",), "workers": ("workers",),
-    "mode": ("policy", "mode"), "depth": ("policy", "depth"),
-    "threshold": ("policy", "threshold"), "action": ("policy", "action"),
-    "hold_back": ("policy", "hold_back"), "risk_model": ("risk_model",),
-    "decision_log": ("decision_log", "path"), "connect_timeout": ("connect_timeout",),
-    "read_timeout": ("read_timeout",), "total_timeout": ("total_timeout",),
-    "max_body_bytes": ("max_body_bytes",), "max_streams": ("max_streams",),
-    "upstream_api_key": ("upstream_api_key",), "log_level": ("log_level",),
+    "upstream": ("upstream",),
+    "host": ("host",),
+    "port": ("port",),
+    "workers": ("workers",),
+    "mode": ("policy", "mode"),
+    "depth": ("policy", "depth"),
+    "threshold": ("policy", "threshold"),
+    "action": ("policy", "action"),
+    "hold_back": ("policy", "hold_back"),
+    "risk_model": ("risk_model",),
+    "decision_log": ("decision_log", "path"),
+    "connect_timeout": ("connect_timeout",),
+    "read_timeout": ("read_timeout",),
+    "total_timeout": ("total_timeout",),
+    "max_body_bytes": ("max_body_bytes",),
+    "max_streams": ("max_streams",),
+    "upstream_api_key": ("upstream_api_key",),
+    "log_level": ("log_level",),
 }
 
 
@@ -69,8 +81,9 @@ def _serve(args: argparse.Namespace) -> int:
     from guard.risk import load_risk_model
 
     load_risk_model(settings.risk_model)
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
     payload = settings.model_dump(mode="json")
     if settings.upstream_api_key is not None:
         payload["upstream_api_key"] = settings.upstream_api_key.get_secret_value()
@@ -79,8 +92,12 @@ def _serve(args: argparse.Namespace) -> int:
         import tempfile
 
         os.environ["PROMETHEUS_MULTIPROCESS_DIR"] = tempfile.mkdtemp(prefix="guard-metrics-")
-    print(f"guard {__version__}: listening on http://{settings.host}:{settings.port}, "
-          f"upstream {settings.upstream}", file=sys.stderr, flush=True)
+    print(
+        f"guard {__version__}: listening on http://{settings.host}:{settings.port}, "
+        f"upstream {settings.upstream}",
+        file=sys.stderr,
+        flush=True,
+    )
     uvicorn.run(
         "guard.cli:app_factory",
         factory=True,

@@ -244,9 +244,13 @@ def _check_cross_fields(settings: Settings) -> None:
         if pol.alternate is not None and not (
             pol.alternate.upstream or pol.alternate.model or pol.alternate.system_prompt
         ):
-            raise ConfigError(f"{where}.alternate: set at least one of upstream, model, system_prompt")
+            raise ConfigError(
+                f"{where}.alternate: set at least one of upstream, model, system_prompt"
+            )
     for i, rule in enumerate(settings.policies):
         if rule.match.api_key is not None and rule.match.api_key not in key_names:
-            raise ConfigError(f"policies[{i}].match.api_key: no api key named {rule.match.api_key!r}")
+            raise ConfigError(
+                f"policies[{i}].match.api_key: no api key named {rule.match.api_key!r}"
+            )
     if len(key_names) != len(settings.api_keys):
         raise ConfigError("api_keys: names must be unique")

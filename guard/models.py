@@ -52,8 +52,9 @@ class ModelHolder:
         path = settings.risk_model
         if model is None:
             model = _load_model(path)
-        self.current = Loaded(model, PolicyBook(settings, model), model_version(model),
-                              path or "(shipped default)")
+        self.current = Loaded(
+            model, PolicyBook(settings, model), model_version(model), path or "(shipped default)"
+        )
         self._stamp = self._file_stamp()
         self._publish()
 
@@ -61,7 +62,9 @@ class ModelHolder:
         cur = self.current
         pol = cur.book.default
         self.metrics.risk_model_info.clear()
-        self.metrics.risk_model_info.labels(cur.version, str(pol.depth), f"{pol.threshold:g}").set(1)
+        self.metrics.risk_model_info.labels(cur.version, str(pol.depth), f"{pol.threshold:g}").set(
+            1
+        )
         self.metrics.risk_model_loaded.set(1)
 
     def _file_stamp(self) -> tuple[tuple[int, int] | None, tuple[int, int] | None]:
@@ -100,8 +103,9 @@ class ModelHolder:
                 raise
             raise RiskModelError(f"reload failed: {exc}") from None
         self.settings = settings
-        self.current = Loaded(model, book, model_version(model),
-                              settings.risk_model or "(shipped default)")
+        self.current = Loaded(
+            model, book, model_version(model), settings.risk_model or "(shipped default)"
+        )
         self.last_error = None
         self._stamp = self._file_stamp()
         self.metrics.risk_model_reloads.labels("ok").inc()

@@ -12,7 +12,9 @@ from typing import Any
 _SKIP = {"index", "delta", "logprobs", "finish_reason", "text"}
 
 
-def assemble(chunks: list[dict[str, Any]], chat: bool) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def assemble(
+    chunks: list[dict[str, Any]], chat: bool
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Fold chunks into a completion; returns (completion, guard details of each choice)."""
     first = chunks[0] if chunks else {}
     out: dict[str, Any] = {
@@ -33,8 +35,15 @@ def assemble(chunks: list[dict[str, Any]], chat: bool) -> tuple[dict[str, Any], 
             idx = c.get("index", 0)
             acc = choices.get(idx)
             if acc is None:
-                acc = {"index": idx, "parts": [], "reasoning": [], "tools": {}, "lp": None,
-                       "finish_reason": None, "extra": {}}
+                acc = {
+                    "index": idx,
+                    "parts": [],
+                    "reasoning": [],
+                    "tools": {},
+                    "lp": None,
+                    "finish_reason": None,
+                    "extra": {},
+                }
                 choices[idx] = acc
             if chat:
                 delta = c.get("delta") or {}
@@ -56,8 +65,12 @@ def assemble(chunks: list[dict[str, Any]], chat: bool) -> tuple[dict[str, Any], 
                 lp = c.get("logprobs")
                 if lp:
                     if acc["lp"] is None:
-                        acc["lp"] = {"tokens": [], "token_logprobs": [], "top_logprobs": [],
-                                     "text_offset": []}
+                        acc["lp"] = {
+                            "tokens": [],
+                            "token_logprobs": [],
+                            "top_logprobs": [],
+                            "text_offset": [],
+                        }
                     for k in ("tokens", "token_logprobs", "top_logprobs", "text_offset"):
                         acc["lp"][k].extend(lp.get(k) or [])
             if c.get("finish_reason") is not None:
@@ -99,8 +112,11 @@ def _merge_tool(tools: dict[int, dict[str, Any]], call: dict[str, Any]) -> None:
     cur = tools.get(idx)
     fn = call.get("function") or {}
     if cur is None:
-        cur = {"id": call.get("id"), "type": call.get("type", "function"),
-               "function": {"name": fn.get("name") or "", "arguments": ""}}
+        cur = {
+            "id": call.get("id"),
+            "type": call.get("type", "function"),
+            "function": {"name": fn.get("name") or "", "arguments": ""},
+        }
         tools[idx] = cur
     if call.get("id"):
         cur["id"] = call["id"]

@@ -29,16 +29,18 @@ def sse(obj: Any) -> bytes:
 def content_chunk(meta: StreamMeta, index: int, text: str) -> bytes:
     choice: dict[str, Any]
     if meta.chat:
-        choice = {"index": index, "delta": {"content": text}, "logprobs": None,
-                  "finish_reason": None}
+        choice = {
+            "index": index,
+            "delta": {"content": text},
+            "logprobs": None,
+            "finish_reason": None,
+        }
     else:
         choice = {"index": index, "text": text, "logprobs": None, "finish_reason": None}
     return sse(_chunk(meta, [choice]))
 
 
-def finish_chunk(
-    meta: StreamMeta, index: int, reason: str, guard: dict[str, Any] | None
-) -> bytes:
+def finish_chunk(meta: StreamMeta, index: int, reason: str, guard: dict[str, Any] | None) -> bytes:
     choice: dict[str, Any]
     if meta.chat:
         choice = {"index": index, "delta": {}, "logprobs": None, "finish_reason": reason}
@@ -67,8 +69,17 @@ def usage(prompt_tokens: int | None, completion_tokens: int) -> dict[str, Any]:
 
 def error_event(message: str, err_type: str, code: str | int | None, status: int) -> bytes:
     """Mid-stream error as vLLM sends it: HTTP stays 200, then ``data: {"error": ...}``."""
-    return sse({"error": {"message": message, "type": err_type, "param": None, "code": code,
-                          "status": status}})
+    return sse(
+        {
+            "error": {
+                "message": message,
+                "type": err_type,
+                "param": None,
+                "code": code,
+                "status": status,
+            }
+        }
+    )
 
 
 def error_body(

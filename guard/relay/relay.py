@@ -84,9 +84,7 @@ class Relay:
         self.tracking = policy.tracking and model is not None
         self.enforce = policy.enforcing and self.tracking
         self.hold_back = policy.hold_back if self.enforce else 0
-        self.reroutable = (
-            self.enforce and policy.action in ("resample", "alternate") and req.n == 1
-        )
+        self.reroutable = self.enforce and policy.action in ("resample", "alternate") and req.n == 1
         self._trace = trace
         self.choices: list[_Choice | None] = [None] * req.n
         self.open_choices = req.n
@@ -273,7 +271,10 @@ class Relay:
             stripped["choices"] = [choice]
             if self.attempt > 0 and self.meta is not None:
                 stripped["id"], stripped["created"], stripped["model"] = (
-                    self.meta.id, self.meta.created, self.meta.model)
+                    self.meta.id,
+                    self.meta.created,
+                    self.meta.model,
+                )
             raw = chunks.sse(stripped) if (text or ntok) else b""
         if tool and self.enforce:
             cs.tool_mode = True  # a partial tool call is never released: hold until the end
@@ -381,8 +382,9 @@ class Relay:
         cs = self._choice(0)
         return cs.crossing_text, cs.crossing_ids
 
-    def begin_attempt(self, kind: str, *, segment_limited: bool = False,
-                      detail: dict[str, Any] | None = None) -> None:
+    def begin_attempt(
+        self, kind: str, *, segment_limited: bool = False, detail: dict[str, Any] | None = None
+    ) -> None:
         """A new upstream attempt continues choice 0 from its released prefix."""
         cs = self._choice(0)
         text, tokens = self.prefix()
@@ -431,8 +433,11 @@ class Relay:
 
     def needs_prompt_count(self) -> bool:
         """Usage must be written by us and vLLM has not told us the prompt's size."""
-        return self.req.include_usage and self.prompt_tokens is None and (
-            self.halted_any or bool(self.reroutes))
+        return (
+            self.req.include_usage
+            and self.prompt_tokens is None
+            and (self.halted_any or bool(self.reroutes))
+        )
 
     # ------------------------------------------------------------------ summary
 

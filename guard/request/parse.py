@@ -108,8 +108,16 @@ def parse_generation(route: str, body: dict[str, Any]) -> GenerationRequest:
             prefill = _text_of(last.content)
         max_tokens = chat.max_completion_tokens or chat.max_tokens
         return GenerationRequest(
-            route, body, chat.model, stream, chat.n or 1, include_usage, messages, prefill,
-            continues, max_tokens,
+            route,
+            body,
+            chat.model,
+            stream,
+            chat.n or 1,
+            include_usage,
+            messages,
+            prefill,
+            continues,
+            max_tokens,
         )
     prompt = comp.prompt
     if isinstance(prompt, list) and prompt and isinstance(prompt[0], str):
@@ -121,7 +129,15 @@ def parse_generation(route: str, body: dict[str, Any]) -> GenerationRequest:
             )
         prompt = prompt[0]
     return GenerationRequest(
-        route, body, comp.model, stream, comp.n or 1, include_usage, prompt, "", False,
+        route,
+        body,
+        comp.model,
+        stream,
+        comp.n or 1,
+        include_usage,
+        prompt,
+        "",
+        False,
         comp.max_tokens,
     )
 

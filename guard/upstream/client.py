@@ -37,7 +37,9 @@ HOP_BY_HOP = frozenset(
 )
 
 
-def create_client(settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
+def create_client(
+    settings: Settings, transport: httpx.AsyncBaseTransport | None = None
+) -> httpx.AsyncClient:
     limits = httpx.Limits(
         max_connections=settings.max_streams + 16,
         max_keepalive_connections=min(settings.max_streams, 256),
@@ -95,19 +97,23 @@ class Upstream:
         try:
             resp = await self.client.send(req, stream=True)
         except httpx.TimeoutException as exc:
-            raise UpstreamTimeout(f"upstream did not answer in time ({type(exc).__name__})") from None
+            raise UpstreamTimeout(
+                f"upstream did not answer in time ({type(exc).__name__})"
+            ) from None
         except (httpx.TransportError, OSError) as exc:
             raise UpstreamUnreachable(f"upstream unreachable: {type(exc).__name__}") from None
         return resp, time.perf_counter() - t0
 
-    async def json(self, method: str, path: str, body: Any | None = None,
-                   base_url: str | None = None) -> tuple[int, Any]:
+    async def json(
+        self, method: str, path: str, body: Any | None = None, base_url: str | None = None
+    ) -> tuple[int, Any]:
         """A small non-streaming call (models, tokenize, health)."""
         import json as _json
 
         content = None if body is None else _json.dumps(body).encode()
-        resp, _ = await self.open(method, path, content=content, headers=self.headers({}, False),
-                                  base_url=base_url)
+        resp, _ = await self.open(
+            method, path, content=content, headers=self.headers({}, False), base_url=base_url
+        )
         try:
             raw = await resp.aread()
         except httpx.TimeoutException:

@@ -13,9 +13,14 @@ from tests.support.scripted import KeywordRiskModel, Script, ScriptedUpstream
 
 
 class Harness:
-    def __init__(self, handler: Callable[[str, dict[str, Any]], Script], model: Any = None,
-                 env: dict[str, str] | None = None, config: str | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        handler: Callable[[str, dict[str, Any]], Script],
+        model: Any = None,
+        env: dict[str, str] | None = None,
+        config: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         self.upstream = ScriptedUpstream(handler)
         base = {"GUARD_UPSTREAM": "http://upstream.test"}
         base.update(env or {})
@@ -29,8 +34,9 @@ class Harness:
             reload_poll_seconds=0,
             **kwargs,
         )
-        self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app),
-                                        base_url="http://guard.test")
+        self.client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=self.app), base_url="http://guard.test"
+        )
 
     def metric(self, name: str, labels: dict[str, str] | None = None) -> float:
         v = self.metrics.registry.get_sample_value(name, labels or {})

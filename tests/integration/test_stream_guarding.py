@@ -26,8 +26,10 @@ def events_of(body: bytes) -> list[Any]:
 def text_of(events: list[Any], index: int = 0) -> str:
     return "".join(
         c["delta"].get("content") or ""
-        for e in events if isinstance(e, dict)
-        for c in e.get("choices", []) if c["index"] == index
+        for e in events
+        if isinstance(e, dict)
+        for c in e.get("choices", [])
+        if c["index"] == index
     )
 
 
@@ -51,8 +53,14 @@ async def test_benign_stream_is_byte_identical(harness, split) -> None:
 async def test_client_body_reaches_upstream_unchanged(harness) -> None:
     body = b"".join(chat_events(BENIGN)) + DONE
     h = harness(lambda path, req: Script(body))
-    req = dict(CHAT, continue_final_message=False, return_token_ids=True, seed=3,
-               response_format={"type": "json_object"}, some_future_field={"x": [1, 2]})
+    req = dict(
+        CHAT,
+        continue_final_message=False,
+        return_token_ids=True,
+        seed=3,
+        response_format={"type": "json_object"},
+        some_future_field={"x": [1, 2]},
+    )
     await h.client.post("/v1/chat/completions", json=req)
     assert h.upstream.requests[0][1] == req
 
@@ -81,17 +89,23 @@ async def test_halt_usage_is_counted_from_the_stream(harness) -> None:
 
     def handler(path: str, req: dict[str, Any]) -> Script:
         if path == "/tokenize":
-            return Script(json.dumps({"count": 11, "tokens": list(range(11))}).encode(),
-                          content_type="application/json")
+            return Script(
+                json.dumps({"count": 11, "tokens": list(range(11))}).encode(),
+                content_type="application/json",
+            )
         return Script(body)
 
     h = harness(handler)
-    r = await h.client.post("/v1/chat/completions",
-                            json=dict(CHAT, stream_options={"include_usage": True}))
+    r = await h.client.post(
+        "/v1/chat/completions", json=dict(CHAT, stream_options={"include_usage": True})
+    )
     evs = events_of(r.content)
     usage = evs[-2]
     assert usage["choices"] == [] and usage["usage"] == {
-        "prompt_tokens": 11, "completion_tokens": 4, "total_tokens": 15}
+        "prompt_tokens": 11,
+        "completion_tokens": 4,
+        "total_tokens": 15,
+    }
     assert evs[-3]["choices"][0]["finish_reason"] == "content_filter"
 
 
@@ -106,8 +120,10 @@ async def test_shadow_mode_is_byte_identical_and_counts(harness) -> None:
 
 async def test_hold_back_never_releases_held_tokens(harness) -> None:
     body = b"".join(chat_events(HARMFUL)) + DONE
-    h = harness(lambda path, req: Script(body), env={"GUARD_HOLD_BACK": "2",
-                                                     "GUARD_SAFE_MESSAGE": "[stopped]"})
+    h = harness(
+        lambda path, req: Script(body),
+        env={"GUARD_HOLD_BACK": "2", "GUARD_SAFE_MESSAGE": "[stopped]"},
+    )
     r = await h.client.post("/v1/chat/completions", json=CHAT)
     evs = events_of(r.content)
     # "Sure" "," " here" were generated before HARM; the last 2 were still held back.
@@ -124,15 +140,20 @@ async def test_hold_back_releases_everything_of_a_benign_stream(harness) -> None
 async def test_n2_each_choice_halted_on_its_own(harness) -> None:
     a = chat_events(BENIGN, index=0)
     b = chat_events(HARMFUL, index=1)
-    inter = [x for pair in zip(a, b, strict=False) for x in pair] + a[len(b):] + b[len(a):]
+    inter = [x for pair in zip(a, b, strict=False) for x in pair] + a[len(b) :] + b[len(a) :]
     body = b"".join(inter) + DONE
     h = harness(lambda path, req: Script(body))
     r = await h.client.post("/v1/chat/completions", json=dict(CHAT, n=2))
     evs = events_of(r.content)
     assert text_of(evs, 0) == "".join(BENIGN)
     assert text_of(evs, 1).startswith("Sure, here") and "HARM" not in text_of(evs, 1)
-    finishes = {c["index"]: c["finish_reason"] for e in evs if isinstance(e, dict)
-                for c in e["choices"] if c["finish_reason"]}
+    finishes = {
+        c["index"]: c["finish_reason"]
+        for e in evs
+        if isinstance(e, dict)
+        for c in e["choices"]
+        if c["finish_reason"]
+    }
     assert finishes == {0: "stop", 1: "content_filter"}
     assert evs[-1] == "[DONE]"
 
@@ -140,8 +161,9 @@ async def test_n2_each_choice_halted_on_its_own(harness) -> None:
 async def test_completions_route_is_guarded(harness) -> None:
     body = b"".join(completion_events(HARMFUL)) + DONE
     h = harness(lambda path, req: Script(body))
-    r = await h.client.post("/v1/completions",
-                            json={"model": "tiny", "prompt": "x", "stream": True})
+    r = await h.client.post(
+        "/v1/completions", json={"model": "tiny", "prompt": "x", "stream": True}
+    )
     evs = events_of(r.content)
     texts = "".join(c["text"] for e in evs if isinstance(e, dict) for c in e["choices"])
     assert "HARM" not in texts and texts.startswith("Sure, here")
@@ -158,8 +180,10 @@ async def test_non_streaming_benign_and_halted(harness) -> None:
         return Script(b"".join(chat_events(toks, usage=(3, len(toks)))) + DONE)
 
     h = harness(handler)
-    ok = await h.client.post("/v1/chat/completions",
-                             json={"model": "tiny", "messages": [{"role": "user", "content": "hi"}]})
+    ok = await h.client.post(
+        "/v1/chat/completions",
+        json={"model": "tiny", "messages": [{"role": "user", "content": "hi"}]},
+    )
     assert ok.status_code == 200
     obj = ok.json()
     assert obj["object"] == "chat.completion"
@@ -167,8 +191,10 @@ async def test_non_streaming_benign_and_halted(harness) -> None:
     assert obj["choices"][0]["finish_reason"] == "stop"
     assert obj["usage"]["completion_tokens"] == len(BENIGN)
     assert json.loads(ok.headers["x-guard-decision"])["outcome"] == "passed"
-    bad = await h.client.post("/v1/chat/completions",
-                              json={"model": "tiny", "messages": [{"role": "user", "content": "bad"}]})
+    bad = await h.client.post(
+        "/v1/chat/completions",
+        json={"model": "tiny", "messages": [{"role": "user", "content": "bad"}]},
+    )
     obj = bad.json()
     assert obj["choices"][0]["finish_reason"] == "content_filter"
     assert "HARM" not in obj["choices"][0]["message"]["content"]
@@ -178,29 +204,62 @@ async def test_non_streaming_benign_and_halted(harness) -> None:
 
 async def test_partial_tool_call_is_never_released(harness) -> None:
     def tool_chunk(args: str, fin: str | None = None) -> bytes:
-        obj = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "tiny",
-               "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "call1",
-                            "type": "function", "function": {"name": "f", "arguments": args}}]},
-                            "logprobs": None, "finish_reason": fin}]}
+        obj = {
+            "id": "c",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "tiny",
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {
+                        "tool_calls": [
+                            {
+                                "index": 0,
+                                "id": "call1",
+                                "type": "function",
+                                "function": {"name": "f", "arguments": args},
+                            }
+                        ]
+                    },
+                    "logprobs": None,
+                    "finish_reason": fin,
+                }
+            ],
+        }
         return b"data: " + json.dumps(obj).encode() + b"\n\n"
 
-    events = chat_events([], finish=None) + [tool_chunk('{"a": '), tool_chunk('"HARM'),
-                                             tool_chunk('"}', "tool_calls")]
+    events = chat_events([], finish=None) + [
+        tool_chunk('{"a": '),
+        tool_chunk('"HARM'),
+        tool_chunk('"}', "tool_calls"),
+    ]
     h = harness(lambda path, req: Script(b"".join(events) + DONE))
     r = await h.client.post("/v1/chat/completions", json=CHAT)
     assert "tool_calls" not in r.text
     assert events_of(r.content)[-2]["choices"][0]["finish_reason"] == "content_filter"
 
-    benign = chat_events([], finish=None) + [tool_chunk('{"a": '), tool_chunk('1}', "tool_calls")]
+    benign = chat_events([], finish=None) + [tool_chunk('{"a": '), tool_chunk("1}", "tool_calls")]
     h2 = harness(lambda path, req: Script(b"".join(benign) + DONE))
     r2 = await h2.client.post("/v1/chat/completions", json=CHAT)
     assert r2.content == b"".join(benign) + DONE
 
 
 async def test_reasoning_content_is_checked(harness) -> None:
-    obj = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "tiny",
-           "choices": [{"index": 0, "delta": {"reasoning_content": "plan: HARM"},
-                        "logprobs": None, "finish_reason": None}]}
+    obj = {
+        "id": "c",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "tiny",
+        "choices": [
+            {
+                "index": 0,
+                "delta": {"reasoning_content": "plan: HARM"},
+                "logprobs": None,
+                "finish_reason": None,
+            }
+        ],
+    }
     events = chat_events([], finish=None) + [b"data: " + json.dumps(obj).encode() + b"\n\n"]
     events += chat_events(["ok"], role_chunk=False)
     h = harness(lambda path, req: Script(b"".join(events) + DONE))

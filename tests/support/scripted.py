@@ -27,14 +27,27 @@ def chat_events(
     role_chunk: bool = True,
 ) -> list[bytes]:
     """vLLM's chat stream for one choice: role chunk, one chunk per token, finish, usage."""
-    def chunk(delta: dict[str, Any], fin: str | None, extra: dict[str, Any] | None = None,
-              ) -> bytes:
-        choice: dict[str, Any] = {"index": index, "delta": delta, "logprobs": None,
-                                  "finish_reason": fin}
+
+    def chunk(
+        delta: dict[str, Any],
+        fin: str | None,
+        extra: dict[str, Any] | None = None,
+    ) -> bytes:
+        choice: dict[str, Any] = {
+            "index": index,
+            "delta": delta,
+            "logprobs": None,
+            "finish_reason": fin,
+        }
         if extra:
             choice.update(extra)
-        obj = {"id": rid, "object": "chat.completion.chunk", "created": created,
-               "model": model, "choices": [choice]}
+        obj = {
+            "id": rid,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [choice],
+        }
         return b"data: " + json.dumps(obj, ensure_ascii=False).encode() + b"\n\n"
 
     out = []
@@ -42,25 +55,47 @@ def chat_events(
         out.append(chunk({"role": "assistant", "content": ""}, None))
     for i, tok in enumerate(tokens):
         extra = {"token_ids": [1000 + i]} if token_ids else None
-        out.append(chunk({"content": tok}, finish if (i == len(tokens) - 1 and finish) else None,
-                         extra))
+        out.append(
+            chunk({"content": tok}, finish if (i == len(tokens) - 1 and finish) else None, extra)
+        )
     if not tokens and finish:
         out.append(chunk({}, finish))
     if usage is not None:
-        obj = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model,
-               "choices": [], "usage": {"prompt_tokens": usage[0], "completion_tokens": usage[1],
-                                        "total_tokens": usage[0] + usage[1]}}
+        obj = {
+            "id": rid,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [],
+            "usage": {
+                "prompt_tokens": usage[0],
+                "completion_tokens": usage[1],
+                "total_tokens": usage[0] + usage[1],
+            },
+        }
         out.append(b"data: " + json.dumps(obj).encode() + b"\n\n")
     return out
 
 
-def completion_events(tokens: list[str], *, finish: str = "length", rid: str = "cmpl-test",
-                      model: str = "tiny") -> list[bytes]:
+def completion_events(
+    tokens: list[str], *, finish: str = "length", rid: str = "cmpl-test", model: str = "tiny"
+) -> list[bytes]:
     out = []
     for i, tok in enumerate(tokens):
-        obj = {"id": rid, "object": "text_completion", "created": 1700000000, "model": model,
-               "choices": [{"index": 0, "text": tok, "logprobs": None,
-                            "finish_reason": finish if i == len(tokens) - 1 else None}]}
+        obj = {
+            "id": rid,
+            "object": "text_completion",
+            "created": 1700000000,
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "text": tok,
+                    "logprobs": None,
+                    "finish_reason": finish if i == len(tokens) - 1 else None,
+                }
+            ],
+        }
         out.append(b"data: " + json.dumps(obj).encode() + b"\n\n")
     return out
 
@@ -121,7 +156,7 @@ class _Stream(httpx.AsyncByteStream):
         else:
             data = s.body if s.events is None else b"".join(s.events)
             size = s.split or len(data) or 1
-            pieces = [data[i:i + size] for i in range(0, len(data), size)]
+            pieces = [data[i : i + size] for i in range(0, len(data), size)]
         self.owner.open_streams += 1
         for i, piece in enumerate(pieces):
             if s.stall_after is not None and i >= s.stall_after:
@@ -129,7 +164,7 @@ class _Stream(httpx.AsyncByteStream):
             if i == len(pieces) - 1:
                 self.done = True
             yield piece
-            await anyio.sleep(0)
+            await anyio.lowlevel.checkpoint()
         self.done = True
 
     async def aclose(self) -> None:
@@ -147,8 +182,9 @@ class KeywordRiskModel:
     tests/unit/risk and end to end.
     """
 
-    def __init__(self, triggers: tuple[str, ...] = ("HARM",), depth: int = 16,
-                 threshold: float = 0.5) -> None:
+    def __init__(
+        self, triggers: tuple[str, ...] = ("HARM",), depth: int = 16, threshold: float = 0.5
+    ) -> None:
         self.triggers = triggers
         self._depth = depth
         self._threshold = threshold

@@ -1,0 +1,225 @@
+"""CLI subcommands ``fit``, ``eval``, ``depth``, ``augment`` (registered by ``guard.cli``).
+
+Each handler takes the parsed ``argparse.Namespace`` and returns an exit code: 0 success, 2 bad
+input (``DataError``/``RiskModelError``, message on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from guard.errors import DataError, GuardError
+
+EXIT_OK = 0
+EXIT_BAD_INPUT = 2
+
+
+def _err(msg: str) -> None:
+    print(f"guard: error: {msg}", file=sys.stderr)
+
+
+def _progress(n: int) -> Callable[[str], None] | None:
+    if n < 2000:
+        return None
+    return lambda m: print(m, file=sys.stderr, flush=True)
+
+
+def _read(args: argparse.Namespace) -> list[Any]:
+    from guard.risk.trajectories import read_trajectories
+
+    trajs, rep = read_trajectories(args.logs, skip_invalid=args.skip_invalid)
+    if rep.n_skipped:
+        print(f"skipped {rep.n_skipped} invalid lines (--skip-invalid):", file=sys.stderr)
+        for m in rep.skipped:
+            print(f"  {m}", file=sys.stderr)
+    return trajs
+
+
+def _guarded(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return fn(args)
+        except GuardError as exc:
+            _err(exc.message)
+            return EXIT_BAD_INPUT
+
+    run.__name__ = fn.__name__
+    run.__doc__ = fn.__doc__
+    return run
+
+
+def _read_requests(path: str) -> list[Any]:
+    from guard.risk.fit import RequestExample
+
+    out = []
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: no such file")
+    for lineno, line in enumerate(p.open(encoding="utf-8"), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{p}:{lineno}: malformed JSON ({exc.msg})") from exc
+        if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
+            raise DataError(f"{p}:{lineno}: expected an object with a string 'text'")
+        if obj.get("label") not in ("harmful", "benign"):
+            raise DataError(f"{p}:{lineno}: 'label' must be 'harmful' or 'benign'")
+        out.append(RequestExample(obj["text"], obj["label"] == "harmful"))
+    if not out:
+        raise DataError(f"{p}: no request examples")
+    return out
+
+
+@_guarded
+def cmd_fit(args: argparse.Namespace) -> int:
+    """Fit a risk model from labelled trajectory logs."""
+    from guard.risk.artifact import save_artifact
+    from guard.risk.fit import FitConfig, fit, format_report, json_safe
+
+    trajs = _read(args)
+    reqs = _read_requests(args.requests) if args.requests else []
+    cfg = FitConfig(
+        depth=args.depth,
+        n_risk_bins=args.bins,
+        kappa=args.kappa,
+        augment=args.augment,
+        holdout=args.holdout,
+        seed=args.seed,
+    )
+    t0 = time.perf_counter()
+    info = {"inputs": [str(p) for p in args.logs], "licences": {}}
+    res = fit(trajs, cfg, requests=reqs, info=info, progress=_progress(len(trajs)))
+    meta = save_artifact(args.output, res.arrays, res.meta)
+    print(format_report(res.report))
+    print(
+        f"wrote {args.output} (version {meta['version']}, {time.perf_counter() - t0:.1f} s)",
+        file=sys.stderr,
+    )
+    if args.report_json:
+        Path(args.report_json).write_text(json.dumps(json_safe(res.report), indent=2) + "\n")
+    return EXIT_OK
+
+
+def _model(args: argparse.Namespace) -> Any:
+    from guard.risk.model import load_risk_model
+
+    return load_risk_model(args.model)
+
+
+@_guarded
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Detection quality vs a keyword filter and the reactive scorer (no chain)."""
+    from guard.risk.evaluate import evaluate, format_eval
+    from guard.risk.fit import json_safe
+
+    model = _model(args)
+    trajs = _read(args)
+    res = evaluate(model, trajs, progress=_progress(len(trajs)))
+    if args.json:
+        print(json.dumps(json_safe(res), indent=2))
+    else:
+        print(format_eval(res))
+    return EXIT_OK
+
+
+@_guarded
+def cmd_depth(args: argparse.Namespace) -> int:
+    """Where the risk first crosses τ; coverage and false-halt curves by depth."""
+    from guard.risk.depth import analyze_depth, format_depth, write_depth_outputs
+
+    model = _model(args)
+    trajs = _read(args)
+    res = analyze_depth(
+        model,
+        trajs,
+        threshold=args.threshold,
+        coverage=args.coverage,
+        progress=_progress(len(trajs)),
+    )
+    print(format_depth(res))
+    if args.out:
+        for p in write_depth_outputs(res, Path(args.out)):
+            print(f"wrote {p}", file=sys.stderr)
+    return EXIT_OK
+
+
+@_guarded
+def cmd_augment(args: argparse.Namespace) -> int:
+    """Safety-recovery fine-tuning examples (chat JSONL) from harmful/halted trajectories."""
+    from guard.risk.augment import format_summary, make_examples
+
+    model = _model(args)
+    trajs = _read(args)
+    rows, summary = make_examples(
+        model,
+        trajs,
+        threshold=args.threshold,
+        max_depth=args.max_depth,
+        rotations=args.rotations,
+        progress=_progress(len(trajs)),
+    )
+    if summary["input_harmful_or_halted"] == 0:
+        raise DataError("no harmful or halted trajectories in the input: nothing to augment")
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", encoding="utf-8") as fh:
+        for r in rows:
+            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+    print(format_summary(summary))
+    print(f"wrote {len(rows)} examples to {out}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _common(p: argparse.ArgumentParser, *, model: bool) -> None:
+    p.add_argument("logs", nargs="+", metavar="LOGS.jsonl", help="trajectory JSONL (.gz ok)")
+    p.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="skip malformed lines (the count and first messages go to stderr) instead of failing",
+    )
+    if model:
+        p.add_argument("--model", default=None, help="risk model .npz (default: shipped model)")
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``fit``, ``eval``, ``depth`` and ``augment`` to the main CLI."""
+    p = subparsers.add_parser("fit", help="fit a risk model from labelled trajectory logs")
+    _common(p, model=False)
+    p.add_argument("-o", "--output", required=True, metavar="MODEL", help="output .npz")
+    p.add_argument("--depth", type=int, default=32, help="alignment depth D (tokens)")
+    p.add_argument("--bins", type=int, default=8, help="response risk bins per depth")
+    p.add_argument("--kappa", type=float, default=20.0, help="Dirichlet back-off strength")
+    p.add_argument("--augment", action="store_true", help="cyclic phrase rotations (off)")
+    p.add_argument("--holdout", type=float, default=0.1, help="fraction held back for the report")
+    p.add_argument("--seed", type=int, default=0, help="seed of the held-back split")
+    p.add_argument("--requests", default=None, help="extra request examples JSONL {text,label}")
+    p.add_argument("--report-json", default=None, help="also write the fit report as JSON")
+    p.set_defaults(func=cmd_fit)
+
+    p = subparsers.add_parser("eval", help="recall at fixed FPR vs baselines, calibration")
+    _common(p, model=True)
+    p.add_argument("--json", action="store_true", help="print one JSON object (guard.eval/1)")
+    p.set_defaults(func=cmd_eval)
+
+    p = subparsers.add_parser("depth", help="depth at which risk crosses τ; coverage curve")
+    _common(p, model=True)
+    p.add_argument("--out", default=None, help="directory for depth.png and depth.json")
+    p.add_argument("--threshold", type=float, default=None, help="τ (default: model's)")
+    p.add_argument("--coverage", type=float, default=0.99, help="target coverage")
+    p.set_defaults(func=cmd_depth)
+
+    p = subparsers.add_parser("augment", help="safety-recovery fine-tuning data (chat JSONL)")
+    _common(p, model=True)
+    p.add_argument("-o", "--output", required=True, help="output JSONL")
+    p.add_argument("--threshold", type=float, default=None, help="τ (default: model's)")
+    p.add_argument("--max-depth", type=int, default=None, help="longest prefix (default: D)")
+    p.add_argument("--rotations", type=int, default=3, help="cyclic rotations per prefix (0: off)")
+    p.set_defaults(func=cmd_augment)
