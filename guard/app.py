@@ -137,7 +137,7 @@ def create_app(
                 # uvicorn already waited for in-flight requests (timeout_graceful_shutdown);
                 # give stragglers the rest of the budget, then close everything down.
                 with anyio.move_on_after(settings.shutdown_timeout):
-                    while svc.active > 0:
+                    while svc.active > 0:  # noqa: ASYNC110 - polled only while shutting down
                         await anyio.sleep(0.05)
                 tg.cancel_scope.cancel()
                 await client.aclose()

@@ -1,1 +1,1 @@
-"""The client's request: reading the body, validating at the edge, extracting what guarding needs."""
+"""The client's request: reading the body, validating at the edge, what guarding needs."""
