@@ -60,6 +60,8 @@ def analyze_depth(
     def saving(d: int) -> float:
         return 1.0 - float(np.minimum(lengths, d).sum()) / total_checks
 
+    saved = [saving(d) for d in depths]
+
     hist: dict[str, int] = {}
     for x in crossed:
         hist[str(x)] = hist.get(str(x), 0) + 1
@@ -78,7 +80,13 @@ def analyze_depth(
         "checks_total": total_checks,
         "checks_saved_at_depth_for_coverage": saving(best) if best else None,
         "checks_saved_at_model_depth": saving(model.depth),
-        "curves": {"depth": depths, "coverage": cov, "recall": rec, "false_halt": fh},
+        "curves": {
+            "depth": depths,
+            "coverage": cov,
+            "recall": rec,
+            "false_halt": fh,
+            "checks_saved": saved,
+        },
     }
 
 
@@ -100,7 +108,7 @@ def format_depth(res: dict[str, Any]) -> str:
         i = d - 1
         lines.append(
             f"{d:>6} {c['coverage'][i]:>9.3f} {c['recall'][i]:>7.3f} {c['false_halt'][i]:>10.3f}"
-            f" {'':>12}"
+            f" {c['checks_saved'][i]:>12.1%}"
         )
     best = res["depth_for_coverage"]
     if best:
