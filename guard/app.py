@@ -344,6 +344,7 @@ async def _generate(svc: Services, request: Request, route: str) -> Response:
             content = jsonfast.dumps(upstream_body(req))
         headers = svc.upstream.headers(request.headers, forward_auth=not svc.auth.enabled)
         headers["x-request-id"] = rid
+        t_send = time.perf_counter_ns()
         resp, latency = await svc.upstream.open(
             "POST", _PATHS[route], content=content, headers=headers
         )
@@ -378,7 +379,7 @@ async def _generate(svc: Services, request: Request, route: str) -> Response:
         )
 
     relay = Relay(req, policy, loaded.model, trace=svc.decision_log is not None)
-    pump = _pump(svc, relay, resp, req, request, rid, t0)
+    pump = _pump(svc, relay, resp, req, request, rid, t_send - t0)
     if req.stream:
         return StreamingResponse(
             pump, media_type="text/event-stream; charset=utf-8", headers={**_SSE_HEADERS, **echo}
@@ -437,7 +438,7 @@ async def _pump(
     req: GenerationRequest,
     request: Request,
     rid: str,
-    t0: int,
+    pre_ns: int,
 ) -> AsyncIterator[bytes]:
     m = svc.metrics
     svc.active += 1
@@ -538,7 +539,7 @@ async def _pump(
         if not completed:
             outcome = "client_disconnect"
             m.client_disconnects.inc()
-        _account(svc, relay, req, outcome, rid, t0)
+        _account(svc, relay, req, outcome, rid, pre_ns)
 
 
 async def _reroute(
@@ -649,7 +650,7 @@ async def _count_prompt(svc: Services, req: GenerationRequest) -> int | None:
 
 
 def _account(
-    svc: Services, relay: Relay, req: GenerationRequest, outcome: str, rid: str, t0: int
+    svc: Services, relay: Relay, req: GenerationRequest, outcome: str, rid: str, pre_ns: int
 ) -> None:
     """Metrics and the decision log, once per request (never per token)."""
     m = svc.metrics
@@ -682,11 +683,12 @@ def _account(
         m.shadow_decisions.labels("risk").inc(relay.shadow_halts)
     for r in relay.reroutes:
         m.reroutes.labels(str(r.get("action")), "done").inc()
-    if relay.first_content_ns:
-        # What the guard itself spent before the first content delta left: from request
-        # arrival to the first content minus the upstream's own latency is not separable here,
-        # so we count the guard's in-process work: parse + policy + checks up to release.
-        pass
+    if relay.first_content_ns and relay.first_arrival_ns:
+        # What the guard added before the first content delta left: its own work before the
+        # upstream call, plus the delay between the first content arriving from upstream and
+        # the first content released to the client (checks, and the hold-back window).
+        hold = max(0, relay.first_content_ns - relay.first_arrival_ns)
+        m.added_ttft_seconds.observe((pre_ns + hold) / 1e9)
     if svc.decision_log is not None:
         svc.decision_log.submit(_record(svc, relay, req, result, rid))
 

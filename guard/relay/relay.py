@@ -96,6 +96,7 @@ class Relay:
         self.halted_any = False
         self.shadow_halts = 0
         self.first_content_ns = 0  # perf_counter_ns when the first content reached the client
+        self.first_arrival_ns = 0  # perf_counter_ns when the first content came from upstream
         self.error_event: bytes | None = None
 
     # ------------------------------------------------------------------ choices
@@ -229,6 +230,8 @@ class Relay:
                 return b""  # the new attempt's role chunk: the client has one already
             raw = self._rewrite(obj)
         cs.generated += ntok
+        if text and self.first_arrival_ns == 0:
+            self.first_arrival_ns = time.perf_counter_ns()
         guard = cs.guard
         if guard is not None and (text or ntok):
             reason = guard.observe(text, ntok)
