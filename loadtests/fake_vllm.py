@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import re
 import time
@@ -106,33 +107,78 @@ class VllmMetrics:
         self.model = model
         lbl = ["model_name"]
         self.running = Gauge(
-            "vllm:num_requests_running", "Number of requests in model execution batches.", lbl,
+            "vllm:num_requests_running",
+            "Number of requests in model execution batches.",
+            lbl,
             registry=r,
         ).labels(model)
         self.waiting = Gauge(
-            "vllm:num_requests_waiting", "Number of requests waiting to be processed.", lbl,
+            "vllm:num_requests_waiting",
+            "Number of requests waiting to be processed.",
+            lbl,
             registry=r,
         ).labels(model)
         self.kv_usage = Gauge(
-            "vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", lbl,
+            "vllm:kv_cache_usage_perc",
+            "KV-cache usage. 1 means 100 percent usage.",
+            lbl,
             registry=r,
         ).labels(model)
         self.ttft = Histogram(
-            "vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds.", lbl,
-            buckets=(0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5,
-                     5.0, 7.5, 10.0),
+            "vllm:time_to_first_token_seconds",
+            "Histogram of time to first token in seconds.",
+            lbl,
+            buckets=(
+                0.001,
+                0.005,
+                0.01,
+                0.02,
+                0.04,
+                0.06,
+                0.08,
+                0.1,
+                0.25,
+                0.5,
+                0.75,
+                1.0,
+                2.5,
+                5.0,
+                7.5,
+                10.0,
+            ),
             registry=r,
         ).labels(model)
         self.itl = Histogram(
-            "vllm:inter_token_latency_seconds", "Histogram of inter-token latency in seconds.", lbl,
+            "vllm:inter_token_latency_seconds",
+            "Histogram of inter-token latency in seconds.",
+            lbl,
             buckets=(0.0001, 0.001, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 1.0),
             registry=r,
         ).labels(model)
         self.e2e = Histogram(
-            "vllm:e2e_request_latency_seconds", "Histogram of end to end request latency in seconds.",
+            "vllm:e2e_request_latency_seconds",
+            "Histogram of end to end request latency in seconds.",
             lbl,
-            buckets=(0.01, 0.05, 0.1, 0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0,
-                     40.0, 50.0, 60.0),
+            buckets=(
+                0.01,
+                0.05,
+                0.1,
+                0.3,
+                0.5,
+                0.8,
+                1.0,
+                1.5,
+                2.0,
+                2.5,
+                5.0,
+                10.0,
+                15.0,
+                20.0,
+                30.0,
+                40.0,
+                50.0,
+                60.0,
+            ),
             registry=r,
         ).labels(model)
         self.gen_tokens = Counter(
@@ -142,8 +188,10 @@ class VllmMetrics:
             "vllm:prompt_tokens", "Number of prefill tokens processed.", lbl, registry=r
         ).labels(model)
         self._success = Counter(
-            "vllm:request_success", "Count of successfully processed requests.",
-            ["model_name", "finished_reason"], registry=r,
+            "vllm:request_success",
+            "Count of successfully processed requests.",
+            ["model_name", "finished_reason"],
+            registry=r,
         )
         for reason in ("stop", "length", "abort", "error"):
             self._success.labels(model, reason)
@@ -156,6 +204,12 @@ class VllmMetrics:
 # helpers
 
 
+async def _wait(event: asyncio.Event, seconds: float) -> None:
+    """Sleep up to ``seconds``, returning early when ``event`` is set (client went away)."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), seconds)
+
+
 def _error_body(message: str, status: int) -> bytes:
     kind = {400: "BadRequestError", 404: "NotFoundError"}.get(status, "InternalServerError")
     return json.dumps(
@@ -163,7 +217,9 @@ def _error_body(message: str, status: int) -> bytes:
     ).encode()
 
 
-async def _send_simple(send: Send, status: int, body: bytes, ctype: bytes = b"application/json") -> None:
+async def _send_simple(
+    send: Send, status: int, body: bytes, ctype: bytes = b"application/json"
+) -> None:
     await send(
         {
             "type": "http.response.start",
@@ -192,11 +248,16 @@ def choose_script(req: dict[str, Any], chat: bool) -> tuple[Script, str]:
                 last_user = _content_text(m.get("content"))
                 break
         prefill = ""
-        if msgs and isinstance(msgs[-1], dict) and msgs[-1].get("role") == "assistant" and req.get(
-            "continue_final_message"
+        if (
+            msgs
+            and isinstance(msgs[-1], dict)
+            and msgs[-1].get("role") == "assistant"
+            and req.get("continue_final_message")
         ):
             prefill = _content_text(msgs[-1].get("content"))
-        harmful = bool(_HARMFUL_RE.search(last_user)) or prefill.lstrip().startswith("Sure, here is")
+        harmful = bool(_HARMFUL_RE.search(last_user)) or prefill.lstrip().startswith(
+            "Sure, here is"
+        )
         return SCRIPTS["harmful" if harmful else "support"], last_user
     prompt = req.get("prompt", "")
     if isinstance(prompt, list):
@@ -228,8 +289,11 @@ def chat_logprobs(script: Script, i: int, top: int) -> dict[str, Any]:
         "logprob": -0.05 - 0.01 * (j % 7),
         "bytes": script.bytes[j],
         "top_logprobs": [
-            {"token": _alt_token(tok, k), "logprob": -0.05 - 0.01 * (j % 7) - 1.5 * k,
-             "bytes": list(_alt_token(tok, k).encode())}
+            {
+                "token": _alt_token(tok, k),
+                "logprob": -0.05 - 0.01 * (j % 7) - 1.5 * k,
+                "bytes": list(_alt_token(tok, k).encode()),
+            }
             for k in range(top)
         ],
     }
@@ -274,9 +338,14 @@ class FakeVllm:
                 "object": "list",
                 "data": [
                     {
-                        "id": model, "object": "model", "created": int(time.time()),
-                        "owned_by": "vllm", "root": model, "parent": None,
-                        "max_model_len": max_model_len, "permission": [],
+                        "id": model,
+                        "object": "model",
+                        "created": int(time.time()),
+                        "owned_by": "vllm",
+                        "root": model,
+                        "parent": None,
+                        "max_model_len": max_model_len,
+                        "permission": [],
                     }
                 ],
             }
@@ -335,9 +404,7 @@ class FakeVllm:
         chat = path == "/v1/chat/completions"
         model = req.get("model")
         if model is not None and model != self.model:
-            await _send_simple(
-                send, 404, _error_body(f"The model `{model}` does not exist.", 404)
-            )
+            await _send_simple(send, 404, _error_body(f"The model `{model}` does not exist.", 404))
             return
         if chat and not isinstance(req.get("messages"), list):
             await _send_simple(send, 400, _error_body("'messages' is a required property", 400))
@@ -379,11 +446,22 @@ class FakeVllm:
         self.metrics.prompt_tokens.inc(prompt_tokens)
         try:
             if req.get("stream"):
-                await self._stream(req, chat, n, max_tokens, script, marker, prompt_tokens, send,
-                                   disconnected, start)
+                await self._stream(
+                    req,
+                    chat,
+                    n,
+                    max_tokens,
+                    script,
+                    marker,
+                    prompt_tokens,
+                    send,
+                    disconnected,
+                    start,
+                )
             else:
-                await self._complete(req, chat, n, max_tokens, script, prompt_tokens, send,
-                                     disconnected, start)
+                await self._complete(
+                    req, chat, n, max_tokens, script, prompt_tokens, send, disconnected, start
+                )
         finally:
             self._running -= 1
             self.metrics.e2e.observe(time.perf_counter() - start)
@@ -399,16 +477,32 @@ class FakeVllm:
         return len(script.tokens), "stop"
 
     async def _stream(
-        self, req: dict[str, Any], chat: bool, n: int, max_tokens: int, script: Script,
-        marker: str, prompt_tokens: int, send: Send, disconnected: asyncio.Event, start: float,
+        self,
+        req: dict[str, Any],
+        chat: bool,
+        n: int,
+        max_tokens: int,
+        script: Script,
+        marker: str,
+        prompt_tokens: int,
+        send: Send,
+        disconnected: asyncio.Event,
+        start: float,
     ) -> None:
         m = self.metrics
         rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
         created = int(time.time())
         obj = b"chat.completion.chunk" if chat else b"text_completion"
         head = (
-            b'data: {"id":"' + rid.encode() + b'","object":"' + obj + b'","created":'
-            + str(created).encode() + b',"model":' + self._model_bytes + b',"choices":[{"index":'
+            b'data: {"id":"'
+            + rid.encode()
+            + b'","object":"'
+            + obj
+            + b'","created":'
+            + str(created).encode()
+            + b',"model":'
+            + self._model_bytes
+            + b',"choices":[{"index":'
         )
         opts = req.get("stream_options") or {}
         include_usage = bool(opts.get("include_usage"))
@@ -436,24 +530,33 @@ class FakeVllm:
             mid = b',"text":'
             tail = b',"logprobs":null,"finish_reason":null,"stop_reason":null}],"usage":null}\n\n'
 
-        await send({
-            "type": "http.response.start", "status": 200,
-            "headers": [(b"content-type", b"text/event-stream; charset=utf-8"),
-                        (b"cache-control", b"no-cache")],
-        })
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"text/event-stream; charset=utf-8"),
+                    (b"cache-control", b"no-cache"),
+                ],
+            }
+        )
         if self.delay_first:
-            try:
-                await asyncio.wait_for(disconnected.wait(), self.delay_first)
-            except TimeoutError:
-                pass
+            await _wait(disconnected, self.delay_first)
         if disconnected.is_set():
             m.success("abort")
             return
 
-        def chunk(idx: int, choice_rest: dict[str, Any], usage: dict[str, Any] | None = None) -> bytes:
+        def chunk(
+            idx: int, choice_rest: dict[str, Any], usage: dict[str, Any] | None = None
+        ) -> bytes:
             ch: dict[str, Any] = {"index": idx, **choice_rest}
-            d: dict[str, Any] = {"id": rid, "object": obj.decode(), "created": created,
-                                 "model": self.model, "choices": [ch]}
+            d: dict[str, Any] = {
+                "id": rid,
+                "object": obj.decode(),
+                "created": created,
+                "model": self.model,
+                "choices": [ch],
+            }
             if usage is not None:
                 d["usage"] = usage
             return b"data: " + json.dumps(d, separators=(",", ":")).encode() + b"\n\n"
@@ -461,8 +564,11 @@ class FakeVllm:
         if chat:
             first: list[bytes] = []
             for idx in range(n):
-                rest: dict[str, Any] = {"delta": {"role": "assistant", "content": ""},
-                                        "logprobs": None, "finish_reason": None}
+                rest: dict[str, Any] = {
+                    "delta": {"role": "assistant", "content": ""},
+                    "logprobs": None,
+                    "finish_reason": None,
+                }
                 if want_ids and idx == 0:
                     rest["prompt_token_ids"] = list(range(1, prompt_tokens + 1))
                 first.append(chunk(idx, rest))
@@ -475,8 +581,12 @@ class FakeVllm:
             if fault_after is not None and i == fault_after:
                 if fault == "fake:midstream-error":
                     err = _error_body("injected failure (fake:midstream-error)", 500)
-                    await send({"type": "http.response.body",
-                                "body": b"data: " + err + b"\n\ndata: [DONE]\n\n"})
+                    await send(
+                        {
+                            "type": "http.response.body",
+                            "body": b"data: " + err + b"\n\ndata: [DONE]\n\n",
+                        }
+                    )
                     m.success("error")
                 else:
                     await send({"type": "http.response.body", "body": b""})
@@ -500,8 +610,9 @@ class FakeVllm:
                         rest["logprobs"] = chat_logprobs(script, i, top) if want_lp else None
                     else:
                         rest["text"] = script.tokens[j]
-                        rest["logprobs"] = (completion_logprobs(script, i, top, offsets[idx])
-                                            if want_lp else None)
+                        rest["logprobs"] = (
+                            completion_logprobs(script, i, top, offsets[idx]) if want_lp else None
+                        )
                         offsets[idx] += len(script.tokens[j])
                     rest["finish_reason"] = finish if is_last else None
                     if is_last or not chat:
@@ -510,8 +621,11 @@ class FakeVllm:
                         rest["token_ids"] = [script.ids[j]]
                     usage = None
                     if continuous:
-                        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": i + 1,
-                                 "total_tokens": prompt_tokens + i + 1}
+                        usage = {
+                            "prompt_tokens": prompt_tokens,
+                            "completion_tokens": i + 1,
+                            "total_tokens": prompt_tokens + i + 1,
+                        }
                     parts.append(chunk(idx, rest, usage))
                 out = b"".join(parts)
             generated += n
@@ -521,37 +635,54 @@ class FakeVllm:
                 m.itl.observe(now - last)
             last = now
             if self.token_interval:
-                try:
-                    await asyncio.wait_for(disconnected.wait(), self.token_interval)
-                except TimeoutError:
-                    pass
+                await _wait(disconnected, self.token_interval)
             elif i % 16 == 15:
                 await asyncio.sleep(0)  # let the disconnect watcher run
         m.gen_tokens.inc(generated)
         tail_parts = []
         if include_usage:
-            usage = {"prompt_tokens": prompt_tokens, "completion_tokens": length * n,
-                     "total_tokens": prompt_tokens + length * n}
-            tail_parts.append(b"data: " + json.dumps(
-                {"id": rid, "object": obj.decode(), "created": created, "model": self.model,
-                 "choices": [], "usage": usage}, separators=(",", ":")).encode() + b"\n\n")
+            usage = {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": length * n,
+                "total_tokens": prompt_tokens + length * n,
+            }
+            tail_parts.append(
+                b"data: "
+                + json.dumps(
+                    {
+                        "id": rid,
+                        "object": obj.decode(),
+                        "created": created,
+                        "model": self.model,
+                        "choices": [],
+                        "usage": usage,
+                    },
+                    separators=(",", ":"),
+                ).encode()
+                + b"\n\n"
+            )
         tail_parts.append(b"data: [DONE]\n\n")
         await send({"type": "http.response.body", "body": b"".join(tail_parts)})
         for _ in range(n):
             m.success(finish)
 
     async def _complete(
-        self, req: dict[str, Any], chat: bool, n: int, max_tokens: int, script: Script,
-        prompt_tokens: int, send: Send, disconnected: asyncio.Event, start: float,
+        self,
+        req: dict[str, Any],
+        chat: bool,
+        n: int,
+        max_tokens: int,
+        script: Script,
+        prompt_tokens: int,
+        send: Send,
+        disconnected: asyncio.Event,
+        start: float,
     ) -> None:
         m = self.metrics
         length, finish = self._length(req, script, max_tokens)
         total = self.delay_first + self.token_interval * length
         if total:
-            try:
-                await asyncio.wait_for(disconnected.wait(), total)
-            except TimeoutError:
-                pass
+            await _wait(disconnected, total)
         if disconnected.is_set():
             m.success("abort")
             return
@@ -564,23 +695,45 @@ class FakeVllm:
             if chat:
                 c: dict[str, Any] = {
                     "index": idx,
-                    "message": {"role": "assistant", "content": text, "refusal": None,
-                                "annotations": None, "audio": None, "function_call": None,
-                                "tool_calls": [], "reasoning_content": None},
-                    "logprobs": None, "finish_reason": finish, "stop_reason": None,
+                    "message": {
+                        "role": "assistant",
+                        "content": text,
+                        "refusal": None,
+                        "annotations": None,
+                        "audio": None,
+                        "function_call": None,
+                        "tool_calls": [],
+                        "reasoning_content": None,
+                    },
+                    "logprobs": None,
+                    "finish_reason": finish,
+                    "stop_reason": None,
                 }
                 if req.get("logprobs"):
                     top = int(req.get("top_logprobs") or 0)
-                    c["logprobs"] = {"content": [chat_logprobs(script, i, top)["content"][0]
-                                                 for i in range(length)]}
+                    c["logprobs"] = {
+                        "content": [
+                            chat_logprobs(script, i, top)["content"][0] for i in range(length)
+                        ]
+                    }
             else:
-                c = {"index": idx, "text": text, "logprobs": None, "finish_reason": finish,
-                     "stop_reason": None, "prompt_logprobs": None}
+                c = {
+                    "index": idx,
+                    "text": text,
+                    "logprobs": None,
+                    "finish_reason": finish,
+                    "stop_reason": None,
+                    "prompt_logprobs": None,
+                }
                 lp = req.get("logprobs")
                 if lp is not None and lp is not False:
                     off = 0
-                    agg: dict[str, list[Any]] = {"text_offset": [], "token_logprobs": [],
-                                                 "tokens": [], "top_logprobs": []}
+                    agg: dict[str, list[Any]] = {
+                        "text_offset": [],
+                        "token_logprobs": [],
+                        "tokens": [],
+                        "top_logprobs": [],
+                    }
                     for i in range(length):
                         one = completion_logprobs(script, i, int(lp), off)
                         off += len(script.tokens[script.index(i)])
@@ -593,11 +746,19 @@ class FakeVllm:
         out: dict[str, Any] = {
             "id": ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex,
             "object": "chat.completion" if chat else "text_completion",
-            "created": int(time.time()), "model": self.model, "choices": choices,
-            "service_tier": None, "system_fingerprint": None,
-            "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens + length * n,
-                      "completion_tokens": length * n, "prompt_tokens_details": None},
-            "prompt_logprobs": None, "kv_transfer_params": None,
+            "created": int(time.time()),
+            "model": self.model,
+            "choices": choices,
+            "service_tier": None,
+            "system_fingerprint": None,
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "total_tokens": prompt_tokens + length * n,
+                "completion_tokens": length * n,
+                "prompt_tokens_details": None,
+            },
+            "prompt_logprobs": None,
+            "kv_transfer_params": None,
         }
         if want_ids:
             out["prompt_token_ids"] = list(range(1, prompt_tokens + 1))
@@ -613,12 +774,25 @@ class FakeVllm:
         for k, t in enumerate(texts):
             bad = bool(_HARMFUL_RE.search(t)) or "card number" in t or "idiot" in t
             p = 0.97 if bad else 0.03
-            data.append({"index": k, "label": "unsafe" if bad else "safe",
-                         "probs": [1.0 - p, p], "num_classes": 2})
-        out = {"id": "classify-" + uuid.uuid4().hex, "object": "list",
-               "created": int(time.time()), "model": self.model, "data": data,
-               "usage": {"prompt_tokens": sum(len(tokenize(t)) for t in texts),
-                         "total_tokens": sum(len(tokenize(t)) for t in texts)}}
+            data.append(
+                {
+                    "index": k,
+                    "label": "unsafe" if bad else "safe",
+                    "probs": [1.0 - p, p],
+                    "num_classes": 2,
+                }
+            )
+        out = {
+            "id": "classify-" + uuid.uuid4().hex,
+            "object": "list",
+            "created": int(time.time()),
+            "model": self.model,
+            "data": data,
+            "usage": {
+                "prompt_tokens": sum(len(tokenize(t)) for t in texts),
+                "total_tokens": sum(len(tokenize(t)) for t in texts),
+            },
+        }
         await _send_simple(send, 200, json.dumps(out).encode())
 
 
@@ -627,18 +801,32 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8001)
     ap.add_argument("--model", "--served-model-name", dest="model", default="tiny")
-    ap.add_argument("--tokens-per-second", type=float, default=0.0,
-                    help="per-stream token rate; 0 = as fast as possible")
-    ap.add_argument("--delay-first-ms", type=float, default=0.0,
-                    help="simulated prefill time before the first token")
+    ap.add_argument(
+        "--tokens-per-second",
+        type=float,
+        default=0.0,
+        help="per-stream token rate; 0 = as fast as possible",
+    )
+    ap.add_argument(
+        "--delay-first-ms",
+        type=float,
+        default=0.0,
+        help="simulated prefill time before the first token",
+    )
     ap.add_argument("--log-level", default="warning")
     args = ap.parse_args(argv)
 
     import uvicorn
 
     app = FakeVllm(args.model, args.tokens_per_second, args.delay_first_ms)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
-                access_log=False, lifespan="on")
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        access_log=False,
+        lifespan="on",
+    )
 
 
 if __name__ == "__main__":

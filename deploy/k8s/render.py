@@ -26,7 +26,13 @@ import yaml
 Obj = dict[str, Any]
 
 _KNOWN_KEYS = {
-    "apiVersion", "kind", "resources", "namespace", "labels", "images", "configMapGenerator",
+    "apiVersion",
+    "kind",
+    "resources",
+    "namespace",
+    "labels",
+    "images",
+    "configMapGenerator",
     "patches",
 }
 # Where kustomize's label transformer writes selectors (includeSelectors: true).
@@ -68,8 +74,12 @@ def _config_map(gen: Obj, base: Path) -> Obj:
     if unknown:
         raise RenderError(f"configMapGenerator: unsupported keys {sorted(unknown)}")
     opts = gen.get("options", {})
-    cm: Obj = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": gen["name"]},
-               "data": data}
+    cm: Obj = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": gen["name"]},
+        "data": data,
+    }
     if opts.get("labels"):
         cm["metadata"]["labels"] = dict(opts["labels"])
     if not opts.get("disableNameSuffixHash"):
@@ -91,8 +101,12 @@ def _smp(base: Any, patch: Any) -> Any:
             else:
                 out[k] = copy.deepcopy(v)
         return out
-    if (isinstance(base, list) and isinstance(patch, list) and patch
-            and all(isinstance(x, dict) and "name" in x for x in base + patch)):
+    if (
+        isinstance(base, list)
+        and isinstance(patch, list)
+        and patch
+        and all(isinstance(x, dict) and "name" in x for x in base + patch)
+    ):
         out_list = [copy.deepcopy(x) for x in base]
         index = {x["name"]: i for i, x in enumerate(out_list)}
         new = []
@@ -175,8 +189,11 @@ def render(directory: str | Path) -> list[Obj]:
     for patch in k.get("patches", []):
         if "path" in patch:
             doc = yaml.safe_load((base / patch["path"]).read_text())
-            hits = [o for o in objs if o["kind"] == doc["kind"]
-                    and o["metadata"]["name"] == doc["metadata"]["name"]]
+            hits = [
+                o
+                for o in objs
+                if o["kind"] == doc["kind"] and o["metadata"]["name"] == doc["metadata"]["name"]
+            ]
             if len(hits) != 1:
                 raise RenderError(f"patch {patch['path']}: matched {len(hits)} objects")
             merged = _smp(hits[0], doc)
@@ -199,7 +216,8 @@ def render(directory: str | Path) -> list[Obj]:
                 if o["kind"] == "Deployment":
                     for tsc in o["spec"]["template"]["spec"].get("topologySpreadConstraints", []):
                         tsc.setdefault("labelSelector", {}).setdefault("matchLabels", {}).update(
-                            pairs)
+                            pairs
+                        )
 
     for img in k.get("images", []):
         for o in objs:

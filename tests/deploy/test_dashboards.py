@@ -71,7 +71,7 @@ class TestDashboard:
         cells = set()
         for p in panels(dash):
             g = p["gridPos"]
-            assert 0 <= g["x"] and g["x"] + g["w"] <= 24, p["title"]
+            assert g["x"] >= 0 and g["x"] + g["w"] <= 24, p["title"]
             for x in range(g["x"], g["x"] + g["w"]):
                 for y in range(g["y"], g["y"] + g["h"]):
                     assert (x, y) not in cells, f"panel {p['title']!r} overlaps another"

@@ -62,8 +62,10 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], what: str, timeout: floa
     last = ""
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
-            pytest.fail(f"{what} exited with {proc.returncode} before becoming ready:\n{out[-4000:]}")
+            log = getattr(proc, "log_path", None)
+            out = log.read_text(errors="replace") if log else ""
+            pytest.fail(f"{what} exited with {proc.returncode} before becoming ready:"
+                        f"\n{out[-4000:]}")
         try:
             r = httpx.get(url, timeout=1)
             if r.status_code == 200:
@@ -79,6 +81,7 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], what: str, timeout: floa
 def _process(args: list[str], log: Path, **kw: object) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("wb") as fh:
         proc = subprocess.Popen(args, stdout=fh, stderr=subprocess.STDOUT, **kw)  # type: ignore[call-overload]
+        proc.log_path = log  # type: ignore[attr-defined]
         try:
             yield proc
         finally:
@@ -275,6 +278,6 @@ def test_guard_and_vllm_targets_up(loaded: dict[str, str]) -> None:
     assert up.get("guard") == "1" and up.get("vllm") == "1", up
     # The quiet stack should not have GuardAllReplicasDown / GuardRiskModelNotLoaded firing.
     for alert in ("GuardAllReplicasDown", "GuardRiskModelNotLoaded"):
-        rule = [x for g in yaml.safe_load((DEPLOY / "prometheus/alerts.yml").read_text())["groups"]
-                for x in g["rules"] if x.get("alert") == alert][0]
+        groups = yaml.safe_load((DEPLOY / "prometheus/alerts.yml").read_text())["groups"]
+        rule = next(x for g in groups for x in g["rules"] if x.get("alert") == alert)
         assert _query(loaded["prom"], rule["expr"]) == [], alert

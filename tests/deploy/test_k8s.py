@@ -143,7 +143,7 @@ def test_hpa_scales_on_active_streams_and_cpu(overlay: str) -> None:
 
 
 def test_dashboards_configmap_matches_grafana_dir() -> None:
-    cm = [o for o in _objs("base") if o["metadata"]["name"] == "guard-dashboards"][0]
+    cm = next(o for o in _objs("base") if o["metadata"]["name"] == "guard-dashboards")
     assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
     for name, text in cm["data"].items():
         assert text == (DEPLOY / "grafana/dashboards" / name).read_text()
