@@ -42,7 +42,10 @@ LICENCES = {
         "origin": "JailbreakBench/artifacts @909e68c",
         "licence": "MIT",
     },
-    "advbench": {"origin": "llm-attacks AdvBench (ab235/AttnGCG-attack @6d9f1a4)", "licence": "MIT"},
+    "advbench": {
+        "origin": "llm-attacks AdvBench (ab235/AttnGCG-attack @6d9f1a4)",
+        "licence": "MIT",
+    },
     "bitext": {
         "origin": "bitext/customer-support-llm-chatbot-training-dataset @337b968",
         "licence": "CDLA-Sharing-1.0",

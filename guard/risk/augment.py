@@ -17,7 +17,7 @@ from typing import Any, Final
 
 from guard.risk.depth import first_crossing
 from guard.risk.evaluate import trace
-from guard.risk.fit import split_phrases
+from guard.risk.fit import rotate_phrases, split_phrases
 from guard.risk.model import RiskModel
 from guard.risk.trajectories import Trajectory
 
@@ -81,7 +81,7 @@ def make_examples(
             variants = [(0, prefix)]
             phrases = split_phrases(prefix)
             for r in range(1, min(len(phrases), rotations + 1)):
-                variants.append((r, "".join(phrases[r:] + phrases[:r])))
+                variants.append((r, rotate_phrases(phrases, r)))
             for r, text in variants:
                 rec = RECOVERIES[zlib.crc32(f"{tj.id}:{k}:{r}".encode()) % len(RECOVERIES)]
                 sep = "" if not text or text[-1].isspace() else " "

@@ -141,6 +141,12 @@ def split_phrases(text: str) -> list[str]:
     return parts
 
 
+def rotate_phrases(phrases: Sequence[str], k: int) -> str:
+    """Rotation ``k`` of a phrase list, keeping a space between phrases that lacked one."""
+    seq = [*phrases[k:], *phrases[:k]]
+    return "".join(p if p[-1:].isspace() else p + " " for p in seq).rstrip()
+
+
 def cyclic_rotations(
     traj: Trajectory, weight: float = 1.0, max_rotations: int = 8
 ) -> list[tuple[Trajectory, float]]:
@@ -157,12 +163,12 @@ def cyclic_rotations(
     if n < 2:
         return []
     texts: list[str] = []
-    seen = {"".join(phrases)}
+    seen = {"".join(phrases), rotate_phrases(phrases, 0)}
     shifts = range(1, n)
     if n - 1 > max_rotations:
         shifts = range(1, n, max(1, math.ceil((n - 1) / max_rotations)))
     for k in shifts:
-        rot = "".join(phrases[k:] + phrases[:k])
+        rot = rotate_phrases(phrases, k)
         if rot not in seen:
             seen.add(rot)
             texts.append(rot)

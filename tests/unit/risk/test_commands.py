@@ -1,0 +1,151 @@
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+from pathlib import Path
+
+import pytest
+
+from .synth import make_rows, write_rows
+
+
+def _run(argv: list[str]) -> int:
+    from guard.risk.commands import register
+
+    ap = argparse.ArgumentParser(prog="guard")
+    sub = ap.add_subparsers(dest="command", required=True)
+    register(sub)
+    args = ap.parse_args(argv)
+    return int(args.func(args))
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    d = tmp_path_factory.mktemp("cmd")
+    logs = write_rows(d / "train.jsonl", make_rows(250, seed=3))
+    model = d / "model.npz"
+    rc = _run(["fit", str(logs), "-o", str(model), "--depth", "4", "--bins", "3", "--kappa", "5"])
+    assert rc == 0 and model.is_file()
+    held = write_rows(d / "held.jsonl", make_rows(150, seed=4))
+    return model, held
+
+
+def test_fit_prints_report(fitted: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    model, _ = fitted
+    from guard.risk import load_risk_model
+
+    m = load_risk_model(model)
+    assert m.depth == 4
+    assert m.meta.info["fit_report"]["counts"]["trajectories"] == 250
+
+
+def test_eval_json_schema(fitted: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    model, held = fitted
+    capsys.readouterr()
+    assert _run(["eval", "--model", str(model), str(held), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["schema"] == "guard.eval/1"
+    kinds = {p["benign_kind"]: p for p in res["operating_points"]}
+    assert kinds["support"]["fpr_target"] == 0.01
+    assert kinds["alarming"]["fpr_target"] == 0.05
+    for p in kinds.values():
+        assert set(p["methods"]) == {"markov", "reactive", "keyword"}
+        for r in p["methods"].values():
+            assert r["fpr"] <= p["fpr_target"] + 1e-9
+    # synthetic classes are easy: the chain must find them at the support operating point
+    assert kinds["support"]["methods"]["markov"]["recall"] > 0.8
+    assert 0.0 <= res["calibration"]["ece"] <= 1.0
+
+
+def test_eval_table(fitted: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    model, held = fitted
+    assert _run(["eval", "--model", str(model), str(held)]) == 0
+    out = capsys.readouterr().out
+    assert "markov" in out and "reactive" in out and "keyword" in out
+
+
+def test_depth_writes_outputs(fitted: tuple[Path, Path], tmp_path: Path) -> None:
+    model, held = fitted
+    out = tmp_path / "depth"
+    assert _run(["depth", str(held), "--model", str(model), "--out", str(out)]) == 0
+    res = json.loads((out / "depth.json").read_text())
+    assert res["schema"] == "guard.depth/1"
+    cov = res["curves"]["coverage"]
+    assert all(a <= b for a, b in itertools.pairwise(cov))  # monotone
+    assert cov[-1] == pytest.approx(1.0) or res["harmful_crossed"] == 0
+    pytest.importorskip("matplotlib")
+    assert (out / "depth.png").stat().st_size > 1000
+
+
+def test_augment_cuts_before_harm(fitted: tuple[Path, Path], tmp_path: Path) -> None:
+    model, held = fitted
+    out = tmp_path / "train.jsonl"
+    assert _run(["augment", str(held), "--model", str(model), "-o", str(out)]) == 0
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert rows
+    keys = {json.dumps(r["messages"], sort_keys=True) for r in rows}
+    assert len(keys) == len(rows)  # deduplicated
+    for r in rows:
+        assert r["messages"][-1]["role"] == "assistant"
+        assert r["messages"][0]["role"] == "user"
+        assert r["meta"]["depth"] <= 4
+        content = r["messages"][-1]["content"]
+        assert len(content) > r["meta"]["prefix_chars"]  # a recovery follows the prefix
+
+
+def test_augment_onset_and_rotations(fitted: tuple[Path, Path], tmp_path: Path) -> None:
+    model, _ = fitted
+    resp = "Sure. Here it is. Step one: get the stuff. Mix the explosive powder with the fuel."
+    row = {
+        **make_rows(1)[0],
+        "response": resp,
+        "label": "harmful",
+        "harm_start_char": resp.index("Mix"),
+        "meta": {"category": "Explosives"},
+    }
+    logs = write_rows(tmp_path / "onset.jsonl", [row])
+    out = tmp_path / "o.jsonl"
+    rc = _run(["augment", str(logs), "--model", str(model), "-o", str(out), "--max-depth", "40"])
+    assert rc == 0
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert {r["meta"]["cut"] for r in rows} == {"onset"}
+    full = [
+        r
+        for r in rows
+        if r["meta"]["rotation"] == 0
+        and r["meta"]["depth"] == max(x["meta"]["depth"] for x in rows)
+    ]
+    assert len(full) == 1
+    text = full[0]["messages"][-1]["content"]
+    assert text.startswith("Sure. Here it is. Step one: get the stuff. ")
+    assert "explosive" not in text.split("stuff.")[1][:20]  # cut before the harmful phrase
+    assert any(r["meta"]["rotation"] > 0 for r in rows)
+    assert {r["meta"]["category"] for r in rows} == {"Explosives"}
+
+
+def test_bad_logs_exit_2_with_file_and_line(
+    tmp_path: Path, fitted: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    model, _ = fitted
+    bad = tmp_path / "bad.jsonl"
+    rows = make_rows(3)
+    bad.write_text(json.dumps(rows[0]) + "\n" + json.dumps({**rows[1], "label": "meh"}) + "\n")
+    assert _run(["eval", "--model", str(model), str(bad)]) == 2
+    assert f"{bad}:2: unknown label" in capsys.readouterr().err
+    assert _run(["eval", "--model", str(model), str(bad), "--skip-invalid"]) == 2  # 1 safe only
+    err = capsys.readouterr().err
+    assert "skipped 1 invalid lines" in err and "no harmful" in err
+    assert _run(["fit", str(bad), "-o", str(tmp_path / "m.npz")]) == 2
+    assert _run(["eval", "--model", str(tmp_path / "missing.npz"), str(bad)]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+def test_augment_without_harmful_is_an_error(
+    tmp_path: Path, fitted: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    model, _ = fitted
+    safe = write_rows(tmp_path / "safe.jsonl", [r for r in make_rows(40) if r["label"] == "safe"])
+    rc = _run(["augment", str(safe), "--model", str(model), "-o", str(tmp_path / "o.jsonl")])
+    assert rc == 2
+    assert "no harmful or halted" in capsys.readouterr().err

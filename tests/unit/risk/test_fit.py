@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from guard.errors import DataError
+from guard.risk.fit import (
+    FitConfig,
+    FitResult,
+    _Recorder,
+    cyclic_rotations,
+    fit,
+    split_phrases,
+    walk_logits,
+    walk_risks,
+    walk_states,
+)
+from guard.risk.trajectories import parse_trajectory
+
+from .conftest import SMALL
+from .synth import make_rows
+
+
+def _traj(**kw):  # type: ignore[no-untyped-def]
+    row = {**make_rows(1)[0], **kw}
+    return parse_trajectory(row, "t", 1)
+
+
+def test_split_phrases_lossless() -> None:
+    text = "One. Two, three; four!\nFive"
+    ph = split_phrases(text)
+    assert "".join(ph) == text
+    assert ph == ["One. ", "Two, three; ", "four!\n", "Five"]
+
+
+def test_rotation_weights_add_at_most_one_trajectory() -> None:
+    t = _traj(response="A b. C d. E f. G h.", label="safe")
+    rots = cyclic_rotations(t, weight=1.0)
+    assert len(rots) == 3  # identity excluded
+    assert sum(w for _, w in rots) == pytest.approx(1.0)
+    texts = {r.response for r, _ in rots}
+    assert "A b. C d. E f. G h." not in texts
+    for r, _ in rots:
+        assert set(r.response.replace(".", "").replace(" ", "")) == set("AbCdEfGh")
+    # many phrases: capped rotations, still one trajectory's weight in total
+    long = _traj(response=" ".join(f"P{i}." for i in range(30)), label="safe")
+    rots = cyclic_rotations(long, weight=1.0, max_rotations=8)
+    assert 0 < len(rots) <= 8
+    assert sum(w for _, w in rots) == pytest.approx(1.0)
+    # onset-labelled or censored trajectories are not rotated
+    assert cyclic_rotations(_traj(response="A. B.", label="harmful", harm_start_char=0)) == []
+    assert cyclic_rotations(_traj(response="A. B.", meta={"censored": True})) == []
+
+
+def test_augmented_fit_counts_add_orbit_weight() -> None:
+    trajs = [parse_trajectory(r, "s", i) for i, r in enumerate(make_rows(120))]
+    cfg = FitConfig(**{**{f: getattr(SMALL, f) for f in SMALL.__slots__}, "holdout": 0.0})
+    plain = fit(trajs, cfg)
+    aug = fit(trajs, FitConfig(**{**{f: getattr(cfg, f) for f in cfg.__slots__}, "augment": True}))
+    c0 = plain.arrays["counts"].astype(float)
+    c1 = aug.arrays["counts"].astype(float)
+    orbits = aug.report["counts"]["augmented_orbits"]
+    assert orbits > 0
+    # each orbit adds exactly one trajectory's weight of terminal (HARM/END) transitions
+    n = c0.shape[1]
+    assert c1[:, :, n:].sum() - c0[:, :, n:].sum() == pytest.approx(orbits, rel=1e-5)
+
+
+def test_vectorised_fit_path_equals_tracker(small_fit: FitResult) -> None:
+    model = small_fit.model
+    meta = small_fit.meta
+    rec = _Recorder(SMALL.resp_buckets_log2)
+    w = np.asarray(small_fit.arrays["resp_w"], dtype=np.float64)
+    for row in make_rows(20, seed=7):
+        t = parse_trajectory(row, "s", 1)
+        wk = rec.walk(t)
+        req_logit = model.tables.request_scorer.score_text(t.prompt[0]["content"])
+        wk.req_bin = int(np.searchsorted(small_fit.arrays["req_edges"], req_logit, "right"))
+        lg = walk_logits(wk, w, meta["resp_bias"])
+        st = walk_states(wk, lg, small_fit.arrays["edges"], model.space)
+        rk = walk_risks(wk, lg, st, model.H, meta["certain_logit"], meta["certain_min_features"])
+        tr = model.tracker(t.prompt)
+        assert tr.risk() == pytest.approx(rk[0])
+        for i, tok in enumerate(t.generated_tokens(), 1):
+            tr.feed(tok)
+            assert tr.logit() == pytest.approx(lg[i], abs=1e-9)
+            assert tr.state_index() == st[i]
+            assert tr.risk() == pytest.approx(rk[i], abs=1e-12)
+
+
+def test_fitted_model_separates_synthetic_classes(small_fit: FitResult) -> None:
+    m = small_fit.model
+    harm = m.tracker("How do I build a bomb?")
+    ok = m.tracker("How can I cancel my order?")
+    for tok in ["Sure", ",", " here", " is", " how", ".", " mix", " the", " explosive", " powder"]:
+        harm.feed(tok)
+    for tok in ["I", " understand", " you", " want", " to", " cancel", " your", " order", "."]:
+        ok.feed(tok)
+    assert harm.risk() > 0.5 > ok.risk()
+    rep = small_fit.report
+    assert rep["held_back"]["n"] > 0
+    assert rep["markov_test"]["n_transitions"] > 0
+    assert np.isfinite(rep["markov_test"]["loglik_second_order"])
+
+
+def test_fit_rejects_single_class() -> None:
+    safe = [parse_trajectory({**r, "label": "safe"}, "s", i) for i, r in enumerate(make_rows(30))]
+    with pytest.raises(DataError, match="no harmful"):
+        fit(safe, SMALL)
+    with pytest.raises(DataError, match="no trajectories"):
+        fit([], SMALL)

@@ -1,0 +1,170 @@
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from guard.tracking import (
+    PHASE_COMPLYING,
+    PHASE_NEUTRAL,
+    PHASE_REFUSING,
+    LexicalScorer,
+    StateSpace,
+    Tracker,
+    TrackerTables,
+    prompt_text,
+    tokenize_approx,
+)
+
+TEXTS = [
+    "Sure, here is how to do it: step 1, mix 250g of X with Y.\n\nThen wait.",
+    "I'm sorry, but I can't help with that. Can I help with something else?",
+    "Unicode: café naïve — 東京 ‘quoted’ don’t stop… done",
+    "   leading spaces and trailing   ",
+]
+
+
+def _scorer(seed: int = 0, log2: int = 10) -> LexicalScorer:
+    rng = random.Random(seed)
+    return LexicalScorer([rng.uniform(-2, 2) for _ in range(1 << log2)], bias=-0.3)
+
+
+def _tables(depth: int = 3) -> TrackerTables:
+    space = StateSpace(n_request_bins=2, n_risk_bins=3)
+    n = space.n_states
+    rng = random.Random(1)
+    h = [[rng.random() for _ in range(n)] for _ in range(depth + 1)]
+    edges = [[-0.5 + d * 0.1, 0.5] for d in range(depth + 1)]
+    return TrackerTables(
+        space=space,
+        depth=depth,
+        h=h,
+        edges=edges,
+        req_edges=[0.0],
+        response_scorer=_scorer(0),
+        request_scorer=_scorer(1),
+        certain_logit=1e9,
+        certain_min_features=4,
+    )
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_tokenize_approx_is_lossless(text: str) -> None:
+    toks = tokenize_approx(text)
+    assert "".join(toks) == text
+    assert all(toks)
+
+
+def test_approx_tokens_look_like_bpe() -> None:
+    assert tokenize_approx("Hello world, 12345!") == ["Hello", " world", ",", " 123", "45", "!"]
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_incremental_score_equals_whole_text(text: str) -> None:
+    sc = _scorer()
+    rng = random.Random(len(text))
+    for _ in range(20):
+        st = sc.stream()
+        i = 0
+        while i < len(text):
+            j = min(len(text), i + rng.randint(1, 6))
+            st.feed(text[i:j])
+            i = j
+        st.flush()
+        assert st.logit() == pytest.approx(sc.score_text(text), abs=1e-12)
+
+
+def test_phases() -> None:
+    sc = _scorer()
+
+    def phase(text: str) -> int:
+        st = sc.stream()
+        st.feed(text + " ")
+        return st.phase
+
+    assert phase("I'm sorry, but I can't help with that.") == PHASE_REFUSING
+    assert phase("Sure, here is the plan") == PHASE_COMPLYING
+    assert phase("I cannot do that. Just kidding, here is the recipe") == PHASE_COMPLYING
+    assert phase("The weather in Paris is mild in spring and the museums are open late") == (
+        PHASE_NEUTRAL
+    )
+    # an opener deep inside a text is not an opener
+    assert phase("The weather in Paris is mild in spring, of that I am very sure") == PHASE_NEUTRAL
+
+
+def test_tracker_incremental_equals_from_scratch() -> None:
+    tab = _tables()
+    prompt = [{"role": "user", "content": [{"type": "text", "text": "hi there"}]}]
+    text = TEXTS[0] + " " + TEXTS[1]
+    toks = tokenize_approx(text)
+    tr = Tracker(tab, prompt, prefill="Okay,")
+    for k, tok in enumerate(toks, 1):
+        tr.feed(tok)
+        fresh = Tracker(tab, prompt, prefill="Okay,")
+        fresh.feed("".join(toks[:k]), n_tokens=k)
+        assert tr.tokens == fresh.tokens == k
+        assert tr.risk() == fresh.risk()
+        assert tr.state() == fresh.state()
+
+
+def test_risk_uses_depth_index_and_prefill_does_not_use_depth() -> None:
+    tab = _tables(depth=3)
+    tr = Tracker(tab, "x", prefill="Sure, here is a long prefill text that moves state ")
+    assert tr.tokens == 0 and tr.depth_index == 0
+    for _ in range(10):
+        tr.feed(" a")
+    assert tr.tokens == 10 and tr.depth_index == 3
+    assert tr.risk() == tab.h[3][tr.state_index()]
+
+
+def test_copy_is_independent() -> None:
+    tab = _tables()
+    tr = Tracker(tab, "q")
+    tr.feed("Sure, here ")
+    cp = tr.copy()
+    cp.feed("is more text that changes things ", 3)
+    assert tr.tokens == 1 and cp.tokens == 4
+    assert tr.state()["phase"] == "complying"
+    assert cp.state() != tr.state()
+
+
+def test_certain_harm_behaves_like_harm() -> None:
+    tab = _tables()
+    tab2 = TrackerTables(
+        space=tab.space,
+        depth=tab.depth,
+        h=tab.h,
+        edges=tab.edges,
+        req_edges=tab.req_edges,
+        response_scorer=LexicalScorer([5.0] * 1024, 0.0),
+        request_scorer=tab.request_scorer,
+        certain_logit=4.0,
+        certain_min_features=4,
+    )
+    tr = Tracker(tab2, "q")
+    tr.feed("one ")
+    assert tr.risk() < 1.0  # too few features yet
+    tr.feed("two three ")
+    assert tr.risk() == 1.0
+    assert tr.state()["harm_like"] is True
+
+
+def test_external_score_and_state_json() -> None:
+    tr = Tracker(_tables(), "q")
+    with pytest.raises(ValueError):
+        tr.set_external_score(1.5)
+    tr.set_external_score(0.25)
+    s = tr.state()
+    assert s["external_score"] == 0.25
+    json.dumps(s)
+
+
+def test_prompt_text_variants() -> None:
+    assert prompt_text("plain") == "plain"
+    msgs = [
+        {"role": "system", "content": "sys"},
+        {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "image_url"}]},
+        {"role": "assistant", "content": "ignored"},
+    ]
+    assert prompt_text(msgs) == "sys\na"
