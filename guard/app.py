@@ -665,6 +665,8 @@ def _account(
         relayed += cs.released_tokens
         g = cs.guard
         if g is not None:
+            if g.failed:
+                m.risk_model_failures.labels(relay.policy.fail_mode).inc()
             checked += g.checks
             check_ns += g.check_ns
             m.decision_risk.observe(g.last_risk)
