@@ -19,8 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from guard.risk import load_risk_model  # noqa: E402
-from guard.tracking import tokenize_approx  # noqa: E402
+from guard.risk import load_risk_model
+from guard.tracking import tokenize_approx
 
 TEXTS = [
     "I understand how unnerving it can be to cancel an order. Here's a quick guide: 1. Log in "

@@ -198,8 +198,11 @@ def build(data: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[
         for line in (data / "fastchat_mt_bench" / bench / "question.jsonl").open(encoding="utf-8"):
             q = json.loads(line)
             qs[q["question_id"]] = q
-            requests.append({"text": q["turns"][0], "label": "benign", "source": bench})
         ref = data / "fastchat_mt_bench" / bench / "reference_answer" / "gpt-4.jsonl"
+        answered = {json.loads(line)["question_id"] for line in ref.open(encoding="utf-8")}
+        for qid, q in qs.items():
+            if qid not in answered:  # answered ones are evaluation data
+                requests.append({"text": q["turns"][0], "label": "benign", "source": bench})
         for line in ref.open(encoding="utf-8"):
             a = json.loads(line)
             q = qs.get(a["question_id"])
@@ -268,8 +271,23 @@ def build(data: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[
         for i, line in enumerate(fh):
             r = json.loads(line)
             cats = [r.get(k) for k in ("S", "H", "V", "HR", "SH", "S3", "H2", "V2")]
-            if all(c == 0 for c in cats) and _frac(f"mod/{i}") < 0.7:
+            if not all(c == 0 for c in cats):
+                continue
+            to_fit = _frac(f"mod/{i}") < 0.7
+            if to_fit:
                 requests.append({"text": r["prompt"], "label": "benign", "source": "moderation"})
+            # the same benign texts as responses: general (often edgy) prose, not support replies
+            row = _traj(
+                f"moderation/{i}",
+                "openai-moderation",
+                "Write a short passage.",
+                r["prompt"],
+                "safe",
+                kind="general" if to_fit else "alarming",
+                request_label="benign",
+                construction="moderation sample without any category, used as a response",
+            )
+            (fit_rows if to_fit else eval_rows).append(row)
     return fit_rows, eval_rows, requests
 
 
@@ -285,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workdir", default=str(ROOT / "build" / "default_model"))
     ap.add_argument("--out", default=str(ROOT / "guard" / "data" / "default_model.npz"))
     ap.add_argument("--depth", type=int, default=32)
-    ap.add_argument("--bins", type=int, default=8)
+    ap.add_argument("--bins", type=int, default=12)
     ap.add_argument("--kappa", type=float, default=20.0)
     ap.add_argument("--augment", action="store_true")
     ap.add_argument("--no-eval", action="store_true")
@@ -304,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         file=sys.stderr,
     )
     trajs, _ = read_trajectories([work / "fit.jsonl"])
-    reqs = [RequestExample(r["text"], r["label"] == "harmful") for r in requests]
+    reqs = [RequestExample(r["text"], r["label"] == "harmful", r["source"]) for r in requests]
     info = {
         "training_data": {
             "fit_sources": dict(Counter(r["source"] for r in fit_rows)),

@@ -72,7 +72,12 @@ def _read_requests(path: str) -> list[Any]:
             raise DataError(f"{p}:{lineno}: expected an object with a string 'text'")
         if obj.get("label") not in ("harmful", "benign"):
             raise DataError(f"{p}:{lineno}: 'label' must be 'harmful' or 'benign'")
-        out.append(RequestExample(obj["text"], obj["label"] == "harmful"))
+        src = obj.get("source")
+        out.append(
+            RequestExample(
+                obj["text"], obj["label"] == "harmful", src if isinstance(src, str) else p.name
+            )
+        )
     if not out:
         raise DataError(f"{p}: no request examples")
     return out

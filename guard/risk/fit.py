@@ -53,12 +53,15 @@ class FitConfig:
     target_fpr: float = 0.01
     certain_min_features: int = 16
     certain_margin: float = 0.25
+    #: scorer training: within each class, every source gets the same total weight
+    balance_sources: bool = True
 
 
 @dataclass(frozen=True, slots=True)
 class RequestExample:
     text: str
     harmful: bool
+    source: str = "requests"
 
 
 @dataclass(slots=True)
@@ -74,6 +77,7 @@ class Walk:
     kind: str
     req_text: str
     onset: int | None = None
+    source: str = ""
     req_bin: int = 0
 
 
@@ -127,6 +131,7 @@ class _Recorder:
             kind=traj.kind,
             req_text=prompt_text(traj.prompt),
             onset=onset,
+            source=traj.source,
         )
 
 
@@ -261,6 +266,12 @@ def _balanced(y: FloatArray, w: FloatArray) -> FloatArray:
     return out
 
 
+def _source_weights(sources: Sequence[str], y: FloatArray) -> FloatArray:
+    """Weights giving every (source, class) the same total."""
+    cnt = Counter(zip(sources, y.tolist(), strict=True))
+    return np.asarray([1.0 / cnt[(s, c)] for s, c in zip(sources, y.tolist(), strict=True)])
+
+
 def _quantise(w: FloatArray) -> tuple[npt.NDArray[np.float16], FloatArray]:
     q = np.clip(w, -60000, 60000).astype(np.float16)
     return q, q.astype(np.float64)
@@ -331,17 +342,21 @@ def _is_holdout(tid: str, frac: float, seed: int) -> bool:
 
 def _request_examples(
     trajs: Sequence[Trajectory], extra: Sequence[RequestExample]
-) -> tuple[list[str], FloatArray]:
+) -> tuple[list[str], FloatArray, list[str]]:
     labels: dict[str, bool] = {}
+    sources: dict[str, str] = {}
     for t in trajs:
         text = prompt_text(t.prompt)
         rl = t.meta.get("request_label")
         harmful = rl == "harmful" if rl in ("harmful", "benign") else t.harmful
         labels[text] = labels.get(text, False) or harmful
+        sources.setdefault(text, t.source)
     for ex in extra:
         labels[ex.text] = labels.get(ex.text, False) or ex.harmful
+        sources.setdefault(ex.text, ex.source)
     texts = [k for k in labels if k.strip()]
-    return texts, np.asarray([1.0 if labels[k] else 0.0 for k in texts])
+    y = np.asarray([1.0 if labels[k] else 0.0 for k in texts])
+    return texts, y, [sources[k] for k in texts]
 
 
 def calibration_table(
@@ -482,14 +497,16 @@ def fit(
     # -- response scorer ------------------------------------------------------------------
     say("training the response scorer")
     docs, ys, sws = [], [], []
+    per_src = Counter((wk.source, wk.harmful) for wk in train_w)
     for wk in train_w:
+        tw = wk.weight / per_src[(wk.source, wk.harmful)] if cfg.balance_sources else wk.weight
         t_eff = wk.nf.size - 1
         pts = sorted({p for p in PREFIX_POINTS if p <= t_eff} | {t_eff})
         nfs = sorted({int(wk.nf[p]) for p in pts if wk.nf[p] > 0})
         for k in nfs:
             docs.append(wk.ids[:k])
             ys.append(1.0 if wk.harmful else 0.0)
-            sws.append(wk.weight / len(nfs))
+            sws.append(tw / len(nfs))
     y = np.asarray(ys)
     doc, feat, val = _sparse_docs(docs)
     w_raw, resp_bias = train_logreg(
@@ -507,7 +524,7 @@ def fit(
 
     # -- request scorer -------------------------------------------------------------------
     say("training the request scorer")
-    texts, ry = _request_examples(train_t, requests)
+    texts, ry, rsrc = _request_examples(train_t, requests)
     rmask = (1 << cfg.req_buckets_log2) - 1
     rdocs = [np.asarray(text_feature_ids(s, rmask), dtype=np.int32) for s in texts]
     rdoc, rfeat, rval = _sparse_docs(rdocs)
@@ -517,7 +534,7 @@ def fit(
             rfeat,
             rval,
             ry,
-            _balanced(ry, np.ones(ry.size)),
+            _balanced(ry, _source_weights(rsrc, ry) if cfg.balance_sources else np.ones(ry.size)),
             1 << cfg.req_buckets_log2,
             l2=cfg.l2,
             iterations=cfg.iterations,
