@@ -16,14 +16,14 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, replace
 from typing import Any
 
 import anyio
 import httpx
 from fastapi import FastAPI, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
 
 from guard import __version__, jsonfast
 from guard.config import Settings
@@ -61,6 +61,7 @@ from guard.request.parse import (
     decode_json,
     parse_generation,
 )
+from guard.streaming import GuardedStreamResponse
 from guard.request.schema import ChatCompletionRequest, CompletionRequest
 from guard.upstream.client import Upstream, create_client
 from guard.upstream.sse import SSEDecoder
@@ -381,7 +382,7 @@ async def _generate(svc: Services, request: Request, route: str) -> Response:
     relay = Relay(req, policy, loaded.model, trace=svc.decision_log is not None)
     pump = _pump(svc, relay, resp, req, request, rid, t_send - t0)
     if req.stream:
-        return StreamingResponse(
+        return GuardedStreamResponse(
             pump, media_type="text/event-stream; charset=utf-8", headers={**_SSE_HEADERS, **echo}
         )
     # Non-streaming: fold the guarded stream into one completion object.
@@ -439,7 +440,7 @@ async def _pump(
     request: Request,
     rid: str,
     pre_ns: int,
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     m = svc.metrics
     svc.active += 1
     m.active_streams.inc()
@@ -451,41 +452,44 @@ async def _pump(
         while current is not None:
             decoder = SSEDecoder()
             try:
-                with anyio.fail_after(max(0.001, deadline - time.monotonic())):
-                    stopped = False
-                    async for raw in current.aiter_raw():
-                        for ev in decoder.feed(raw):
-                            out = relay.on_event(ev)
-                            if out:
-                                yield out
-                            st = relay.status
-                            if st != RUNNING and st != UPSTREAM_ERROR:
-                                stopped = True
-                                break
-                        if stopped:
+                reads = current.aiter_raw().__aiter__()
+                stopped = False
+                while not stopped:
+                    # The total deadline bounds each read; the scope never spans a yield (a
+                    # cancel scope across a yield breaks when the client goes away).
+                    with anyio.fail_after(max(0.001, deadline - time.monotonic())):
+                        try:
+                            raw = await reads.__anext__()
+                        except StopAsyncIteration:
                             break
-                    if not stopped:
-                        tail = decoder.close()
-                        if tail is not None and tail.data is not None:
-                            out = relay.on_event(tail)
-                            if out:
-                                yield out
-                        if relay.status in (RUNNING, UPSTREAM_ERROR):
-                            kind = (
-                                "error_event" if relay.status == UPSTREAM_ERROR else "early_close"
+                    for ev in decoder.feed(raw):
+                        out = relay.on_event(ev)
+                        if out:
+                            yield out
+                        st = relay.status
+                        if st != RUNNING and st != UPSTREAM_ERROR:
+                            stopped = True
+                            break
+                if not stopped:
+                    tail = decoder.close()
+                    if tail is not None and tail.data is not None:
+                        out = relay.on_event(tail)
+                        if out:
+                            yield out
+                    if relay.status in (RUNNING, UPSTREAM_ERROR):
+                        kind = "error_event" if relay.status == UPSTREAM_ERROR else "early_close"
+                        m.upstream_errors.labels(kind).inc()
+                        if relay.status == RUNNING:
+                            outcome = "upstream_error"
+                            yield chunks.error_event(
+                                "upstream closed the stream before it was complete",
+                                "upstream_error",
+                                "upstream_early_close",
+                                502,
                             )
-                            m.upstream_errors.labels(kind).inc()
-                            if relay.status == RUNNING:
-                                outcome = "upstream_error"
-                                yield chunks.error_event(
-                                    "upstream closed the stream before it was complete",
-                                    "upstream_error",
-                                    "upstream_early_close",
-                                    502,
-                                )
-                            yield chunks.DONE
-                            completed = True
-                            return
+                        yield chunks.DONE
+                        completed = True
+                        return
             finally:
                 await _close(current)
             current = None

@@ -124,13 +124,15 @@ class ScriptedUpstream:
     closed_early: int = 0
     completed: int = 0
     open_streams: int = 0
+    record: bool = True  # keep every request (off for long loops that measure memory)
 
     def transport(self) -> httpx.MockTransport:
         return httpx.MockTransport(self._handle)
 
     async def _handle(self, request: httpx.Request) -> httpx.Response:
         body = json.loads(await request.aread() or b"null")
-        self.requests.append((request.url.path, body, dict(request.headers)))
+        if self.record:
+            self.requests.append((request.url.path, body, dict(request.headers)))
         script = self.handler(request.url.path, body)
         return httpx.Response(
             script.status,
