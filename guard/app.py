@@ -61,8 +61,8 @@ from guard.request.parse import (
     decode_json,
     parse_generation,
 )
-from guard.streaming import GuardedStreamResponse
 from guard.request.schema import ChatCompletionRequest, CompletionRequest
+from guard.streaming import GuardedStreamResponse
 from guard.upstream.client import Upstream, create_client
 from guard.upstream.sse import SSEDecoder
 

@@ -21,8 +21,11 @@ def _add_serve(sub: Any) -> None:
     p.add_argument("--upstream", help="upstream base URL, e.g. http://127.0.0.1:8000 (required)")
     p.add_argument("--host", help="listen address (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="listen port (default 8080)")
-    p.add_argument("--config", default=os.environ.get("GUARD_CONFIG") or None,
-                   help="YAML config file (policies, keys, decision log, ...); env GUARD_CONFIG")
+    p.add_argument(
+        "--config",
+        default=os.environ.get("GUARD_CONFIG") or None,
+        help="YAML config file (policies, keys, decision log, ...); env GUARD_CONFIG",
+    )
     p.add_argument("--workers", type=int, help="uvicorn worker processes (default 1)")
     p.add_argument("--mode", choices=["enforce", "shadow", "off"])
     p.add_argument("--depth", type=int, help="checking depth D in generated tokens")

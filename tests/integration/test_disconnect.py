@@ -6,12 +6,13 @@ active-streams gauge back to 0, and leave no task behind.
 
 from __future__ import annotations
 
+import gc
 import json
 import random
-import gc
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 
 from tests.integration.test_stream_guarding import BENIGN, CHAT
 from tests.support.scripted import DONE, Script, chat_events
@@ -36,7 +37,7 @@ async def call_and_leave(app: Any, body: dict[str, Any], leave_after: int) -> in
             sent["n"] += 1
             if sent["n"] >= leave_after:
                 gone.set()
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
 
     scope = {
         "type": "http",
