@@ -16,7 +16,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -100,11 +100,12 @@ def create_app(
     metrics: Metrics | None = None,
     decision_log: DecisionLog | None = None,
     config_path: str | None = None,
+    config_overrides: Mapping[tuple[str, ...], Any] | None = None,
     reload_poll_seconds: float = 2.0,
 ) -> FastAPI:
     """Build the app. Every dependency is passed in or built here: no module-level state."""
     metrics = metrics if metrics is not None else create_metrics()
-    models = ModelHolder(settings, metrics, risk_model, config_path)
+    models = ModelHolder(settings, metrics, risk_model, config_path, config_overrides)
     if decision_log is None and settings.decision_log.path:
         dl = settings.decision_log
         decision_log = DecisionLog(
@@ -142,6 +143,7 @@ def create_app(
                         await anyio.sleep(0.05)
                 tg.cancel_scope.cancel()
                 await client.aclose()
+                _mark_worker_dead()
                 if svc.decision_log is not None:
                     svc.decision_log.close()
 
@@ -290,6 +292,17 @@ def create_app(
         )
 
     return app
+
+
+def _mark_worker_dead() -> None:
+    # Multiprocess metrics: drop this worker's live gauges (active streams, model info).
+    import os
+
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        with contextlib.suppress(Exception):
+            multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
 
 async def _watch_files(svc: Services, every: float) -> None:

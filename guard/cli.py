@@ -70,11 +70,18 @@ _OVERRIDES: dict[str, tuple[str, ...]] = {
 }
 
 
+def _overrides(args: argparse.Namespace) -> dict[tuple[str, ...], Any]:
+    return {
+        path: getattr(args, name)
+        for name, path in _OVERRIDES.items()
+        if getattr(args, name, None) is not None
+    }
+
+
 def serve_settings(args: argparse.Namespace) -> Any:
     from guard.config import load_settings
 
-    overrides = {path: getattr(args, name, None) for name, path in _OVERRIDES.items()}
-    return load_settings(args.config, overrides=overrides)
+    return load_settings(args.config, overrides=_overrides(args))
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -91,11 +98,14 @@ def _serve(args: argparse.Namespace) -> int:
     payload = settings.model_dump(mode="json")
     if settings.upstream_api_key is not None:
         payload["upstream_api_key"] = settings.upstream_api_key.get_secret_value()
-    os.environ[_SETTINGS_ENV] = json.dumps({"settings": payload, "config": args.config})
-    if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROCESS_DIR"):
+    overrides = [[list(k), v] for k, v in _overrides(args).items()]
+    os.environ[_SETTINGS_ENV] = json.dumps(
+        {"settings": payload, "config": args.config, "overrides": overrides}
+    )
+    if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         import tempfile
 
-        os.environ["PROMETHEUS_MULTIPROCESS_DIR"] = tempfile.mkdtemp(prefix="guard-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="guard-metrics-")
     print(
         f"guard {__version__}: listening on http://{settings.host}:{settings.port}, "
         f"upstream {settings.upstream}",
@@ -126,7 +136,8 @@ def app_factory() -> Any:
         raise SystemExit("guard.cli:app_factory is started by `guard serve`")
     data = json.loads(raw)
     settings = Settings.model_validate(data["settings"])
-    return create_app(settings, config_path=data.get("config"))
+    overrides = {tuple(k): v for k, v in data.get("overrides") or []}
+    return create_app(settings, config_path=data.get("config"), config_overrides=overrides)
 
 
 def _hash_key(args: argparse.Namespace) -> int:

@@ -23,6 +23,7 @@ class ConfigError(GuardError):
     """Invalid settings or policy: raised at start (or on reload, which then keeps the old one)."""
 
     error_type = "configuration_error"
+    status_code = 422
 
 
 class RiskModelError(GuardError):

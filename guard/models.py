@@ -8,6 +8,7 @@ a reload (admin endpoint, or a new file rolled out) reaches every worker.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,8 +45,10 @@ class ModelHolder:
         metrics: Metrics,
         model: RiskModelLike | None = None,
         config_path: str | None = None,
+        config_overrides: Mapping[tuple[str, ...], Any] | None = None,
     ) -> None:
         self.settings = settings
+        self.config_overrides = dict(config_overrides or {})
         self.metrics = metrics
         self.config_path = config_path
         self.last_error: str | None = None
@@ -84,7 +87,8 @@ class ModelHolder:
         try:
             settings = self.settings
             if self.config_path is not None:
-                fresh = load_settings(self.config_path)
+                # Same sources as at start: the file, the environment, the command line.
+                fresh = load_settings(self.config_path, overrides=self.config_overrides)
                 # The listen address and upstream need a restart; policies and model do not.
                 settings = settings.model_copy(
                     update={

@@ -3,7 +3,7 @@
 Conventions: ``guard_`` prefix, ``_total`` counters, ``_seconds`` histograms, bounded label values
 only (endpoint, outcome, action, reason, model *name of the risk model* — never per-request values).
 
-Multi-worker: with ``PROMETHEUS_MULTIPROCESS_DIR`` set, prometheus_client writes per-process files
+Multi-worker: with ``PROMETHEUS_MULTIPROC_DIR`` set, prometheus_client writes per-process files
 and ``/metrics`` aggregates them. Multiprocess mode has no Info metric, so the risk-model info is a
 gauge with labels (``guard_risk_model_info``) set to 1, with ``multiprocess_mode="liveall"``.
 """

@@ -120,7 +120,7 @@ def stack() -> Iterator[dict[str, str]]:
         ],
     }))
     env = {k: v for k, v in os.environ.items() if not k.startswith("GUARD_")}
-    env.pop("PROMETHEUS_MULTIPROCESS_DIR", None)
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     with contextlib.ExitStack() as stack_:
         fake = stack_.enter_context(_process(
             [sys.executable, str(ROOT / "loadtests" / "fake_vllm.py"), "--port", str(fake_port),

@@ -121,10 +121,10 @@ def test_multiprocess_dir_when_workers(overlay: str) -> None:
     workers = int(args[args.index("--workers") + 1]) if "--workers" in args else 1
     env = {e["name"]: e.get("value") for e in c.get("env", [])}
     if workers > 1:
-        d = env.get("PROMETHEUS_MULTIPROCESS_DIR")
-        assert d, "workers > 1 needs PROMETHEUS_MULTIPROCESS_DIR"
+        d = env.get("PROMETHEUS_MULTIPROC_DIR")
+        assert d, "workers > 1 needs PROMETHEUS_MULTIPROC_DIR"
         mount = [m for m in c["volumeMounts"] if m["mountPath"] == d]
-        assert mount, "PROMETHEUS_MULTIPROCESS_DIR must be a mounted volume"
+        assert mount, "PROMETHEUS_MULTIPROC_DIR must be a mounted volume"
         vol = [v for v in pod["volumes"] if v["name"] == mount[0]["name"]]
         assert vol and "emptyDir" in vol[0]
     assert overlay != "overlays/prod" or workers > 1

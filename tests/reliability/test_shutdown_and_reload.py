@@ -1,0 +1,168 @@
+"""SIGTERM drains in-flight streams and flushes the decision log; reloads keep a good model."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from guard.config import hash_key
+from tests.reliability.procs import ROOT, fake_upstream, free_port
+
+CHAT = {
+    "model": "tiny",
+    "messages": [{"role": "user", "content": "where is my order?"}],
+    "stream": True,
+    "max_tokens": 40,
+}
+
+
+def start_guard(
+    upstream: str, *args: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "guard",
+            "serve",
+            "--upstream",
+            upstream,
+            "--port",
+            str(port),
+            *args,
+        ],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=open(ROOT / ".cache" / "reliability-guard.log", "ab"),
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError("guard did not start: see .cache/reliability-guard.log")
+        time.sleep(0.1)
+
+
+def test_sigterm_finishes_in_flight_streams_and_flushes_log(tmp_path: Path) -> None:
+    log = tmp_path / "decisions.jsonl"
+    with fake_upstream("--tokens-per-second", "20") as up:
+        proc, url = start_guard(up, "--decision-log", str(log))
+        result: dict[str, bytes] = {}
+
+        def stream() -> None:
+            with httpx.stream("POST", url + "/v1/chat/completions", json=CHAT, timeout=30) as r:
+                result["body"] = r.read()
+
+        t = threading.Thread(target=stream)
+        t.start()
+        time.sleep(0.5)  # the stream is in flight (40 tokens at 20/s)
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        # New connections are refused while draining...
+        with pytest.raises(httpx.HTTPError):
+            httpx.post(url + "/v1/chat/completions", json=CHAT, timeout=2)
+        t.join(30)
+        # uvicorn re-raises SIGTERM after a clean shutdown, so -15 is a clean exit too.
+        assert proc.wait(30) in (0, -signal.SIGTERM)
+    # ...but the in-flight stream completed, and its decision was written.
+    assert result["body"].endswith(b"data: [DONE]\n\n")
+    assert b'"finish_reason":"length"' in result["body"]
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(records) == 1 and records[0]["meta"]["outcome"] == "passed"
+    assert stat.S_IMODE(log.stat().st_mode) == 0o600  # owner-only
+
+
+def test_bad_risk_model_refuses_to_start(tmp_path: Path) -> None:
+    bad = tmp_path / "model.npz"
+    bad.write_bytes(b"not a model")
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "guard",
+            "serve",
+            "--upstream",
+            "http://127.0.0.1:9",
+            "--risk-model",
+            str(bad),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 2
+    assert "model.npz" in r.stderr and "Traceback" not in r.stderr
+    missing = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "guard",
+            "serve",
+            "--upstream",
+            "http://127.0.0.1:9",
+            "--risk-model",
+            str(tmp_path / "nope.npz"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert missing.returncode == 2 and "nope.npz" in missing.stderr
+
+
+def test_reload_keeps_old_model_on_bad_file_and_reaches_every_worker(tmp_path: Path) -> None:
+    from guard.risk import default_model_path
+
+    model = tmp_path / "model.npz"
+    model.write_bytes(Path(default_model_path()).read_bytes())
+    cfg = tmp_path / "guard.yaml"
+    cfg.write_text(f"risk_model: {model}\nadmin_key_sha256: {hash_key('adm')}\n")
+    mp = tmp_path / "metrics"
+    mp.mkdir()
+    with fake_upstream() as up:
+        proc, url = start_guard(
+            up, "--config", str(cfg), "--workers", "2", env={"PROMETHEUS_MULTIPROC_DIR": str(mp)}
+        )
+        try:
+            adm = {"x-guard-admin-key": "adm"}
+            ok = httpx.post(url + "/admin/reload", headers=adm, timeout=30)
+            assert ok.status_code == 200, ok.text
+            # Tamper with the file: the reload is refused, the old model keeps serving.
+            model.write_bytes(model.read_bytes()[:-100] + b"x" * 100)
+            bad = httpx.post(url + "/admin/reload", headers=adm, timeout=30)
+            assert bad.status_code == 503 and "error" in bad.json()
+            r = httpx.post(url + "/v1/chat/completions", json=CHAT, timeout=30)
+            assert r.status_code == 200 and r.text.endswith("data: [DONE]\n\n")
+            # Every worker watches the file: both report the failed reload in metrics.
+            time.sleep(3)
+            text = httpx.get(url + "/metrics", timeout=10).text
+            errors = [
+                line
+                for line in text.splitlines()
+                if line.startswith('guard_risk_model_reloads_total{outcome="error"}')
+            ]
+            assert errors and float(errors[0].rsplit(" ", 1)[1]) >= 2, text[-3000:]
+            assert "guard_risk_model_loaded 1.0" in text or "guard_risk_model_loaded 2.0" in text
+        finally:
+            proc.terminate()
+            proc.wait(30)
