@@ -24,6 +24,7 @@ import anyio
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from guard import __version__, jsonfast
 from guard.config import Settings
@@ -129,6 +130,13 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # A lifespan can run more than once on one app object (test clients, embedding
+        # servers): start from a clean slate each time.
+        svc.draining = False
+        if svc.upstream.client.is_closed:
+            svc.upstream.client = create_client(settings, transport)
+        if svc.decision_log is not None and svc.decision_log.closed:
+            svc.decision_log = svc.decision_log.reopened()
         async with anyio.create_task_group() as tg:
             if reload_poll_seconds > 0:
                 tg.start_soon(_watch_files, svc, reload_poll_seconds)
@@ -142,7 +150,7 @@ def create_app(
                     while svc.active > 0:  # noqa: ASYNC110 - polled only while shutting down
                         await anyio.sleep(0.05)
                 tg.cancel_scope.cancel()
-                await client.aclose()
+                await svc.upstream.client.aclose()
                 _mark_worker_dead()
                 if svc.decision_log is not None:
                     svc.decision_log.close()
@@ -155,6 +163,14 @@ def create_app(
     @app.exception_handler(GuardError)
     async def _guard_error(request: Request, exc: GuardError) -> Response:
         return error_response(exc, request.headers.get("x-request-id"))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        # Routing errors (404, 405) in the same OpenAI shape as everything else.
+        err = ClientError(str(exc.detail))
+        err.status_code = exc.status_code
+        err.code = "not_found" if exc.status_code == 404 else "method_not_allowed"
+        return error_response(err, request.headers.get("x-request-id"))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:

@@ -42,6 +42,7 @@ class DecisionLog:
         queue_size: int = 10000,
         on_drop: Callable[[], None] | None = None,
     ) -> None:
+        self._args = (path, max_bytes, backups, retention_days, queue_size, on_drop)
         self.path = Path(path)
         self.max_bytes = max_bytes
         self.backups = backups
@@ -112,6 +113,22 @@ class DecisionLog:
                 if old.stat().st_mtime < cutoff:
                     old.unlink(missing_ok=True)
         self._fh = self._open()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def reopened(self) -> DecisionLog:
+        """A fresh writer on the same file with the same settings."""
+        path, max_bytes, backups, retention_days, queue_size, on_drop = self._args
+        return DecisionLog(
+            path,
+            max_bytes=max_bytes,
+            backups=backups,
+            retention_days=retention_days,
+            queue_size=queue_size,
+            on_drop=on_drop,
+        )
 
     def close(self, timeout: float = 10.0) -> None:
         """Drain every queued record to disk, then close."""

@@ -30,6 +30,8 @@ def start_guard(
     upstream: str, *args: str, env: dict[str, str] | None = None
 ) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
+    (ROOT / ".cache").mkdir(exist_ok=True)
+    log = open(ROOT / ".cache" / "reliability-guard.log", "ab")  # noqa: SIM115 - child's stderr
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -45,7 +47,7 @@ def start_guard(
         cwd=ROOT,
         env={**os.environ, **(env or {})},
         stdout=subprocess.DEVNULL,
-        stderr=open(ROOT / ".cache" / "reliability-guard.log", "ab"),
+        stderr=log,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
