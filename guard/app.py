@@ -408,7 +408,10 @@ async def _generate(svc: Services, request: Request, route: str) -> Response:
             media_type=resp.headers.get("content-type", "application/json"),
         )
 
-    relay = Relay(req, policy, loaded.model, trace=svc.decision_log is not None)
+    logging_content = svc.decision_log is not None and svc.settings.decision_log.include_content
+    relay = Relay(
+        req, policy, loaded.model, trace=svc.decision_log is not None, keep_text=logging_content
+    )
     pump = _pump(svc, relay, resp, req, request, rid, t_send - t0)
     if req.stream:
         return GuardedStreamResponse(
@@ -725,35 +728,24 @@ def _account(
         hold = max(0, relay.first_content_ns - relay.first_arrival_ns)
         m.added_ttft_seconds.observe((pre_ns + hold) / 1e9)
     if svc.decision_log is not None:
-        svc.decision_log.submit(_record(svc, relay, req, result, rid))
+        for record in _record(svc, relay, req, result, rid):
+            svc.decision_log.submit(record)
 
 
 def _record(
     svc: Services, relay: Relay, req: GenerationRequest, outcome: str, rid: str
-) -> dict[str, Any]:
+) -> list[dict[str, Any]]:
+    """Decision-log records: one per choice, in the trajectory format (DESIGN.md section 6).
+
+    ``label`` is left null: a person or a labelling job fills it before ``guard fit``. A choice
+    the guard halted is marked ``meta.censored`` (its natural ending is unknown).
+    """
     cfg = svc.settings.decision_log
     content = cfg.include_content
 
     def text(value: str) -> str:
         return redact(value) if cfg.redact_pii else value
 
-    choices = []
-    for cs in relay.choices:
-        if cs is None:
-            continue
-        g = cs.guard
-        entry: dict[str, Any] = {
-            "index": cs.index,
-            "halted": cs.halted,
-            "reason": cs.reason,
-            "tokens": cs.generated,
-            "released_tokens": cs.released_tokens,
-        }
-        if g is not None:
-            entry.update(g.details())
-            entry["trace"] = g.trace
-            entry["check_us"] = round(g.check_ns / max(1, g.checks) / 1000, 3)
-        choices.append(entry)
     prompt: Any = None
     if content:
         if isinstance(req.prompt, str):
@@ -769,33 +761,58 @@ def _record(
                 for mm in req.prompt
                 if isinstance(mm, dict)
             ]
-    response = None
-    if content and relay.choices and relay.choices[0] is not None:
-        released = relay.choices[0].released
-        if released is not None:
-            response = text(req.prefill + "".join(released))
-    return {
-        "id": rid,
-        "source": "guard",
-        "prompt": prompt,
-        "prefill": text(req.prefill) if content else None,
-        "response": response,
-        "tokens": None,
-        "label": None,
-        "harm_start_char": None,
-        "meta": {
-            "ts": time.time(),
-            "route": req.route,
-            "model": req.model,
-            "policy": relay.policy.name,
-            "mode": relay.policy.mode,
-            "outcome": outcome,
-            "censored": relay.halted_any,
-            "risk_model": svc.models.current.version,
-            "reroutes": relay.reroutes,
-            "choices": choices,
-        },
-    }
+    records = []
+    many = sum(1 for cs in relay.choices if cs is not None) > 1
+    for cs in relay.choices:
+        if cs is None:
+            continue
+        g = cs.guard
+        decision: dict[str, Any] = {
+            "index": cs.index,
+            "action": "halt"
+            if cs.halted
+            else ("shadow_halt" if g and g.crossed_at >= 0 and not relay.enforce else "pass"),
+            "reason": cs.reason,
+            "generated_tokens": cs.generated,
+            "released_tokens": cs.released_tokens,
+        }
+        if g is not None:
+            decision.update(g.details())
+            if g.crossed_at >= 0:
+                decision["halt_token"] = g.crossed_at
+            decision["trace"] = g.trace
+            decision["check_us"] = round(g.check_ns / max(1, g.checks) / 1000, 3)
+            decision["risk_model_failed"] = g.failed
+        response = tokens = None
+        if content and cs.released is not None:
+            tokens = [text(t) for t in cs.released]
+            response = text(req.prefill) + "".join(tokens)
+        records.append(
+            {
+                "id": f"{rid}-{cs.index}" if many else rid,
+                "source": "guard",
+                "prompt": prompt,
+                "prefill": text(req.prefill) if content else None,
+                "response": response,
+                "tokens": tokens,
+                "label": None,
+                "harm_start_char": None,
+                "meta": {
+                    "ts": time.time(),
+                    "request_id": rid,
+                    "route": req.route,
+                    "model": req.model,
+                    "policy": relay.policy.name,
+                    "mode": relay.policy.mode,
+                    "outcome": outcome,
+                    "censored": cs.halted,
+                    "risk_model": svc.models.current.version,
+                    "reroutes": relay.reroutes,
+                    "decision": decision,
+                },
+            }
+        )
+    return records
 
 
 def policy_summary(policy: Policy) -> dict[str, Any]:

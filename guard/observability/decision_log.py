@@ -92,10 +92,11 @@ class DecisionLog:
         self._fh.flush()
 
     def _write(self, batch: list[dict[str, Any]]) -> None:
-        data = b"".join(jsonfast.dumps(r) + b"\n" for r in batch)
-        if self._fh.tell() + len(data) > self.max_bytes and self._fh.tell() > 0:
-            self._rotate()
-        self._fh.write(data)
+        for rec in batch:
+            line = jsonfast.dumps(rec) + b"\n"
+            if self._fh.tell() + len(line) > self.max_bytes and self._fh.tell() > 0:
+                self._rotate()
+            self._fh.write(line)
 
     def _rotate(self) -> None:
         self._fh.close()

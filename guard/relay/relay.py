@@ -74,6 +74,7 @@ class Relay:
         model: RiskModelLike | None,
         *,
         trace: bool = False,
+        keep_text: bool = False,
     ) -> None:
         self.req = req
         self.policy = policy
@@ -86,6 +87,9 @@ class Relay:
         self.hold_back = policy.hold_back if self.enforce else 0
         self.reroutable = self.enforce and policy.action in ("resample", "alternate") and req.n == 1
         self._trace = trace
+        # Released text is kept only where something needs it: a reroute's safe prefix, or a
+        # decision log that records content.
+        self._keep_text = keep_text or self.reroutable
         self.choices: list[_Choice | None] = [None] * req.n
         self.open_choices = req.n
         self.attempt = 0  # 0: the client's own request; >0: reroute attempts
@@ -119,7 +123,7 @@ class Relay:
                         cs.reason = REASON_MODEL_ERROR
                         self.choices[index] = cs
                         return cs
-            cs = _Choice(index, guard, self.reroutable)
+            cs = _Choice(index, guard, self._keep_text)
             self.choices[index] = cs
         return cs
 

@@ -1,0 +1,99 @@
+"""The decision log: trajectory-format JSONL, content only when configured, PII redacted,
+owner-only files, every record flushed on close; labelled records feed `guard fit`'s reader."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+from typing import Any
+
+from guard.observability.decision_log import DecisionLog, redact
+from guard.risk.trajectories import parse_trajectory
+from tests.integration.test_stream_guarding import BENIGN, CHAT, HARMFUL
+from tests.support.scripted import DONE, Script, chat_events
+
+PII_CHAT = dict(
+    CHAT,
+    messages=[{"role": "user", "content": "I am jane.doe@example.com, card 4111 1111 1111 1111"}],
+)
+
+
+def handler(path: str, req: dict[str, Any]) -> Script:
+    toks = HARMFUL if "card" in json.dumps(req) else BENIGN
+    return Script(b"".join(chat_events(toks)) + DONE)
+
+
+def read(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+async def test_no_content_by_default(harness, tmp_path: Path) -> None:
+    log = tmp_path / "d.jsonl"
+    h = harness(handler, env={"GUARD_DECISION_LOG": str(log)})
+    await h.client.post("/v1/chat/completions", json=PII_CHAT)
+    h.app.state.services.decision_log.close()
+    (rec,) = read(log)
+    assert rec["prompt"] is None and rec["response"] is None and rec["tokens"] is None
+    assert "jane" not in log.read_text() and "4111" not in log.read_text()
+    assert rec["meta"]["censored"] is True and rec["meta"]["decision"]["action"] == "halt"
+    assert rec["meta"]["decision"]["halt_token"] == 4
+    assert [t for t, _ in rec["meta"]["decision"]["trace"]] == [1, 2, 3, 4]
+    assert stat.S_IMODE(log.stat().st_mode) == 0o600
+
+
+async def test_content_when_configured_is_redacted(harness, tmp_path: Path) -> None:
+    log = tmp_path / "d.jsonl"
+    h = harness(
+        handler,
+        env={
+            "GUARD_DECISION_LOG": str(log),
+            "GUARD_MODE": "shadow",
+            "GUARD_DECISION_LOG_CONTENT": "true",
+        },
+    )
+    await h.client.post("/v1/chat/completions", json=PII_CHAT)
+    await h.client.post("/v1/chat/completions", json=CHAT)
+    h.app.state.services.decision_log.close()
+    shadow, benign = read(log)
+    assert (
+        "[EMAIL]" in shadow["prompt"][0]["content"] and "[CARD]" in shadow["prompt"][0]["content"]
+    )
+    assert shadow["response"] == "".join(HARMFUL) and shadow["tokens"] == HARMFUL
+    assert shadow["meta"]["decision"]["action"] == "shadow_halt"
+    assert shadow["meta"]["censored"] is False  # shadow never cuts a stream
+    assert benign["meta"]["decision"]["action"] == "pass"
+    # Once labelled, guard's own logs are valid trajectories for `guard fit`.
+    for rec, label in ((shadow, "harmful"), (benign, "safe")):
+        rec["label"] = label
+        t = parse_trajectory(rec, str(log), 1)
+        assert t.label == label and t.tokens is not None
+
+
+def test_redact() -> None:
+    out = redact("mail a.b@c.io or call +1 (555) 010-0199, card 5500-0000-0000-0004")
+    assert out == "mail [EMAIL] or call [PHONE], card [CARD]"
+
+
+def test_close_flushes_everything_and_rotation(tmp_path: Path) -> None:
+    log = DecisionLog(tmp_path / "d.jsonl", max_bytes=2048, backups=2)
+    for i in range(500):
+        log.submit({"id": str(i), "pad": "x" * 40})
+    log.close()
+    files = sorted(tmp_path.glob("d.jsonl*"))
+    assert [f.name for f in files] == ["d.jsonl", "d.jsonl.1", "d.jsonl.2"]
+    ids = [json.loads(line)["id"] for f in files for line in f.read_text().splitlines()]
+    assert "499" in ids  # the newest record made it to disk
+    assert len(ids) < 500  # the oldest rotated out (2 backups kept)
+    assert all(f.stat().st_size <= 2048 for f in files)
+    assert all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in files)
+
+
+def test_full_queue_drops_and_counts(tmp_path: Path) -> None:
+    dropped = []
+    log = DecisionLog(tmp_path / "d.jsonl", queue_size=1, on_drop=lambda: dropped.append(1))
+    for i in range(2000):
+        log.submit({"id": i})
+    log.close()
+    written = len((tmp_path / "d.jsonl").read_text().splitlines())
+    assert written + len(dropped) == 2000 and written >= 1
