@@ -37,7 +37,7 @@ SEED = 1234
 N_TRAIN = 12000
 VOCAB = 2048
 HIDDEN, LAYERS, HEADS, KV_HEADS, FFN = 128, 2, 4, 4, 384
-MAX_LEN = 192            # training sequence cap (tokens); serving uses max-model-len 512
+MAX_LEN = 192  # training sequence cap (tokens); serving uses max-model-len 512
 BATCH = 32
 STEPS = int(os.environ.get("GUARD_TINY_STEPS", "0")) or 700
 LR, WARMUP = 3e-3, 40
@@ -62,10 +62,23 @@ def render(messages: list[dict[str, str]], add_generation_prompt: bool = True) -
     return out + ("<|assistant|>\n" if add_generation_prompt else "")
 
 
+def _code_fingerprint(path: Path) -> str:
+    """The module's AST without docstrings: formatting/comment-only edits (ruff format) keep the key."""
+    import ast
+
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(body, list) and body and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)):
+            body[0] = ast.Pass()
+    return ast.dump(tree, include_attributes=False)
+
+
 def cache_key() -> str:
     h = hashlib.sha256()
     for name in ("build.py", "dialogues.py"):
-        h.update((HERE / name).read_bytes())
+        h.update(_code_fingerprint(HERE / name).encode())
     h.update(json.dumps(dialogues.recipe(), sort_keys=True).encode())
     h.update(str(STEPS).encode())
     return h.hexdigest()[:10]
@@ -110,17 +123,28 @@ def main() -> int:
     tok.decoder = decoders.ByteLevel()
     tok.post_processor = processors.ByteLevel(trim_offsets=False)
     trainer = trainers.BpeTrainer(
-        vocab_size=VOCAB, min_frequency=2, special_tokens=SPECIALS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+        vocab_size=VOCAB,
+        min_frequency=2,
+        special_tokens=SPECIALS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     corpus = [p + r for p, r, _ in texts]
     tok.train_from_iterator(corpus, trainer=trainer)
     hf_tok = PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token="<|end|>", pad_token="<|pad|>", bos_token=None,
-        unk_token=None, clean_up_tokenization_spaces=False, model_max_length=512)
+        tokenizer_object=tok,
+        eos_token="<|end|>",
+        pad_token="<|pad|>",
+        bos_token=None,
+        unk_token=None,
+        clean_up_tokenization_spaces=False,
+        model_max_length=512,
+    )
     hf_tok.chat_template = CHAT_TEMPLATE
     for e in exs[:20]:  # the python renderer must match the Jinja template
-        assert hf_tok.apply_chat_template(e.prompt, tokenize=False, add_generation_prompt=True) \
-            == render(e.prompt), "template mismatch"
+        assert hf_tok.apply_chat_template(
+            e.prompt, tokenize=False, add_generation_prompt=True
+        ) == render(e.prompt), "template mismatch"
     end_id = hf_tok.convert_tokens_to_ids("<|end|>")
     pad_id = hf_tok.convert_tokens_to_ids("<|pad|>")
     log(f"tokenizer: vocab {len(hf_tok)}")
@@ -140,11 +164,23 @@ def main() -> int:
 
     # ---- model --------------------------------------------------------------------------------
     cfg = LlamaConfig(
-        vocab_size=len(hf_tok), hidden_size=HIDDEN, intermediate_size=FFN,
-        num_hidden_layers=LAYERS, num_attention_heads=HEADS, num_key_value_heads=KV_HEADS,
-        max_position_embeddings=512, rms_norm_eps=1e-5, tie_word_embeddings=True,
-        bos_token_id=end_id, eos_token_id=end_id, pad_token_id=pad_id,
-        rope_theta=10000.0, hidden_act="silu", attention_bias=False, mlp_bias=False)
+        vocab_size=len(hf_tok),
+        hidden_size=HIDDEN,
+        intermediate_size=FFN,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=HEADS,
+        num_key_value_heads=KV_HEADS,
+        max_position_embeddings=512,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=True,
+        bos_token_id=end_id,
+        eos_token_id=end_id,
+        pad_token_id=pad_id,
+        rope_theta=10000.0,
+        hidden_act="silu",
+        attention_bias=False,
+        mlp_bias=False,
+    )
     model = LlamaForCausalLM(cfg)
     n_params = sum(p.numel() for p in model.parameters())
     log(f"model: {n_params / 1e6:.2f}M params")
@@ -152,7 +188,7 @@ def main() -> int:
     # length-bucketed batches (deterministic order)
     rng = random.Random(SEED)
     order = sorted(range(len(seqs)), key=lambda i: (lens[i], i))
-    batches = [order[i:i + BATCH] for i in range(0, len(order), BATCH)]
+    batches = [order[i : i + BATCH] for i in range(0, len(order), BATCH)]
 
     def make(batch_idx: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         m = max(lens[i] for i in batch_idx)
@@ -161,14 +197,19 @@ def main() -> int:
         a = torch.zeros((len(batch_idx), m), dtype=torch.long)
         for r, i in enumerate(batch_idx):
             ids, lab = seqs[i]
-            x[r, :len(ids)] = torch.tensor(ids)
-            y[r, :len(lab)] = torch.tensor(lab)
-            a[r, :len(ids)] = 1
+            x[r, : len(ids)] = torch.tensor(ids)
+            y[r, : len(lab)] = torch.tensor(lab)
+            a[r, : len(ids)] = 1
         return x, y, a
 
     opt = torch.optim.AdamW(model.parameters(), lr=LR, betas=(0.9, 0.95), weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / WARMUP) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, STEPS) / STEPS))))
+        opt,
+        lambda s: (
+            min(1.0, (s + 1) / WARMUP)
+            * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, STEPS) / STEPS)))
+        ),
+    )
     model.train()
     t_train = time.time()
     losses = []
@@ -188,8 +229,10 @@ def main() -> int:
             losses.append(loss.item())
             step += 1
             if step % 50 == 0 or step == 1:
-                log(f"step {step}/{STEPS} loss {sum(losses[-50:]) / len(losses[-50:]):.3f} "
-                    f"({time.time() - t_train:.0f}s)")
+                log(
+                    f"step {step}/{STEPS} loss {sum(losses[-50:]) / len(losses[-50:]):.3f} "
+                    f"({time.time() - t_train:.0f}s)"
+                )
     train_s = time.time() - t_train
     model.eval()
 
@@ -198,9 +241,10 @@ def main() -> int:
         text = render(messages) + prefill
         ids = torch.tensor([hf_tok(text, add_special_tokens=False)["input_ids"]])
         with torch.no_grad():
-            o = model.generate(ids, max_new_tokens=48, do_sample=False, eos_token_id=end_id,
-                               pad_token_id=pad_id)
-        return prefill + hf_tok.decode(o[0, ids.shape[1]:], skip_special_tokens=True)
+            o = model.generate(
+                ids, max_new_tokens=48, do_sample=False, eos_token_id=end_id, pad_token_id=pad_id
+            )
+        return prefill + hf_tok.decode(o[0, ids.shape[1] :], skip_special_tokens=True)
 
     check: dict[str, dict[str, object]] = {}
     test = list(dialogues.examples(400, seed=SEED + 1, split="test"))
@@ -212,10 +256,16 @@ def main() -> int:
             lab, _ = dialogues.label_response(out_text)
             n_harm += lab == "harmful"
             samples.append(out_text[:160])
-        check[kind] = {"n": len(sel), "harmful": n_harm, "expected": "harmful" if kind in
-                       ("jailbreak", "prefill") else "safe", "samples": samples[:3]}
-        log(f"check {kind:9s}: {n_harm}/{len(sel)} harmful (expected mostly "
-            f"{check[kind]['expected']}); e.g. {samples[0][:100]!r}")
+        check[kind] = {
+            "n": len(sel),
+            "harmful": n_harm,
+            "expected": "harmful" if kind in ("jailbreak", "prefill") else "safe",
+            "samples": samples[:3],
+        }
+        log(
+            f"check {kind:9s}: {n_harm}/{len(sel)} harmful (expected mostly "
+            f"{check[kind]['expected']}); e.g. {samples[0][:100]!r}"
+        )
 
     # ---- save (atomically) --------------------------------------------------------------------
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
@@ -230,17 +280,26 @@ def main() -> int:
     tc["chat_template"] = CHAT_TEMPLATE
     tc["tokenizer_class"] = "PreTrainedTokenizerFast"
     tc_path.write_text(json.dumps(tc, indent=2) + "\n")
-    GenerationConfig(eos_token_id=end_id, pad_token_id=pad_id, bos_token_id=end_id).save_pretrained(tmp)
+    GenerationConfig(eos_token_id=end_id, pad_token_id=pad_id, bos_token_id=end_id).save_pretrained(
+        tmp
+    )
     info = {
-        "key": out.name, "params": n_params, "vocab": len(hf_tok), "steps": STEPS,
-        "batch": BATCH, "train_seconds": round(train_s, 1),
+        "key": out.name,
+        "params": n_params,
+        "vocab": len(hf_tok),
+        "steps": STEPS,
+        "batch": BATCH,
+        "train_seconds": round(train_s, 1),
         "build_seconds": round(time.time() - t0, 1),
         "final_loss": round(sum(losses[-50:]) / len(losses[-50:]), 4),
-        "recipe": dialogues.recipe(), "check": check,
+        "recipe": dialogues.recipe(),
+        "check": check,
         "torch": torch.__version__,
     }
     (tmp / "build_info.json").write_text(json.dumps(info, indent=1))
-    (tmp / "NOTICE.md").write_text((HERE / "NOTICE.md").read_text() if (HERE / "NOTICE.md").exists() else "")
+    (tmp / "NOTICE.md").write_text(
+        (HERE / "NOTICE.md").read_text() if (HERE / "NOTICE.md").exists() else ""
+    )
     (tmp / ".complete").write_text("ok\n")
     if out.exists():
         shutil.rmtree(out)
