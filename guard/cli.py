@@ -122,6 +122,7 @@ def _serve(args: argparse.Namespace) -> int:
         access_log=False,
         timeout_graceful_shutdown=int(settings.shutdown_timeout) or None,
         server_header=False,
+        timeout_keep_alive=int(settings.keep_alive_timeout),
     )
     return 0
 

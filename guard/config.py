@@ -115,6 +115,9 @@ class Settings(_Strict):
     admin_key_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     decision_log: DecisionLogConfig = DecisionLogConfig()
     shutdown_timeout: float = Field(default=30.0, ge=0)
+    # Longer than a load balancer's idle timeout (often 60 s), so the proxy never closes a
+    # keep-alive connection just as a client reuses it (a reset the client cannot retry safely).
+    keep_alive_timeout: float = Field(default=75.0, gt=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("upstream")
@@ -153,6 +156,7 @@ ENV_KEYS: dict[str, tuple[str, ...]] = {
     "RISK_MODEL": ("risk_model",),
     "ADMIN_KEY_SHA256": ("admin_key_sha256",),
     "SHUTDOWN_TIMEOUT": ("shutdown_timeout",),
+    "KEEP_ALIVE_TIMEOUT": ("keep_alive_timeout",),
     "LOG_LEVEL": ("log_level",),
     "MODE": ("policy", "mode"),
     "DEPTH": ("policy", "depth"),
