@@ -83,6 +83,51 @@ def _read_requests(path: str) -> list[Any]:
     return out
 
 
+def make_scorer(args: argparse.Namespace, needed: bool) -> Any:
+    """The external scorer for ``--scorer external|combined`` (or a model that needs one).
+
+    The HTTP client lives outside the core: ``guard.scoring.http.make_external_scorer(url,
+    kind=..., model=...)``, imported only here, only when needed.
+    """
+    if not needed:
+        return None
+    url = getattr(args, "scorer_url", None)
+    if not url:
+        raise DataError(
+            "an external scorer is needed (--scorer external|combined, or a model fitted with "
+            "external scores): give --scorer-url URL of the guard classifier"
+        )
+    try:
+        from guard.scoring.http import make_external_scorer
+    except ImportError as exc:
+        raise DataError(
+            "external scorers need guard.scoring.http.make_external_scorer (the HTTP client for "
+            f"the guard classifier), which cannot be imported here: {exc}"
+        ) from exc
+    from guard.risk.external import CachedScorer
+
+    return CachedScorer(
+        make_external_scorer(url, kind=args.scorer_kind, model=args.scorer_model)
+    )
+
+
+def _external_spec(args: argparse.Namespace) -> Any:
+    from guard.risk.external import ExternalSpec
+
+    try:
+        edges = tuple(float(x) for x in args.external_bins.split(",") if x.strip())
+    except ValueError as exc:
+        raise DataError(f"--external-bins: expected comma-separated probabilities ({exc})") from exc
+    spec = ExternalSpec(
+        edges=edges,
+        every=args.scorer_every,
+        delay=args.scorer_delay,
+        max_tokens=args.scorer_max_tokens,
+    )
+    spec.validate()
+    return spec
+
+
 @_guarded
 def cmd_fit(args: argparse.Namespace) -> int:
     """Fit a risk model from labelled trajectory logs."""
@@ -94,14 +139,35 @@ def cmd_fit(args: argparse.Namespace) -> int:
     cfg = FitConfig(
         depth=args.depth,
         n_risk_bins=args.bins,
+        n_request_bins=args.request_bins,
         kappa=args.kappa,
         augment=args.augment,
         holdout=args.holdout,
         seed=args.seed,
+        bin_mode=args.bin_mode,
+        request_bin_mode=args.request_bin_mode,
+        cross_fit=args.cross_fit,
+        threshold_kind=args.threshold_kind or None,
+        scorer=args.scorer,
+        external=_external_spec(args) if args.scorer != "lexical" else FitConfig().external,
     )
+    scorer = make_scorer(args, args.scorer != "lexical")
     t0 = time.perf_counter()
     info = {"inputs": [str(p) for p in args.logs], "licences": {}}
-    res = fit(trajs, cfg, requests=reqs, info=info, progress=_progress(len(trajs)))
+    if scorer is not None:
+        info["external_scorer"] = {
+            "url": args.scorer_url,
+            "kind": args.scorer_kind,
+            "model": args.scorer_model,
+        }
+    res = fit(
+        trajs,
+        cfg,
+        requests=reqs,
+        info=info,
+        progress=_progress(len(trajs)),
+        external_scorer=scorer,
+    )
     meta = save_artifact(args.output, res.arrays, res.meta)
     print(format_report(res.report))
     print(
@@ -121,17 +187,53 @@ def _model(args: argparse.Namespace) -> Any:
 
 @_guarded
 def cmd_eval(args: argparse.Namespace) -> int:
-    """Detection quality vs a keyword filter and the reactive scorer (no chain)."""
-    from guard.risk.evaluate import evaluate, format_eval
-    from guard.risk.fit import json_safe
+    """Detection quality vs a keyword filter and the reactive scorer (no chain).
 
-    model = _model(args)
+    Several ``--model`` options compare models (e.g. lexical / external / combined) on the same
+    data: one table each, then a side-by-side summary (JSON: ``guard.eval-compare/1``).
+    """
+    from guard.risk.evaluate import evaluate, format_compare, format_eval
+    from guard.risk.fit import json_safe
+    from guard.risk.model import load_risk_model
+
+    paths = args.model or [None]
+    models = [load_risk_model(p) for p in paths]
+    if args.scorer is not None:
+        for p, m in zip(paths, models, strict=True):
+            if m.meta.scorer != args.scorer:
+                raise DataError(
+                    f"model {p or 'default'} uses scorer {m.meta.scorer!r}, not {args.scorer!r}"
+                )
+    needs = any(m.meta.scorer != "lexical" for m in models)
+    scorer = make_scorer(args, needs)
     trajs = _read(args)
-    res = evaluate(model, trajs, progress=_progress(len(trajs)))
+    results = []
+    for m in models:
+        results.append(
+            evaluate(
+                m,
+                trajs,
+                progress=_progress(len(trajs)),
+                external_scorer=scorer if m.meta.scorer != "lexical" else None,
+                external_every=args.scorer_every,
+            )
+        )
+    if len(results) == 1:
+        res: Any = results[0]
+        text = format_eval(res)
+    else:
+        res = {
+            "schema": "guard.eval-compare/1",
+            "models": [str(p) if p else "default" for p in paths],
+            "results": results,
+        }
+        text = "\n\n".join(format_eval(r) for r in results) + "\n\n" + format_compare(
+            [str(p) if p else "default" for p in paths], results
+        )
     if args.json:
         print(json.dumps(json_safe(res), indent=2))
     else:
-        print(format_eval(res))
+        print(text)
     return EXIT_OK
 
 
@@ -194,6 +296,47 @@ def _common(p: argparse.ArgumentParser, *, model: bool) -> None:
         p.add_argument("--model", default=None, help="risk model .npz (default: shipped model)")
 
 
+def _scorer_options(p: argparse.ArgumentParser, *, fit: bool) -> None:
+    g = p.add_argument_group("external scorer (guard classifier)")
+    g.add_argument(
+        "--scorer",
+        choices=("lexical", "external", "combined"),
+        default="lexical" if fit else None,
+        help="state from the lexical scorer, the external classifier's verdicts, or both"
+        + ("" if fit else " (eval: check that every model uses this mode)"),
+    )
+    g.add_argument("--scorer-url", default=None, help="base URL of the guard classifier")
+    g.add_argument(
+        "--scorer-kind",
+        default="classify",
+        help="endpoint kind passed to guard.scoring.http.make_external_scorer (default classify)",
+    )
+    g.add_argument("--scorer-model", default=None, help="classifier model name on that server")
+    g.add_argument(
+        "--scorer-every",
+        type=int,
+        default=8 if fit else None,
+        metavar="K",
+        help="score the response prefix every K tokens"
+        + (" (default 8)" if fit else " (default: as the model was fitted)"),
+    )
+    if fit:
+        g.add_argument(
+            "--scorer-delay",
+            type=int,
+            default=0,
+            help="tokens between a prefix and its verdict joining the state (default 0)",
+        )
+        g.add_argument(
+            "--scorer-max-tokens", type=int, default=256, help="no verdicts after this many tokens"
+        )
+        g.add_argument(
+            "--external-bins",
+            default="0.2,0.5,0.8",
+            help="P(unsafe) bin edges (default 0.2,0.5,0.8; plus a 'no verdict yet' bin)",
+        )
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``fit``, ``eval``, ``depth`` and ``augment`` to the main CLI."""
     p = subparsers.add_parser("fit", help="fit a risk model from labelled trajectory logs")
@@ -207,11 +350,44 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--seed", type=int, default=0, help="seed of the held-back split")
     p.add_argument("--requests", default=None, help="extra request examples JSONL {text,label}")
     p.add_argument("--report-json", default=None, help="also write the fit report as JSON")
+    p.add_argument("--request-bins", type=int, default=3, help="request risk bins")
+    p.add_argument(
+        "--bin-mode",
+        choices=("quantile", "benign-tail"),
+        default="quantile",
+        help="risk-bin edges per depth: quantiles of all prefixes, or of benign ones' upper tail",
+    )
+    p.add_argument(
+        "--request-bin-mode",
+        choices=("probability", "benign-tail"),
+        default="probability",
+        help="request-bin edges: scorer probabilities 1/n.., or benign requests' upper tail",
+    )
+    p.add_argument(
+        "--cross-fit", type=int, default=0, help="K-fold out-of-fold scores for bins/counts (0 off)"
+    )
+    p.add_argument(
+        "--threshold-kind",
+        default=None,
+        help="benign meta.kind whose held-back false-halt rate sets τ (default: all benign)",
+    )
+    _scorer_options(p, fit=True)
     p.set_defaults(func=cmd_fit)
 
     p = subparsers.add_parser("eval", help="recall at fixed FPR vs baselines, calibration")
-    _common(p, model=True)
-    p.add_argument("--json", action="store_true", help="print one JSON object (guard.eval/1)")
+    _common(p, model=False)
+    p.add_argument(
+        "--model",
+        action="append",
+        default=None,
+        help="risk model .npz (default: shipped model); repeat to compare models on the same data",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object (guard.eval/1; guard.eval-compare/1 with several models)",
+    )
+    _scorer_options(p, fit=False)
     p.set_defaults(func=cmd_eval)
 
     p = subparsers.add_parser("depth", help="depth at which risk crosses τ; coverage curve")

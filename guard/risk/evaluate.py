@@ -6,7 +6,9 @@ Methods compared on exactly the same token streams:
 * ``reactive`` - the same lexical scorer without the chain: halt when the current score
   ``sigmoid(logit)`` crosses the threshold;
 * ``keyword``  - a keyword filter: halt when the number of distinct harm keywords seen so far
-  reaches the threshold.
+  reaches the threshold;
+* ``external`` - (models with an external-score dimension, when a scorer is given) the external
+  classifier alone, reactively: halt when its latest verdict crosses the threshold.
 
 For each benign kind (``support`` at 1 % FPR, ``general`` at 1 %, ``alarming`` at 5 %) each method's
 threshold is set on that kind's benign trajectories to the target false-positive rate, and recall is
@@ -25,6 +27,14 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
+from guard.risk.external import (
+    ExternalScorer,
+    ExternalSpec,
+    model_external_spec,
+    prefix_texts,
+    score_all,
+    verdict_points,
+)
 from guard.risk.fit import calibration_table
 from guard.risk.model import RiskModel
 from guard.risk.trajectories import Trajectory
@@ -56,20 +66,35 @@ class Trace:
     onset: int | None
     n_tokens: int
     calib_pred: float
+    external: FloatArray | None = None
 
 
-def trace(model: RiskModel, traj: Trajectory) -> Trace:
+def trace(
+    model: RiskModel,
+    traj: Trajectory,
+    verdicts: dict[int, float] | None = None,
+) -> Trace:
+    """Replay ``traj`` through a tracker. ``verdicts`` maps a token count ``t`` to the external
+    P(unsafe) that joins the state after ``t`` generated tokens (``set_external_score``)."""
     tokens = traj.generated_tokens()
     onset = traj.onset_token(tokens)
     tr = model.tracker(traj.prompt, traj.prefill)
     risks: list[float] = []
     scores: list[float] = []
+    ext: list[float] = []
+    cur_ext = 0.0
     ends: list[int] = []
     pos = 0
     d = model.depth
     calib = tr.risk()
     for i, tok in enumerate(tokens):
         tr.feed(tok)
+        if verdicts:
+            p = verdicts.get(i + 1)
+            if p is not None:
+                tr.set_external_score(p)
+                cur_ext = p
+            ext.append(cur_ext)
         pos += len(tok)
         ends.append(pos)
         risks.append(tr.risk())
@@ -79,6 +104,7 @@ def trace(model: RiskModel, traj: Trajectory) -> Trace:
     if not tokens:
         risks.append(tr.risk())
         scores.append(tr.logit())
+        ext.append(cur_ext)
         ends.append(0)
     elif len(tokens) < d:
         calib = risks[-1]
@@ -99,7 +125,45 @@ def trace(model: RiskModel, traj: Trajectory) -> Trace:
         onset=onset,
         n_tokens=len(tokens),
         calib_pred=float(calib),
+        external=np.asarray(ext) if verdicts is not None else None,
     )
+
+
+def external_verdicts(
+    model: RiskModel,
+    trajs: Sequence[Trajectory],
+    scorer: ExternalScorer | None,
+    *,
+    every: int | None = None,
+    batch: int = 64,
+    progress: Callable[[str], None] | None = None,
+) -> list[dict[int, float]] | None:
+    """Per trajectory ``{t: p}`` on the model's verdict schedule (``every`` overrides it)."""
+    from guard.errors import DataError
+
+    spec = model_external_spec(model.raw_meta)
+    if spec is None:
+        return None
+    if scorer is None:
+        raise DataError(
+            f"model {model.meta.version} uses external scores ({model.meta.scorer}): give a "
+            "scorer (--scorer-url)"
+        )
+    if every is not None:
+        spec = ExternalSpec(spec.edges, every, spec.delay, spec.max_tokens)
+        spec.validate()
+    plan = []
+    texts: list[str] = []
+    for t in trajs:
+        toks = t.generated_tokens()
+        pts = verdict_points(len(toks), spec)
+        plan.append((pts, len(texts)))
+        texts.extend(prefix_texts(t.prefill, toks, pts))
+    scores = score_all(scorer, texts, batch=batch, progress=progress)
+    out = []
+    for pts, a in plan:
+        out.append({p + spec.delay: scores[a + i] for i, p in enumerate(pts)})
+    return out
 
 
 def _signal(t: Trace, method: str) -> FloatArray:
@@ -107,6 +171,8 @@ def _signal(t: Trace, method: str) -> FloatArray:
         return t.risk
     if method == "reactive":
         return t.score
+    if method == "external":
+        return t.external if t.external is not None else np.zeros(1)
     return t.keyword
 
 
@@ -170,14 +236,22 @@ def evaluate(
     trajs: Sequence[Trajectory],
     *,
     progress: Callable[[str], None] | None = None,
+    external_scorer: ExternalScorer | None = None,
+    external_every: int | None = None,
 ) -> dict[str, Any]:
+    """``external_scorer`` is required for models fitted with external scores (their verdicts
+    are replayed on the model's schedule; ``external_every`` overrides its k)."""
     from guard.errors import DataError
 
     if not trajs:
         raise DataError("no trajectories to evaluate")
+    verdicts = external_verdicts(
+        model, trajs, external_scorer, every=external_every, progress=progress
+    )
+    method_names = (*METHODS, "external") if verdicts is not None else METHODS
     traces = []
     for i, t in enumerate(trajs):
-        traces.append(trace(model, t))
+        traces.append(trace(model, t, verdicts[i] if verdicts is not None else None))
         if progress and (i + 1) % 2000 == 0:
             progress(f"  traced {i + 1}/{len(trajs)}")
     harm = [t for t in traces if t.traj.harmful]
@@ -193,7 +267,7 @@ def evaluate(
         fpr = FPR_TARGETS.get(kind, 0.01)
         benign = [t for t in traces if not t.traj.harmful and t.traj.kind == kind]
         methods = {}
-        for m in METHODS:
+        for m in method_names:
             bm = np.asarray([float(_signal(t, m).max()) for t in benign])
             tau = threshold_at_fpr(bm, fpr)
             methods[m] = method_point(harm, benign, m, tau)
@@ -210,12 +284,14 @@ def evaluate(
     pred = np.asarray([t.calib_pred for t in traces])
     y = np.asarray([1.0 if t.traj.harmful else 0.0 for t in traces])
     table, ece = calibration_table(pred, y)
+    prior_cal = prior_corrected_calibration(model, pred, y, PRODUCTION_PRIOR)
     return {
         "schema": SCHEMA,
         "model": {
             "version": model.meta.version,
             "depth": model.depth,
             "suggested_threshold": tau_m,
+            "scorer": model.meta.scorer,
         },
         "data": {
             "n": len(traces),
@@ -226,7 +302,54 @@ def evaluate(
         },
         "operating_points": points,
         "at_suggested_threshold": at_sugg,
-        "calibration": {"ece": ece, "prediction": "h at depth min(T, D)", "table": table},
+        "calibration": {
+            "ece": ece,
+            "prediction": "h at depth min(T, D)",
+            "table": table,
+            "production_prior": prior_cal,
+        },
+    }
+
+
+#: share of harmful generations assumed for production-like calibration figures
+PRODUCTION_PRIOR: Final = 0.01
+
+
+def _weighted_ece(pred: FloatArray, y: FloatArray, w: FloatArray, n_bins: int = 10) -> float:
+    idx = np.minimum((pred * n_bins).astype(np.int64), n_bins - 1)
+    tot = w.sum()
+    ece = 0.0
+    for b in range(n_bins):
+        m = idx == b
+        wb = w[m].sum()
+        if wb <= 0:
+            continue
+        ece += wb / tot * abs(np.average(pred[m], weights=w[m]) - np.average(y[m], weights=w[m]))
+    return float(ece)
+
+
+def prior_corrected_calibration(
+    model: RiskModel, pred: FloatArray, y: FloatArray, prior: float
+) -> dict[str, Any]:
+    """Calibration as production would see it: evaluation trajectories reweighted to ``prior``
+    harmful, and ``h`` rescaled by Bayes' rule from the training mix's harmful share ``pi_s`` to
+    ``prior`` (odds times ``prior/(1-prior) / (pi_s/(1-pi_s))``)."""
+    if not (0 < y.mean() < 1):
+        return {"prior": prior, "ece_raw": None, "ece_corrected": None}
+    fr = model.meta.info.get("fit_report", {}).get("counts", {})
+    n_tr = fr.get("train") or 0
+    pi_s = (fr.get("train_harmful", 0) / n_tr) if n_tr else float(y.mean())
+    pi_s = min(max(pi_s, 1e-6), 1 - 1e-6)
+    w = np.where(y == 1, prior / y.mean(), (1 - prior) / (1 - y.mean()))
+    k = (prior / (1 - prior)) / (pi_s / (1 - pi_s))
+    p = np.clip(pred, 1e-9, 1 - 1e-9)
+    corr = k * p / (k * p + (1 - p))
+    return {
+        "prior": prior,
+        "training_harmful_share": pi_s,
+        "ece_raw": _weighted_ece(pred, y, w),
+        "ece_corrected": _weighted_ece(corr, y, w),
+        "mean_pred_corrected": float(np.average(corr, weights=w)),
     }
 
 
@@ -236,6 +359,15 @@ def _f(x: Any, nd: int = 3) -> str:
     if isinstance(x, float):
         return f"{x:.{nd}f}"
     return str(x)
+
+
+def _prior_line(pc: dict[str, Any] | None) -> str:
+    if not pc or pc.get("ece_raw") is None:
+        return ""
+    return (
+        f"; reweighted to {pc['prior']:.0%} harmful: raw h {pc['ece_raw']:.3f}, prior-corrected h "
+        f"{pc['ece_corrected']:.3f} (training mix {pc['training_harmful_share']:.0%} harmful)"
+    )
 
 
 def format_eval(res: dict[str, Any]) -> str:
@@ -262,6 +394,30 @@ def format_eval(res: dict[str, Any]) -> str:
         f"at the model's suggested τ={s['threshold']:.3f}: recall {_f(s['recall'])}, false halts "
         + ", ".join(f"{k} {v:.3f}" for k, v in s["false_halt_by_kind"].items())
         + f"; median halt at token {_f(s['halt_tokens_median'], 1)}",
-        f"expected calibration error (h at depth min(T, D)): {res['calibration']['ece']:.3f}",
+        f"expected calibration error (h at depth min(T, D)): {res['calibration']['ece']:.3f}"
+        + _prior_line(res["calibration"].get("production_prior")),
     ]
+    return "\n".join(lines)
+
+
+def format_compare(names: Sequence[str], results: Sequence[dict[str, Any]]) -> str:
+    """Side-by-side recall of the chain of each model at every operating point."""
+    lines = [
+        "comparison (markov recall at each benign kind's FPR target; ECE)",
+        f"{'model':<40} {'scorer':<9} "
+        + " ".join(f"{p['benign_kind'] + '@' + format(p['fpr_target'], '.0%'):>13}"
+                   for p in results[0]["operating_points"])
+        + f" {'ECE':>6}",
+    ]
+    for name, r in zip(names, results, strict=True):
+        pts = {p["benign_kind"]: p for p in r["operating_points"]}
+        cells = []
+        for p in results[0]["operating_points"]:
+            q = pts.get(p["benign_kind"])
+            cells.append(f"{_f(q['methods']['markov']['recall']) if q else '-':>13}")
+        lines.append(
+            f"{name[-40:]:<40} {r['model'].get('scorer', 'lexical'):<9} "
+            + " ".join(cells)
+            + f" {r['calibration']['ece']:>6.3f}"
+        )
     return "\n".join(lines)

@@ -22,6 +22,15 @@ import numpy.typing as npt
 
 from guard.errors import DataError
 from guard.risk.chain import END_FLOOR
+from guard.risk.external import (
+    SCORER_MODES,
+    ExternalScorer,
+    ExternalSpec,
+    ext_bin_series,
+    prefix_texts,
+    score_all,
+    verdict_points,
+)
 from guard.risk.model import RiskModel
 from guard.risk.trajectories import Trajectory
 from guard.tracking import LexicalScorer, StateSpace, prompt_text, text_feature_ids
@@ -55,6 +64,22 @@ class FitConfig:
     certain_margin: float = 0.25
     #: scorer training: within each class, every source gets the same total weight
     balance_sources: bool = True
+    #: "quantile": per-depth quantiles of all training prefixes; "benign-tail": per-depth
+    #: quantiles of *benign* prefixes at 1/2, 3/4, 7/8, ... and the benign maximum, so the bins are
+    #: fine exactly where halting decisions are made (top bin: beyond every benign prefix)
+    bin_mode: str = "quantile"
+    #: request bins: "probability" (edges at P = 1/n ... of the request scorer) or "benign-tail"
+    #: (quantiles of benign training requests at 1/2, 9/10, 49/50, ...)
+    request_bin_mode: str = "probability"
+    #: K-fold cross-fitting: bins, counts and HARM-like limit use out-of-fold scores (0/1: off)
+    cross_fit: int = 0
+    #: benign kind whose held-back false-halt rate sets the suggested threshold (None: all benign)
+    threshold_kind: str | None = None
+    #: scorer mode: "lexical" (response scorer bins), "external" (external bins only), "combined"
+    scorer: str = "lexical"
+    #: external-score schedule and bins (used when scorer != "lexical")
+    external: ExternalSpec = ExternalSpec()
+    external_batch: int = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +104,9 @@ class Walk:
     onset: int | None = None
     source: str = ""
     req_bin: int = 0
+    tid: str = ""
+    #: external bin after t tokens (0 = no verdict yet), or None
+    ext: npt.NDArray[np.int8] | None = None
 
 
 @dataclass(slots=True)
@@ -132,6 +160,7 @@ class _Recorder:
             req_text=prompt_text(traj.prompt),
             onset=onset,
             source=traj.source,
+            tid=traj.id,
         )
 
 
@@ -296,9 +325,12 @@ def walk_states(walk: Walk, logits: FloatArray, edges: FloatArray, space: StateS
     for dd in np.unique(d):
         m = d == dd
         bins[m] = np.searchsorted(edges[dd], logits[m], side="right")
-    return (
+    st = (
         (walk.req_bin * space.n_phases + walk.phase.astype(np.int64)) * space.n_risk_bins + bins
     ) * space.n_external_bins
+    if space.n_external_bins > 1 and walk.ext is not None:
+        st = st + walk.ext.astype(np.int64)
+    return np.asarray(st, dtype=np.int64)
 
 
 def walk_risks(
@@ -450,6 +482,123 @@ def markov_order_test(
     }
 
 
+def _fold(key: str, k: int) -> int:
+    return zlib.crc32(f"fold:{key.split('#rot')[0]}".encode()) % k
+
+
+def _response_docs(
+    walks: Sequence[Walk], cfg: FitConfig
+) -> tuple[list[npt.NDArray[np.int32]], FloatArray, FloatArray]:
+    docs, ys, sws = [], [], []
+    per_src = Counter((wk.source, wk.harmful) for wk in walks)
+    for wk in walks:
+        tw = wk.weight / per_src[(wk.source, wk.harmful)] if cfg.balance_sources else wk.weight
+        t_eff = wk.nf.size - 1
+        pts = sorted({p for p in PREFIX_POINTS if p <= t_eff} | {t_eff})
+        nfs = sorted({int(wk.nf[p]) for p in pts if wk.nf[p] > 0})
+        for k in nfs:
+            docs.append(wk.ids[:k])
+            ys.append(1.0 if wk.harmful else 0.0)
+            sws.append(tw / len(nfs))
+    return docs, np.asarray(ys), np.asarray(sws)
+
+
+def _train_response(walks: Sequence[Walk], cfg: FitConfig) -> tuple[FloatArray, float]:
+    docs, y, sw = _response_docs(walks, cfg)
+    if y.size == 0 or not 0 < y.sum() < y.size:
+        return np.zeros(1 << cfg.resp_buckets_log2), 0.0
+    doc, feat, val = _sparse_docs(docs)
+    return train_logreg(
+        doc,
+        feat,
+        val,
+        y,
+        _balanced(y, sw),
+        1 << cfg.resp_buckets_log2,
+        l2=cfg.l2,
+        iterations=cfg.iterations,
+        lr=cfg.learning_rate,
+    )
+
+
+def _train_request(
+    texts: Sequence[str], ry: FloatArray, rsrc: Sequence[str], cfg: FitConfig
+) -> tuple[FloatArray, float]:
+    rmask = (1 << cfg.req_buckets_log2) - 1
+    if not (ry.size and 0 < ry.sum() < ry.size):
+        return np.zeros(1 << cfg.req_buckets_log2), 0.0
+    rdocs = [np.asarray(text_feature_ids(s, rmask), dtype=np.int32) for s in texts]
+    rdoc, rfeat, rval = _sparse_docs(rdocs)
+    return train_logreg(
+        rdoc,
+        rfeat,
+        rval,
+        ry,
+        _balanced(ry, _source_weights(rsrc, ry) if cfg.balance_sources else np.ones(ry.size)),
+        1 << cfg.req_buckets_log2,
+        l2=cfg.l2,
+        iterations=cfg.iterations,
+        lr=cfg.learning_rate,
+    )
+
+
+def _tail_levels(n_edges: int, first: float, ratio: float, top_is_max: bool) -> list[float]:
+    """Quantile levels 1 - first, 1 - first*ratio, ... (the last one the maximum if asked)."""
+    levels = [1.0 - first * ratio**i for i in range(n_edges)]
+    if top_is_max and n_edges >= 2:
+        levels[-1] = 1.0
+    return levels
+
+
+def _benign_tail_edges(
+    lg: FloatArray, dd: FloatArray, benign: npt.NDArray[np.bool_], depth: int, n_bins: int
+) -> FloatArray:
+    levels = _tail_levels(n_bins - 1, 0.5, 0.5, top_is_max=True)
+    edges = np.zeros((depth + 1, n_bins - 1))
+    for d in range(depth + 1):
+        m = (dd == d) & benign
+        if m.sum() >= 2:
+            edges[d] = np.quantile(lg[m], levels)
+        elif d > 0:
+            edges[d] = edges[d - 1]
+    return edges
+
+
+def _quantile_edges(lg: FloatArray, dd: FloatArray, depth: int, n_bins: int) -> FloatArray:
+    qs = np.linspace(0, 1, n_bins + 1)[1:-1]
+    edges = np.zeros((depth + 1, n_bins - 1))
+    for d in range(depth + 1):
+        m = dd == d
+        if m.any():
+            edges[d] = np.quantile(lg[m], qs)
+        elif d > 0:
+            edges[d] = edges[d - 1]
+    return edges
+
+
+def _attach_external(
+    pairs: Sequence[tuple[Trajectory, Walk]],
+    scorer: ExternalScorer,
+    spec: ExternalSpec,
+    batch: int,
+    say: Progress,
+) -> int:
+    """Score every walk's prefixes every ``spec.every`` tokens; set ``walk.ext``. Returns calls."""
+    plan: list[tuple[Walk, list[int], int, int]] = []
+    texts: list[str] = []
+    for traj, wk in pairs:
+        tokens = traj.generated_tokens()[: wk.nf.size - 1]
+        pts = verdict_points(len(tokens), spec)
+        start = len(texts)
+        texts.extend(prefix_texts(traj.prefill, tokens, pts))
+        plan.append((wk, pts, start, len(texts)))
+    say(f"external scorer: {len(texts)} prefixes (every {spec.every} tokens)")
+    scores = score_all(scorer, texts, batch=batch, progress=say)
+    for wk, pts, a, b in plan:
+        wk.ext = ext_bin_series(wk.nf.size, pts, scores[a:b], spec)
+    return len(set(texts))
+
+
 def fit(
     trajs: Sequence[Trajectory],
     config: FitConfig = FitConfig(),
@@ -457,13 +606,27 @@ def fit(
     requests: Sequence[RequestExample] = (),
     info: dict[str, Any] | None = None,
     progress: Progress | None = None,
+    external_scorer: ExternalScorer | None = None,
 ) -> FitResult:
+    """Fit a risk model. ``external_scorer`` is required when ``config.scorer`` is ``external``
+    or ``combined``: it is called (batched) on response prefixes every ``config.external.every``
+    tokens of each trajectory, so the chain learns how its verdict combines with the rest."""
     cfg = config
     say = progress or (lambda _m: None)
     if not trajs:
         raise DataError("no trajectories to fit on")
     if cfg.depth < 1 or cfg.n_risk_bins < 2 or cfg.n_request_bins < 1:
         raise DataError("depth must be >= 1 and bins >= 2")
+    if cfg.scorer not in SCORER_MODES:
+        raise DataError(f"unknown scorer {cfg.scorer!r} (expected one of {SCORER_MODES})")
+    if cfg.bin_mode not in ("quantile", "benign-tail"):
+        raise DataError(f"unknown bin mode {cfg.bin_mode!r}")
+    use_ext = cfg.scorer != "lexical"
+    use_lex = cfg.scorer != "external"
+    if use_ext:
+        cfg.external.validate()
+        if external_scorer is None:
+            raise DataError(f"scorer {cfg.scorer!r} needs an external scorer (none was given)")
     train_t = [t for t in trajs if not _is_holdout(t.id, cfg.holdout, cfg.seed)]
     held_t = [t for t in trajs if _is_holdout(t.id, cfg.holdout, cfg.seed)]
     if not any(t.harmful for t in train_t):
@@ -485,106 +648,123 @@ def fit(
     train_w = walks_of(train_t, "train")
     held_w = walks_of(held_t, "held-back")
     aug_w: list[Walk] = []
+    aug_t: list[Trajectory] = []
     n_orbits = 0
     if cfg.augment:
         for t in train_t:
             rots = cyclic_rotations(t, cfg.augment_weight, cfg.max_rotations)
             if rots:
                 n_orbits += 1
-            aug_w.extend(rec.walk(rt, w) for rt, w in rots)
+            for rt, w in rots:
+                aug_t.append(rt)
+                aug_w.append(rec.walk(rt, w))
         say(f"augmentation: {len(aug_w)} rotations from {n_orbits} trajectories")
 
+    n_ext_texts = 0
+    if use_ext:
+        assert external_scorer is not None
+        n_ext_texts = _attach_external(
+            list(zip(train_t + held_t + aug_t, train_w + held_w + aug_w, strict=True)),
+            external_scorer,
+            cfg.external,
+            cfg.external_batch,
+            say,
+        )
+
+    k_folds = cfg.cross_fit if cfg.cross_fit >= 2 else 0
+
     # -- response scorer ------------------------------------------------------------------
-    say("training the response scorer")
-    docs, ys, sws = [], [], []
-    per_src = Counter((wk.source, wk.harmful) for wk in train_w)
-    for wk in train_w:
-        tw = wk.weight / per_src[(wk.source, wk.harmful)] if cfg.balance_sources else wk.weight
-        t_eff = wk.nf.size - 1
-        pts = sorted({p for p in PREFIX_POINTS if p <= t_eff} | {t_eff})
-        nfs = sorted({int(wk.nf[p]) for p in pts if wk.nf[p] > 0})
-        for k in nfs:
-            docs.append(wk.ids[:k])
-            ys.append(1.0 if wk.harmful else 0.0)
-            sws.append(tw / len(nfs))
-    y = np.asarray(ys)
-    doc, feat, val = _sparse_docs(docs)
-    w_raw, resp_bias = train_logreg(
-        doc,
-        feat,
-        val,
-        y,
-        _balanced(y, np.asarray(sws)),
-        1 << cfg.resp_buckets_log2,
-        l2=cfg.l2,
-        iterations=cfg.iterations,
-        lr=cfg.learning_rate,
-    )
+    if use_lex:
+        say("training the response scorer")
+        w_raw, resp_bias = _train_response(train_w, cfg)
+    else:
+        w_raw, resp_bias = np.zeros(1 << cfg.resp_buckets_log2), 0.0
     resp_w16, resp_w = _quantise(w_raw)
+    # out-of-fold scorer weights for the training walks (honest bins and counts)
+    oof_resp: dict[int, tuple[FloatArray, float]] = {}
+    if use_lex and k_folds:
+        for f in range(k_folds):
+            say(f"  cross-fit response scorer, fold {f + 1}/{k_folds}")
+            wf, bf = _train_response([wk for wk in train_w if _fold(wk.tid, k_folds) != f], cfg)
+            oof_resp[f] = (_quantise(wf)[1], bf)
 
     # -- request scorer -------------------------------------------------------------------
     say("training the request scorer")
     texts, ry, rsrc = _request_examples(train_t, requests)
-    rmask = (1 << cfg.req_buckets_log2) - 1
-    rdocs = [np.asarray(text_feature_ids(s, rmask), dtype=np.int32) for s in texts]
-    rdoc, rfeat, rval = _sparse_docs(rdocs)
-    if ry.size and 0 < ry.sum() < ry.size:
-        rw_raw, req_bias = train_logreg(
-            rdoc,
-            rfeat,
-            rval,
-            ry,
-            _balanced(ry, _source_weights(rsrc, ry) if cfg.balance_sources else np.ones(ry.size)),
-            1 << cfg.req_buckets_log2,
-            l2=cfg.l2,
-            iterations=cfg.iterations,
-            lr=cfg.learning_rate,
-        )
-    else:
-        rw_raw, req_bias = np.zeros(1 << cfg.req_buckets_log2), 0.0
+    rw_raw, req_bias = _train_request(texts, ry, rsrc, cfg)
     req_w16, req_w = _quantise(rw_raw)
-    probs = np.linspace(0, 1, cfg.n_request_bins + 1)[1:-1]
-    req_edges = np.log(probs / (1 - probs)) if probs.size else np.zeros(0)
     req_scorer = LexicalScorer(req_w.tolist(), req_bias)
+    text_fold: dict[str, int] = {}
+    oof_req: dict[int, LexicalScorer] = {}
+    if k_folds:
+        text_fold = {s: _fold(s, k_folds) for s in texts}
+        for f in range(k_folds):
+            keep = [i for i, s in enumerate(texts) if text_fold[s] != f]
+            wf, bf = _train_request(
+                [texts[i] for i in keep], ry[keep], [rsrc[i] for i in keep], cfg
+            )
+            oof_req[f] = LexicalScorer(_quantise(wf)[1].tolist(), bf)
 
-    def set_req(ws: list[Walk]) -> None:
+    def req_logit(text: str, oof: bool) -> float:
+        if oof and text in text_fold:
+            return oof_req[text_fold[text]].score_text(text)
+        return req_scorer.score_text(text)
+
+    if cfg.request_bin_mode == "benign-tail" and cfg.n_request_bins > 1:
+        benign_req = np.asarray(
+            [req_logit(s, True) for s, yy in zip(texts, ry.tolist(), strict=True) if yy == 0]
+        )
+        levels = _tail_levels(cfg.n_request_bins - 1, 0.5, 0.2, top_is_max=False)
+        req_edges = np.quantile(benign_req, levels) if benign_req.size else np.zeros(len(levels))
+    else:
+        probs = np.linspace(0, 1, cfg.n_request_bins + 1)[1:-1]
+        req_edges = np.log(probs / (1 - probs)) if probs.size else np.zeros(0)
+
+    def set_req(ws: list[Walk], oof: bool) -> None:
         cache: dict[str, int] = {}
         for wk in ws:
             b = cache.get(wk.req_text)
             if b is None:
-                b = int(np.searchsorted(req_edges, req_scorer.score_text(wk.req_text), "right"))
+                b = int(np.searchsorted(req_edges, req_logit(wk.req_text, oof), "right"))
                 cache[wk.req_text] = b
             wk.req_bin = b
 
-    for ws in (train_w, held_w, aug_w):
-        set_req(ws)
+    set_req(train_w, True)
+    set_req(aug_w, True)
+    set_req(held_w, False)
 
     # -- bins -----------------------------------------------------------------------------
     say("binning")
     all_train = train_w + aug_w
-    logits_train = [walk_logits(wk, resp_w, resp_bias) for wk in train_w]
-    logits_aug = [walk_logits(wk, resp_w, resp_bias) for wk in aug_w]
+
+    def train_logits(wk: Walk) -> FloatArray:
+        if oof_resp:
+            wf, bf = oof_resp[_fold(wk.tid, k_folds)]
+            return walk_logits(wk, wf, bf)
+        return walk_logits(wk, resp_w, resp_bias)
+
+    logits_all = [train_logits(wk) for wk in all_train]
+    logits_train = logits_all[: len(train_w)]
     lg = np.concatenate(logits_train)
     dd = np.concatenate([np.minimum(np.arange(x.size), cfg.depth) for x in logits_train])
-    qs = np.linspace(0, 1, cfg.n_risk_bins + 1)[1:-1]
-    edges = np.zeros((cfg.depth + 1, cfg.n_risk_bins - 1))
-    for d in range(cfg.depth + 1):
-        m = dd == d
-        if m.any():
-            edges[d] = np.quantile(lg[m], qs)
-        elif d > 0:
-            edges[d] = edges[d - 1]
+    benign_mask = np.concatenate([np.full(wk.nf.size, not wk.harmful) for wk in train_w])
+    n_risk_bins = cfg.n_risk_bins if use_lex else 1
+    if not use_lex:
+        edges = np.zeros((cfg.depth + 1, 0))
+    elif cfg.bin_mode == "benign-tail":
+        edges = _benign_tail_edges(lg, dd, benign_mask, cfg.depth, n_risk_bins)
+    else:
+        edges = _quantile_edges(lg, dd, cfg.depth, n_risk_bins)
     # HARM-like: beyond every benign training prefix with enough words
     nf_all = np.concatenate([wk.nf for wk in train_w])
-    benign_mask = np.concatenate([np.full(wk.nf.size, not wk.harmful) for wk in train_w])
     ok = (nf_all >= cfg.certain_min_features) & benign_mask
-    certain_logit = float(lg[ok].max() + cfg.certain_margin) if ok.any() else 1e9
+    certain_logit = float(lg[ok].max() + cfg.certain_margin) if ok.any() and use_lex else 1e9
 
-    space = StateSpace(cfg.n_request_bins, cfg.n_risk_bins, 1, N_PHASES)
+    n_ext = cfg.external.n_bins if use_ext else 1
+    space = StateSpace(cfg.n_request_bins, n_risk_bins, n_ext, N_PHASES)
     n = space.n_states
     states_train = [
-        walk_states(wk, lgt, edges, space)
-        for wk, lgt in zip(all_train, logits_train + logits_aug, strict=True)
+        walk_states(wk, lgt, edges, space) for wk, lgt in zip(all_train, logits_all, strict=True)
     ]
 
     # -- counts ---------------------------------------------------------------------------
@@ -597,6 +777,22 @@ def fit(
     counts3 = counts.reshape(cfg.depth + 1, n, n + 2)
 
     created = _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
+    scorers: list[dict[str, Any]] = [
+        {
+            "name": "lexical",
+            "role": "response" if use_lex else "phase markers only",
+            "features": "crc32-hashed word unigrams+bigrams, l1-normalised counts",
+            "buckets": 1 << cfg.resp_buckets_log2,
+        },
+        {
+            "name": "lexical-request",
+            "role": "request",
+            "features": "crc32-hashed word unigrams+bigrams, l1-normalised counts",
+            "buckets": 1 << cfg.req_buckets_log2,
+        },
+    ]
+    if use_ext:
+        scorers.append({"name": "external", "role": "response", **cfg.external.to_meta()})
     meta: dict[str, Any] = {
         "created": created,
         "depth": cfg.depth,
@@ -605,40 +801,28 @@ def fit(
         "suggested_threshold": 0.5,
         "state_space": {
             "n_request_bins": cfg.n_request_bins,
-            "n_risk_bins": cfg.n_risk_bins,
-            "n_external_bins": 1,
+            "n_risk_bins": n_risk_bins,
+            "n_external_bins": n_ext,
             "n_phases": N_PHASES,
         },
         "resp_bias": float(resp_bias),
         "req_bias": float(req_bias),
         "certain_logit": certain_logit,
         "certain_min_features": cfg.certain_min_features,
-        "scorer": "lexical",
-        "scorers": [
-            {
-                "name": "lexical",
-                "role": "response",
-                "features": "crc32-hashed word unigrams+bigrams, l1-normalised counts",
-                "buckets": 1 << cfg.resp_buckets_log2,
-            },
-            {
-                "name": "lexical-request",
-                "role": "request",
-                "features": "crc32-hashed word unigrams+bigrams, l1-normalised counts",
-                "buckets": 1 << cfg.req_buckets_log2,
-            },
-        ],
+        "scorer": cfg.scorer,
+        "scorers": scorers,
         "info": dict(info or {}),
     }
+    if use_ext:
+        meta["external"] = cfg.external.to_meta()
     arrays: dict[str, npt.NDArray[Any]] = {
         "counts": counts3.astype(np.float32),
         "resp_w": resp_w16,
         "req_w": req_w16,
         "edges": edges,
         "req_edges": np.asarray(req_edges, dtype=np.float64),
-        "ext_edges": np.zeros(0),
+        "ext_edges": np.asarray(cfg.external.edges if use_ext else (), dtype=np.float64),
     }
-    arrays["counts"] = arrays["counts"].astype(np.float32)
     model = RiskModel(arrays, meta)
 
     # -- report on held-back data ----------------------------------------------------------
@@ -651,20 +835,46 @@ def fit(
         st = walk_states(wk, lgt, edges, space)
         ev_pairs.append((wk, st))
         r = walk_risks(wk, lgt, st, model.H, certain_logit, cfg.certain_min_features)
-        max_risk.append(float(r.max()))
+        # serving halts on the first token (t >= 1) whose risk reaches tau
+        max_risk.append(float(r[1:].max()) if r.size > 1 else float(r[0]))
         pred.append(float(r[min(r.size - 1, cfg.depth)]))
         yv.append(1.0 if wk.harmful else 0.0)
         kinds.append(wk.kind)
     mr = np.asarray(max_risk)
     yy = np.asarray(yv)
+    kind_arr = np.asarray(kinds)
     benign = mr[yy == 0]
-    tau = float(np.quantile(benign, 1 - cfg.target_fpr)) + 1e-6 if benign.size else 0.5
+    tau_set = "all benign"
+    if cfg.threshold_kind is not None and (kind_arr == cfg.threshold_kind).sum() >= 20:
+        benign_tau = mr[kind_arr == cfg.threshold_kind]
+        tau_set = cfg.threshold_kind
+    else:
+        benign_tau = benign
+    tau = float(np.quantile(benign_tau, 1 - cfg.target_fpr)) + 1e-6 if benign_tau.size else 0.5
     tau = float(min(max(tau, 0.05), 0.99))
     meta["suggested_threshold"] = tau
     model = RiskModel(arrays, meta)
     calib, ece = calibration_table(np.asarray(pred), yy)
     recall = float((mr[yy == 1] >= tau).mean()) if (yy == 1).any() else float("nan")
     fpr = float((benign >= tau).mean()) if benign.size else float("nan")
+    fpr_by_kind = {
+        str(k): float((mr[(kind_arr == k) & (yy == 0)] >= tau).mean())
+        for k in sorted(set(kinds))
+        if k != "harmful"
+    }
+    # validation operating points (same definition as guard eval): recall at a benign kind's FPR
+    recall_at_fpr: dict[str, Any] = {}
+    for k, target in (("support", 0.01), ("general", 0.01), ("alarming", 0.05)):
+        bk = np.sort(mr[(kind_arr == k) & (yy == 0)])[::-1]
+        if bk.size < 20 or not (yy == 1).any():
+            continue
+        tk = float(bk[min(int(np.floor(target * bk.size + 1e-9)), bk.size - 1)])
+        recall_at_fpr[k] = {
+            "fpr_target": target,
+            "n_benign": int(bk.size),
+            "threshold": tk,
+            "recall": float((mr[yy == 1] > tk).mean()),
+        }
     markov = markov_order_test(
         list(zip(all_train, states_train, strict=True)), ev_pairs, model.P, cfg.depth, n, cfg.kappa
     )
@@ -672,12 +882,18 @@ def fit(
     report: dict[str, Any] = {
         "config": {
             "depth": cfg.depth,
-            "bins": cfg.n_risk_bins,
+            "bins": n_risk_bins,
             "request_bins": cfg.n_request_bins,
             "kappa": cfg.kappa,
             "augment": cfg.augment,
             "holdout": cfg.holdout,
             "seed": cfg.seed,
+            "bin_mode": cfg.bin_mode,
+            "request_bin_mode": cfg.request_bin_mode,
+            "cross_fit": k_folds,
+            "scorer": cfg.scorer,
+            "external": cfg.external.to_meta() if use_ext else None,
+            "threshold_kind": cfg.threshold_kind,
         },
         "counts": {
             "trajectories": len(trajs),
@@ -693,6 +909,7 @@ def fit(
             "augmented_orbits": n_orbits,
             "transitions": float(counts3.sum()),
             "request_examples": len(texts),
+            "external_texts_scored": n_ext_texts,
         },
         "sparsity": {
             "states": n,
@@ -706,8 +923,11 @@ def fit(
             "n": int(yy.size),
             "harmful": int(yy.sum()),
             "suggested_threshold": tau,
+            "threshold_set_on": tau_set,
             "recall_at_threshold": recall,
             "false_halt_rate_at_threshold": fpr,
+            "false_halt_by_kind": fpr_by_kind,
+            "recall_at_fpr": recall_at_fpr,
             "ece": ece,
             "calibration": calib,
             "on_training_data": not held_w,
@@ -759,6 +979,14 @@ def format_report(report: dict[str, Any]) -> str:
         f" n={h['n']} harmful={h['harmful']} threshold={h['suggested_threshold']:.3f} "
         f"recall={h['recall_at_threshold']:.3f} false-halt={h['false_halt_rate_at_threshold']:.3f}"
         f" ECE={h['ece']:.3f}",
+        "  held-back operating points: "
+        + (
+            "; ".join(
+                f"{k} recall {v['recall']:.3f} at {v['fpr_target']:.0%} FPR (n={v['n_benign']})"
+                for k, v in h.get("recall_at_fpr", {}).items()
+            )
+            or "-"
+        ),
         "  calibration (h at depth min(T, D) vs observed harmful):",
         "    bin        n      mean_pred  observed",
     ]

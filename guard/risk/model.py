@@ -63,7 +63,10 @@ class RiskModel:
             if req_edges.shape != (space.n_request_bins - 1,):
                 raise RiskModelError("risk model: request edges are inconsistent")
             ext_edges = np.asarray(arrays["ext_edges"], dtype=np.float64)
-            if space.n_external_bins > 1 and ext_edges.shape != (space.n_external_bins - 1,):
+            if space.n_external_bins > 1 and ext_edges.shape not in (
+                (space.n_external_bins - 1,),
+                (space.n_external_bins - 2,),  # bin 0 = "no verdict yet"
+            ):
                 raise RiskModelError("risk model: external-score edges are inconsistent")
             p = smooth_transitions(counts, kappa, float(meta.get("end_floor", END_FLOOR)))
             h = hitting_table(p)

@@ -8,18 +8,26 @@ of the text into pieces equals the value for the whole text (tested).
 
 from __future__ import annotations
 
+import re
 import zlib
 from collections.abc import Sequence
 from typing import Final, Protocol
 
 from guard.tracking.text import (
+    LINE_OPENER_WORDS,
     MARKERS,
     NEUTRAL_AFTER_WORDS,
     OPENER_WORDS,
+    PHASE_COMPLYING,
     PHASE_NEUTRAL,
+    PHASE_REFUSED_COMPLYING,
+    PHASE_REFUSING,
     PHASE_START,
     WORD_RE,
 )
+
+#: characters after which opener markers count again (start of a line / of a role-play turn)
+_LINE_BREAK = re.compile(r"([\n:])")
 
 BOS: Final = "<s>"
 
@@ -109,7 +117,8 @@ class LexicalStream:
     """Incremental lexical score plus the response *phase* (refusal/compliance markers).
 
     A word counts once it is complete, i.e. once a non-word character follows it; ``flush``
-    completes the trailing word at the end of a text.
+    completes the trailing word at the end of a text. Opener markers ("Sure", "Okay") count in the
+    first words of the response and in the first words after a newline or a colon.
     """
 
     __slots__ = (
@@ -117,6 +126,7 @@ class LexicalStream:
         "_partial",
         "_w",
         "bias",
+        "line_words",
         "n_feat",
         "n_words",
         "phase",
@@ -137,6 +147,7 @@ class LexicalStream:
         self.n_feat = 0
         self.n_words = 0
         self.phase = PHASE_START
+        self.line_words = 0
         #: when a list, every feature id is appended to it (used by fitting)
         self.record: list[int] | None = None
 
@@ -152,6 +163,7 @@ class LexicalStream:
         new.n_feat = self.n_feat
         new.n_words = self.n_words
         new.phase = self.phase
+        new.line_words = self.line_words
         new.record = None
         return new
 
@@ -162,6 +174,17 @@ class LexicalStream:
     def feed(self, text: str) -> None:
         if not text:
             return
+        if "\n" in text or ":" in text:
+            for i, piece in enumerate(_LINE_BREAK.split(text)):
+                if i % 2:
+                    self._feed(piece)  # completes the word before the break
+                    self.line_words = 0
+                elif piece:
+                    self._feed(piece)
+            return
+        self._feed(text)
+
+    def _feed(self, text: str) -> None:
         buf = self._partial + text.lower()
         if "\u2019" in buf:
             buf = buf.replace("\u2019", "'")
@@ -195,14 +218,24 @@ class LexicalStream:
             self.record.append(i2)
         self.n_feat += 2
         self.n_words += 1
+        self.line_words += 1
         marks = MARKERS.get(w)
         if marks is not None:
             p1, p2 = self.words3  # p2 is the previous word, p1 the one before
             for before, phase, opener in marks:
-                if opener and self.n_words > OPENER_WORDS:
+                if (
+                    opener
+                    and self.n_words > OPENER_WORDS
+                    and self.line_words > LINE_OPENER_WORDS
+                ):
                     continue
                 k = len(before)
                 if k == 0 or (k == 1 and before[0] == p2) or (k == 2 and before == (p1, p2)):
+                    cur = self.phase
+                    if phase == PHASE_COMPLYING and cur in (PHASE_REFUSING, PHASE_REFUSED_COMPLYING):
+                        phase = PHASE_REFUSED_COMPLYING
+                    elif cur == PHASE_REFUSED_COMPLYING:
+                        phase = PHASE_REFUSED_COMPLYING
                     self.phase = phase
                     break
         if self.phase == PHASE_START and self.n_words >= NEUTRAL_AFTER_WORDS:

@@ -54,6 +54,7 @@ class TrackerTables:
         "depth",
         "edges",
         "ext_edges",
+        "ext_offset",
         "h",
         "req_edges",
         "request_scorer",
@@ -83,6 +84,13 @@ class TrackerTables:
         self.edges = [list(map(float, row)) for row in edges]
         self.req_edges = list(map(float, req_edges))
         self.ext_edges = list(map(float, ext_edges))
+        # with n_external_bins == len(ext_edges) + 2, bin 0 means "no verdict yet"
+        if self.ext_edges and space.n_external_bins not in (
+            len(self.ext_edges) + 1,
+            len(self.ext_edges) + 2,
+        ):
+            raise ValueError("n_external_bins must be len(ext_edges) + 1 or + 2")
+        self.ext_offset = 1 if space.n_external_bins == len(self.ext_edges) + 2 else 0
         self.response_scorer = response_scorer
         self.request_scorer = request_scorer
         self.certain_logit = float(certain_logit)
@@ -151,14 +159,17 @@ class Tracker:
     def set_external_score(self, p: float) -> None:
         """An externally computed P(unsafe) (e.g. a guard classifier every k tokens).
 
-        It joins the state when the model declares external-score bins (``n_external_bins > 1``);
-        otherwise it is kept and reported in ``state()`` but does not change ``risk()``.
+        It joins the state when the model declares external-score bins (``n_external_bins > 1``):
+        bin ``offset + bisect(ext_edges, p)``, where offset 1 keeps bin 0 for "no verdict yet".
+        The latest verdict stays in force until the next one. Without external bins it is kept
+        and reported in ``state()`` but does not change ``risk()``.
         """
         if not 0.0 <= p <= 1.0:
             raise ValueError("external score must be a probability in [0, 1]")
         self._ext = float(p)
-        if self._tab.ext_edges:
-            self._ext_bin = bisect_right(self._tab.ext_edges, p)
+        tab = self._tab
+        if tab.ext_edges:
+            self._ext_bin = tab.ext_offset + bisect_right(tab.ext_edges, p)
 
     def state_index(self) -> int:
         tab = self._tab
@@ -184,6 +195,7 @@ class Tracker:
                 st.n_feat >= self._tab.certain_min_features and logit >= self._tab.certain_logit
             ),
             "external_score": self._ext,
+            "external_bin": self._ext_bin,
         }
 
     def copy(self) -> Tracker:
