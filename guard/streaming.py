@@ -1,14 +1,19 @@
-"""An ASGI streaming response that always closes its body iterator.
+"""An ASGI streaming response that always closes its body iterator, with a total deadline.
 
 Starlette's ``StreamingResponse`` cancels the send loop when the client disconnects but leaves the
 async generator suspended at its ``yield``; its ``finally`` (which closes the upstream response,
 the thing that makes vLLM abort the generation) would then only run whenever the generator is
 garbage-collected. Here the generator is closed at once, shielded from the cancellation.
+
+The total deadline is one timer per stream (not a cancel scope per read, which is costly on the
+per-token path): when it fires, the body is cancelled and closed, and ``deadline_body`` (an SSE
+error event and ``[DONE]``) ends the response cleanly.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Mapping
+import contextlib
+from collections.abc import AsyncGenerator, Callable, Mapping
 
 import anyio
 from starlette.responses import Response
@@ -25,6 +30,9 @@ class GuardedStreamResponse(Response):
         headers: Mapping[str, str],
         media_type: str,
         status_code: int = 200,
+        deadline_s: float | None = None,
+        on_deadline: Callable[[], None] | None = None,
+        deadline_body: bytes = b"",
     ) -> None:
         self.stream = body
         self.status_code = status_code
@@ -32,8 +40,12 @@ class GuardedStreamResponse(Response):
         raw.append((b"content-type", media_type.encode("latin-1")))
         self.raw_headers = raw
         self.background = None
+        self.deadline_s = deadline_s
+        self.on_deadline = on_deadline
+        self.deadline_body = deadline_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        state = {"finished": False, "timed_out": False}
         async with anyio.create_task_group() as tg:
 
             async def watch_disconnect() -> None:
@@ -43,7 +55,17 @@ class GuardedStreamResponse(Response):
                         tg.cancel_scope.cancel()
                         return
 
+            async def deadline(seconds: float) -> None:
+                await anyio.sleep(seconds)
+                if not state["finished"]:
+                    state["timed_out"] = True
+                    if self.on_deadline is not None:
+                        self.on_deadline()
+                    tg.cancel_scope.cancel()
+
             tg.start_soon(watch_disconnect)
+            if self.deadline_s is not None:
+                tg.start_soon(deadline, self.deadline_s)
             try:
                 await send(
                     {
@@ -54,6 +76,7 @@ class GuardedStreamResponse(Response):
                 )
                 async for chunk in self.stream:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                state["finished"] = True
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
             except OSError:
                 pass  # the client went away mid-send
@@ -61,3 +84,8 @@ class GuardedStreamResponse(Response):
                 with anyio.CancelScope(shield=True):
                     await self.stream.aclose()
             tg.cancel_scope.cancel()
+        if state["timed_out"]:
+            with contextlib.suppress(OSError):
+                await send(
+                    {"type": "http.response.body", "body": self.deadline_body, "more_body": False}
+                )

@@ -29,8 +29,11 @@ class ChoiceGuard:
         "max_risk",
         "next_sparse",
         "over",
+        "pending",
+        "pending_n",
         "sparse_every",
         "threshold",
+        "tokens",
         "trace",
         "tracker",
     )
@@ -51,6 +54,11 @@ class ChoiceGuard:
         self.crossed_at = -1  # generated-token count at the first decision to halt
         self.next_sparse = policy.depth + policy.sparse_every if policy.sparse_every else -1
         self.failed = False
+        self.tokens = tracker.tokens  # generated tokens seen (the tracker lags after the depth)
+        # After the depth, text waits here until the next sparse check: the state is brought up
+        # to date in one feed there, instead of one feed per token that nobody looks at.
+        self.pending: list[str] = []
+        self.pending_n = 0
         # Per-check (tokens, h) up to the depth, for the decision log only.
         self.trace: list[tuple[int, float]] | None = [] if trace else None
 
@@ -58,17 +66,26 @@ class ChoiceGuard:
         """Feed one chunk of model output; return a halt reason, or None to carry on."""
         if self.failed:
             return None
+        t = self.tokens + n_tokens
+        self.tokens = t
+        if t > self.depth:
+            if self.next_sparse <= 0:
+                return None  # sparse checks off: nothing looks at the state any more
+            if t < self.next_sparse:
+                self.pending.append(text)
+                self.pending_n += n_tokens
+                return None
+            self.next_sparse = t + self.sparse_every
+            if self.pending:
+                self.pending.append(text)
+                text = "".join(self.pending)
+                n_tokens += self.pending_n
+                self.pending.clear()
+                self.pending_n = 0
         t0 = time.perf_counter_ns()
         try:
             tracker = self.tracker
             tracker.feed(text, n_tokens)
-            t = tracker.tokens
-            if t <= self.depth:
-                pass
-            elif self.next_sparse > 0 and t >= self.next_sparse:
-                self.next_sparse = t + self.sparse_every
-            else:
-                return None
             h = tracker.risk()
         except Exception:
             # A broken risk model must not take the stream down with a traceback; the
@@ -103,6 +120,6 @@ class ChoiceGuard:
             "max_hitting_probability": round(self.max_risk, 6),
             "threshold": self.threshold,
             "depth": self.depth,
-            "tokens": self.tracker.tokens,
+            "tokens": self.tokens,
             "state": state,
         }

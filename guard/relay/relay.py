@@ -102,6 +102,7 @@ class Relay:
         self.first_content_ns = 0  # perf_counter_ns when the first content reached the client
         self.first_arrival_ns = 0  # perf_counter_ns when the first content came from upstream
         self.error_event: bytes | None = None
+        self.deadline_hit = False  # set by the I/O layer when the total timeout cut the stream
 
     # ------------------------------------------------------------------ choices
 
@@ -130,6 +131,8 @@ class Relay:
     # ------------------------------------------------------------------ events
 
     def on_event(self, ev: SSEEvent) -> bytes:
+        if self.status == DONE:
+            return b""  # anything after [DONE] is not for the client
         data = ev.data
         if data is None:
             return ev.raw  # comment (keep-alive): harmless, keeps proxies' idle timers happy
