@@ -106,9 +106,7 @@ def make_scorer(args: argparse.Namespace, needed: bool) -> Any:
         ) from exc
     from guard.risk.external import CachedScorer
 
-    return CachedScorer(
-        make_external_scorer(url, kind=args.scorer_kind, model=args.scorer_model)
-    )
+    return CachedScorer(make_external_scorer(url, kind=args.scorer_kind, model=args.scorer_model))
 
 
 def _external_spec(args: argparse.Namespace) -> Any:
@@ -227,8 +225,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
             "models": [str(p) if p else "default" for p in paths],
             "results": results,
         }
-        text = "\n\n".join(format_eval(r) for r in results) + "\n\n" + format_compare(
-            [str(p) if p else "default" for p in paths], results
+        text = (
+            "\n\n".join(format_eval(r) for r in results)
+            + "\n\n"
+            + format_compare([str(p) if p else "default" for p in paths], results)
         )
     if args.json:
         print(json.dumps(json_safe(res), indent=2))

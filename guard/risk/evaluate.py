@@ -217,7 +217,13 @@ def method_point(
         else:
             share.append(k / max(t.n_tokens, 1))
     fp = sum(1 for t in benign if float(_signal(t, method).max()) > tau)
+    by_src: dict[str, list[int]] = {}
+    for t in harm:
+        c = by_src.setdefault(t.traj.source, [0, 0])
+        c[1] += 1
+        c[0] += bool(float(_signal(t, method).max()) > tau)
     return {
+        "recall_by_source": {k: v[0] / v[1] for k, v in sorted(by_src.items())},
         "threshold": tau,
         "recall": halted / len(harm) if harm else None,
         "fpr": fp / len(benign) if benign else None,
@@ -388,6 +394,13 @@ def format_eval(res: dict[str, Any]) -> str:
                 f" {_f(r['halt_tokens_p90'], 1):>6} {_f(r['share_of_response_median'], 2):>9}"
                 f" {_f(r['tokens_after_onset_median'], 1):>15}"
             )
+    for p in res["operating_points"][:1]:
+        for m, r in p["methods"].items():
+            rs = r.get("recall_by_source") or {}
+            lines.append(
+                f"recall by source at {p['benign_kind']} {p['fpr_target']:.0%} FPR, {m}: "
+                + ", ".join(f"{k} {v:.2f}" for k, v in rs.items())
+            )
     s = res["at_suggested_threshold"]
     lines += [
         "",
@@ -405,8 +418,10 @@ def format_compare(names: Sequence[str], results: Sequence[dict[str, Any]]) -> s
     lines = [
         "comparison (markov recall at each benign kind's FPR target; ECE)",
         f"{'model':<40} {'scorer':<9} "
-        + " ".join(f"{p['benign_kind'] + '@' + format(p['fpr_target'], '.0%'):>13}"
-                   for p in results[0]["operating_points"])
+        + " ".join(
+            f"{p['benign_kind'] + '@' + format(p['fpr_target'], '.0%'):>13}"
+            for p in results[0]["operating_points"]
+        )
         + f" {'ECE':>6}",
     ]
     for name, r in zip(names, results, strict=True):

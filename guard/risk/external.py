@@ -106,9 +106,7 @@ def score_all(
         chunk = uniq[i : i + batch]
         res = list(scorer.score_batch(list(chunk)))
         if len(res) != len(chunk):
-            raise DataError(
-                f"external scorer returned {len(res)} scores for {len(chunk)} texts"
-            )
+            raise DataError(f"external scorer returned {len(res)} scores for {len(chunk)} texts")
         for text, p in zip(chunk, res, strict=True):
             p = float(p)
             if not math.isfinite(p) or not 0.0 <= p <= 1.0:

@@ -78,8 +78,10 @@ class FitConfig:
     #: scorer mode: "lexical" (response scorer bins), "external" (external bins only), "combined"
     scorer: str = "lexical"
     #: external-score schedule and bins (used when scorer != "lexical")
-    external: ExternalSpec = ExternalSpec()
+    external: ExternalSpec = ExternalSpec()  # noqa: RUF009 - frozen, immutable
     external_batch: int = 64
+    #: serve-time harm rules (insult aimed at the reader, card-number-long digit runs) act as HARM
+    harm_rules: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +109,8 @@ class Walk:
     tid: str = ""
     #: external bin after t tokens (0 = no verdict yet), or None
     ext: npt.NDArray[np.int8] | None = None
+    #: harm rule fired by t tokens
+    flag: npt.NDArray[np.bool_] | None = None
 
 
 @dataclass(slots=True)
@@ -144,11 +148,13 @@ class _Recorder:
             st.feed(traj.prefill)
         nf = [len(rec)]
         ph = [st.phase]
+        fl = [st.harm_flag]
         for tok in tokens:
             if tok:
                 st.feed(tok)
             nf.append(len(rec))
             ph.append(st.phase)
+            fl.append(st.harm_flag)
         return Walk(
             ids=np.asarray(rec, dtype=np.int32),
             nf=np.asarray(nf, dtype=np.int32),
@@ -161,6 +167,7 @@ class _Recorder:
             onset=onset,
             source=traj.source,
             tid=traj.id,
+            flag=np.asarray(fl, dtype=bool),
         )
 
 
@@ -340,11 +347,15 @@ def walk_risks(
     h: FloatArray,
     certain_logit: float,
     certain_min: int,
+    harm_rules: bool = False,
 ) -> FloatArray:
     d_max = h.shape[0] - 1
     t = np.arange(states.size)
     r = h[np.minimum(t, d_max), states]
-    return np.where((walk.nf >= certain_min) & (logits >= certain_logit), 1.0, r)
+    hit = (walk.nf >= certain_min) & (logits >= certain_logit)
+    if harm_rules and walk.flag is not None:
+        hit = hit | walk.flag
+    return np.where(hit, 1.0, r)
 
 
 def transition_keys(
@@ -770,10 +781,12 @@ def fit(
     # -- counts ---------------------------------------------------------------------------
     say("counting transitions")
     size = (cfg.depth + 1) * n * (n + 2)
-    counts = np.zeros(size)
+    keys, kw = [], []
     for wk, st in zip(all_train, states_train, strict=True):
         dk, fr, to = transition_keys(wk, st, cfg.depth, n)
-        counts += np.bincount((dk * n + fr) * (n + 2) + to, minlength=size) * wk.weight
+        keys.append((dk * n + fr) * (n + 2) + to)
+        kw.append(np.full(dk.size, wk.weight))
+    counts = np.bincount(np.concatenate(keys), weights=np.concatenate(kw), minlength=size)
     counts3 = counts.reshape(cfg.depth + 1, n, n + 2)
 
     created = _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
@@ -809,6 +822,7 @@ def fit(
         "req_bias": float(req_bias),
         "certain_logit": certain_logit,
         "certain_min_features": cfg.certain_min_features,
+        "harm_rules": cfg.harm_rules,
         "scorer": cfg.scorer,
         "scorers": scorers,
         "info": dict(info or {}),
@@ -834,7 +848,9 @@ def fit(
         lgt = walk_logits(wk, resp_w, resp_bias)
         st = walk_states(wk, lgt, edges, space)
         ev_pairs.append((wk, st))
-        r = walk_risks(wk, lgt, st, model.H, certain_logit, cfg.certain_min_features)
+        r = walk_risks(
+            wk, lgt, st, model.H, certain_logit, cfg.certain_min_features, cfg.harm_rules
+        )
         # serving halts on the first token (t >= 1) whose risk reaches tau
         max_risk.append(float(r[1:].max()) if r.size > 1 else float(r[0]))
         pred.append(float(r[min(r.size - 1, cfg.depth)]))

@@ -91,6 +91,7 @@ class RiskModel:
                 request_scorer=req,
                 certain_logit=float(meta["certain_logit"]),
                 certain_min_features=int(meta["certain_min_features"]),
+                harm_rules=bool(meta.get("harm_rules", False)),
             )
             self.meta = ModelMeta(
                 version=str(meta.get("version", "unsaved")),

@@ -14,6 +14,9 @@ from collections.abc import Sequence
 from typing import Final, Protocol
 
 from guard.tracking.text import (
+    ABUSE_WORDS,
+    ADDRESSEE_WORDS,
+    CARD_DIGITS,
     LINE_OPENER_WORDS,
     MARKERS,
     NEUTRAL_AFTER_WORDS,
@@ -125,13 +128,17 @@ class LexicalStream:
         "_mask",
         "_partial",
         "_w",
+        "abuse",
         "bias",
+        "digits",
+        "harm_flag",
         "line_words",
         "n_feat",
         "n_words",
         "phase",
         "prev",
         "record",
+        "since_you",
         "sum_w",
         "words3",
     )
@@ -148,6 +155,11 @@ class LexicalStream:
         self.n_words = 0
         self.phase = PHASE_START
         self.line_words = 0
+        self.abuse = 0
+        self.digits = 0
+        self.since_you = 99
+        #: set once a harm rule fires (see guard.tracking.text.ABUSE_WORDS / CARD_DIGITS)
+        self.harm_flag = False
         #: when a list, every feature id is appended to it (used by fitting)
         self.record: list[int] | None = None
 
@@ -164,6 +176,10 @@ class LexicalStream:
         new.n_words = self.n_words
         new.phase = self.phase
         new.line_words = self.line_words
+        new.abuse = self.abuse
+        new.digits = self.digits
+        new.since_you = self.since_you
+        new.harm_flag = self.harm_flag
         new.record = None
         return new
 
@@ -219,22 +235,35 @@ class LexicalStream:
         self.n_feat += 2
         self.n_words += 1
         self.line_words += 1
+        # harm rules (cheap: a set lookup and an isdigit per word)
+        if w.isdigit():
+            self.digits += len(w)
+            if self.digits >= CARD_DIGITS:
+                self.harm_flag = True
+        else:
+            self.digits = 0
+            if w in ABUSE_WORDS:
+                self.abuse += 1
+                if self.abuse >= 2 or self.since_you <= 3:
+                    self.harm_flag = True
+            self.since_you = 0 if w in ADDRESSEE_WORDS else self.since_you + 1
         marks = MARKERS.get(w)
         if marks is not None:
             p1, p2 = self.words3  # p2 is the previous word, p1 the one before
             for before, phase, opener in marks:
-                if (
-                    opener
-                    and self.n_words > OPENER_WORDS
-                    and self.line_words > LINE_OPENER_WORDS
-                ):
+                if opener and self.n_words > OPENER_WORDS and self.line_words > LINE_OPENER_WORDS:
                     continue
                 k = len(before)
                 if k == 0 or (k == 1 and before[0] == p2) or (k == 2 and before == (p1, p2)):
                     cur = self.phase
-                    if phase == PHASE_COMPLYING and cur in (PHASE_REFUSING, PHASE_REFUSED_COMPLYING):
-                        phase = PHASE_REFUSED_COMPLYING
-                    elif cur == PHASE_REFUSED_COMPLYING:
+                    if (
+                        phase == PHASE_COMPLYING
+                        and cur
+                        in (
+                            PHASE_REFUSING,
+                            PHASE_REFUSED_COMPLYING,
+                        )
+                    ) or cur == PHASE_REFUSED_COMPLYING:
                         phase = PHASE_REFUSED_COMPLYING
                     self.phase = phase
                     break

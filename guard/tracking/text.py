@@ -138,3 +138,17 @@ def prompt_text(prompt: Any) -> str:
                 parts.append(content_text(msg.get("content")))
         return "\n".join(parts)
     return ""
+
+
+#: Unmistakable harm in a support reply, checked per completed word (O(1)): an insult aimed at the
+#: reader ("you" then an insult within 3 words, or two insults), or a run of digits long enough to
+#: be a payment-card number (>= 13 digits in consecutive number groups, e.g. "4111 1111 1111 1111").
+#: Used only by models that enable ``harm_rules`` (their evaluation includes its false halts).
+ABUSE_WORDS: Final = frozenset(
+    (
+        "idiot", "idiots", "moron", "morons", "stupid", "dumb", "imbecile", "loser", "losers",
+        "pathetic", "dimwit", "halfwit", "retard", "retarded", "cretin", "scum",
+    )
+)  # fmt: skip
+ADDRESSEE_WORDS: Final = frozenset(("you", "you're", "youre", "your", "ya", "u"))
+CARD_DIGITS: Final = 13

@@ -56,6 +56,7 @@ class TrackerTables:
         "ext_edges",
         "ext_offset",
         "h",
+        "harm_rules",
         "req_edges",
         "request_scorer",
         "response_scorer",
@@ -75,6 +76,7 @@ class TrackerTables:
         certain_logit: float,
         certain_min_features: int,
         ext_edges: Sequence[float] = (),
+        harm_rules: bool = False,
     ) -> None:
         if len(h) != depth + 1 or len(edges) != depth + 1:
             raise ValueError("h and edges need depth + 1 rows")
@@ -95,6 +97,7 @@ class TrackerTables:
         self.request_scorer = request_scorer
         self.certain_logit = float(certain_logit)
         self.certain_min_features = int(certain_min_features)
+        self.harm_rules = bool(harm_rules)
 
     def request_bin(self, prompt: Any) -> tuple[int, float]:
         logit = self.request_scorer.score_text(prompt_text(prompt))
@@ -129,7 +132,9 @@ class Tracker:
         st = self._stream
         n = st.n_feat
         logit = st.bias + st.sum_w / n if n else st.bias
-        if n >= tab.certain_min_features and logit >= tab.certain_logit:
+        if (n >= tab.certain_min_features and logit >= tab.certain_logit) or (
+            st.harm_flag and tab.harm_rules
+        ):
             return 1.0
         d = self._t if self._t < tab.depth else tab.depth
         sp = tab.space
@@ -192,7 +197,8 @@ class Tracker:
             "state": self.state_index(),
             "score": round(logit, 4),
             "harm_like": bool(
-                st.n_feat >= self._tab.certain_min_features and logit >= self._tab.certain_logit
+                (st.n_feat >= self._tab.certain_min_features and logit >= self._tab.certain_logit)
+                or (st.harm_flag and self._tab.harm_rules)
             ),
             "external_score": self._ext,
             "external_bin": self._ext_bin,

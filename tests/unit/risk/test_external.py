@@ -206,7 +206,9 @@ def test_cli_fit_and_compare(
         assert _run(argv) == 0
     assert made[0] == ("http://cls:8000", "classify", "tiny-guard")
     capsys.readouterr()
-    models = [x for n in ("lex", "external", "combined") for x in ("--model", str(tmp_path / f"{n}.npz"))]
+    models = [
+        x for n in ("lex", "external", "combined") for x in ("--model", str(tmp_path / f"{n}.npz"))
+    ]
     assert _run(["eval", *models, str(held), *url, "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["schema"] == "guard.eval-compare/1"

@@ -174,3 +174,34 @@ def test_prompt_text_variants() -> None:
         {"role": "assistant", "content": "ignored"},
     ]
     assert prompt_text(msgs) == "sys\na"
+
+
+def test_harm_rules_only_when_enabled() -> None:
+    tab = _tables()
+    on = TrackerTables(
+        space=tab.space,
+        depth=tab.depth,
+        h=[[0.0] * tab.space.n_states for _ in range(tab.depth + 1)],
+        edges=tab.edges,
+        req_edges=tab.req_edges,
+        response_scorer=tab.response_scorer,
+        request_scorer=tab.request_scorer,
+        certain_logit=1e9,
+        certain_min_features=4,
+        harm_rules=True,
+    )
+    cases = {
+        "Shut up, you stupid fool.": True,
+        "Here it is: 4111 1111 1111 1111 exp": True,
+        "Your order 732201349959 has shipped.": False,
+        "No question is stupid, happy to help with your order.": False,
+    }
+    for text, harmful in cases.items():
+        tr = Tracker(on, "q")
+        for tok in tokenize_approx(text + " "):
+            tr.feed(tok)
+        assert (tr.risk() == 1.0) is harmful, text
+        assert tr.state()["harm_like"] is harmful
+        off = Tracker(tab, "q")
+        off.feed(text + " ")
+        assert off.state()["harm_like"] is False
