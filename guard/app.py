@@ -42,6 +42,7 @@ from guard.errors import (
 from guard.models import ModelHolder
 from guard.observability.decision_log import DecisionLog, redact
 from guard.observability.metrics import Metrics, create_metrics
+from guard.observability.tracing import Tracer, create_tracer
 from guard.relay import chunks
 from guard.relay.assemble import assemble
 from guard.relay.relay import (
@@ -88,6 +89,7 @@ class Services:
     models: ModelHolder
     auth: Auth
     decision_log: DecisionLog | None
+    tracer: Tracer | None = None
     active: int = 0
     draining: bool = False
 
@@ -110,6 +112,7 @@ def create_app(
     config_path: str | None = None,
     config_overrides: Mapping[tuple[str, ...], Any] | None = None,
     reload_poll_seconds: float = 2.0,
+    span_exporter: Any = None,
 ) -> FastAPI:
     """Build the app. Every dependency is passed in or built here: no module-level state."""
     metrics = metrics if metrics is not None else create_metrics()
@@ -126,6 +129,11 @@ def create_app(
         )
     client = create_client(settings, transport)
     key = settings.upstream_api_key.get_secret_value() if settings.upstream_api_key else None
+    tracer = None
+    if settings.tracing.enabled:
+        tracer = create_tracer(
+            settings.tracing.endpoint, settings.tracing.service_name, span_exporter
+        )
     svc = Services(
         settings,
         Upstream(client, settings.upstream, key),
@@ -133,6 +141,7 @@ def create_app(
         models,
         Auth(settings),
         decision_log,
+        tracer,
     )
 
     @contextlib.asynccontextmanager
@@ -161,6 +170,8 @@ def create_app(
                 _mark_worker_dead()
                 if svc.decision_log is not None:
                     svc.decision_log.close()
+                if svc.tracer is not None:
+                    svc.tracer.shutdown()
 
     app = FastAPI(
         title="guard", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None
@@ -419,7 +430,20 @@ async def _generate(svc: Services, request: Request, route: str) -> Response:
     relay = Relay(
         req, policy, loaded.model, trace=svc.decision_log is not None, keep_text=logging_content
     )
-    pump = _pump(svc, relay, resp, req, request, rid, t_send - t0)
+    span = None
+    if svc.tracer is not None:
+        span = svc.tracer.start(
+            "guard.generate",
+            dict(request.headers),
+            {
+                "guard.request_id": rid,
+                "guard.route": route,
+                "guard.model": req.model or "",
+                "guard.policy": policy.name,
+                "guard.mode": policy.mode,
+            },
+        )
+    pump = _pump(svc, relay, resp, req, request, rid, t_send - t0, span)
     if req.stream:
 
         def deadline_hit() -> None:
@@ -497,6 +521,7 @@ async def _pump(
     request: Request,
     rid: str,
     pre_ns: int,
+    span: Any = None,
 ) -> AsyncGenerator[bytes, None]:
     m = svc.metrics
     svc.active += 1
@@ -620,6 +645,8 @@ async def _pump(
                 outcome = "client_disconnect"
                 m.client_disconnects.inc()
         _account(svc, relay, req, outcome, rid, pre_ns)
+        if span is not None:
+            _end_span(span, relay, outcome)
 
 
 async def _reroute(
@@ -774,6 +801,19 @@ def _account(
     if svc.decision_log is not None:
         for record in _record(svc, relay, req, result, rid):
             svc.decision_log.submit(record)
+
+
+def _end_span(span: Any, relay: Relay, outcome: str) -> None:
+    span.set_attribute("guard.outcome", relay.outcome() if outcome == "ok" else outcome)
+    cs = relay.choices[0] if relay.choices else None
+    if cs is not None and cs.guard is not None:
+        g = cs.guard
+        span.set_attribute("guard.tokens", g.tokens)
+        span.set_attribute("guard.max_hitting_probability", g.max_risk)
+        if g.crossed_at >= 0:
+            span.set_attribute("guard.halt_token", g.crossed_at)
+    span.set_attribute("guard.halted", relay.halted_any)
+    span.end()
 
 
 def _record(

@@ -97,6 +97,12 @@ class DecisionLogConfig(_Strict):
     queue_size: int = Field(default=10000, ge=1)
 
 
+class TracingConfig(_Strict):
+    enabled: bool = False
+    endpoint: str | None = None  # OTLP/HTTP, e.g. http://otel-collector:4318/v1/traces
+    service_name: str = "guard"
+
+
 class Settings(_Strict):
     upstream: str
     host: str = "127.0.0.1"
@@ -114,6 +120,7 @@ class Settings(_Strict):
     api_keys: tuple[ApiKeyConfig, ...] = ()  # empty: no client authentication
     admin_key_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     decision_log: DecisionLogConfig = DecisionLogConfig()
+    tracing: TracingConfig = TracingConfig()
     shutdown_timeout: float = Field(default=30.0, ge=0)
     # Longer than a load balancer's idle timeout (often 60 s), so the proxy never closes a
     # keep-alive connection just as a client reuses it (a reset the client cannot retry safely).
@@ -169,6 +176,8 @@ ENV_KEYS: dict[str, tuple[str, ...]] = {
     "SAFE_MESSAGE": ("policy", "safe_message"),
     "DECISION_LOG": ("decision_log", "path"),
     "DECISION_LOG_CONTENT": ("decision_log", "include_content"),
+    "TRACING": ("tracing", "enabled"),
+    "OTLP_ENDPOINT": ("tracing", "endpoint"),
 }
 
 
