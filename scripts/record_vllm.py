@@ -165,7 +165,10 @@ def record(client: httpx.Client, name: str, out: Path) -> str:
         "bytes": len(raw),
     }
     (out / f"{name}.meta.json").write_text(json.dumps(meta, indent=1) + "\n")
-    return f"{name:38s} {status} {ctype or '-':28s} {len(raw):6d} B {len(reads):3d} reads {elapsed:.2f}s"
+    return (
+        f"{name:38s} {status} {ctype or '-':28s} {len(raw):6d} B {len(reads):3d} reads "
+        f"{elapsed:.2f}s"
+    )
 
 
 def main() -> int:

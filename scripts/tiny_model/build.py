@@ -63,14 +63,19 @@ def render(messages: list[dict[str, str]], add_generation_prompt: bool = True) -
 
 
 def _code_fingerprint(path: Path) -> str:
-    """The module's AST without docstrings: formatting/comment-only edits (ruff format) keep the key."""
+    """The module's AST without docstrings: formatting-only edits (ruff format) keep the key."""
     import ast
 
     tree = ast.parse(path.read_text())
     for node in ast.walk(tree):
         body = getattr(node, "body", None)
-        if (isinstance(body, list) and body and isinstance(body[0], ast.Expr)
-                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)):
+        if (
+            isinstance(body, list)
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
             body[0] = ast.Pass()
     return ast.dump(tree, include_attributes=False)
 
@@ -100,8 +105,12 @@ def main() -> int:
     import numpy as np
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
-    from transformers import PreTrainedTokenizerFast
+    from transformers import (
+        GenerationConfig,
+        LlamaConfig,
+        LlamaForCausalLM,
+        PreTrainedTokenizerFast,
+    )
 
     random.seed(SEED)
     np.random.seed(SEED)
@@ -156,7 +165,7 @@ def main() -> int:
         enc = hf_tok(full, add_special_tokens=False, return_offsets_mapping=True)
         ids, offs = enc["input_ids"], enc["offset_mapping"]
         start = len(prompt) + loss_from
-        labels = [t if s >= start else -100 for t, (s, _) in zip(ids, offs)]
+        labels = [t if s >= start else -100 for t, (s, _) in zip(ids, offs)]  # noqa: B905
         ids, labels = ids + [end_id], labels + [end_id]
         seqs.append((ids[:MAX_LEN], labels[:MAX_LEN]))
     lens = [len(s[0]) for s in seqs]

@@ -43,8 +43,9 @@ def _free_port() -> int:
 
 
 def _run(cmd: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                          check=False)
+    return subprocess.run(
+        cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
+    )
 
 
 @pytest.fixture(scope="session")
@@ -58,13 +59,17 @@ def vllm_url() -> Iterator[str]:
     env["GUARD_VLLM_PORT"] = str(port)
     r = _run([str(SCRIPTS / "vllm_env.sh")], env, timeout=1800)
     if r.returncode != 0:
-        pytest.fail(f"scripts/vllm_env.sh failed (rc {r.returncode}):\n{r.stdout}\n{r.stderr}",
-                    pytrace=False)
+        pytest.fail(
+            f"scripts/vllm_env.sh failed (rc {r.returncode}):\n{r.stdout}\n{r.stderr}",
+            pytrace=False,
+        )
     r = _run([str(SCRIPTS / "vllm_server.sh"), "start"], env, timeout=1200)
     if r.returncode != 0:
         _run([str(SCRIPTS / "vllm_server.sh"), "stop"], env, timeout=60)
-        pytest.fail(f"scripts/vllm_server.sh start failed (rc {r.returncode}):\n{r.stdout}\n"
-                    f"{r.stderr}", pytrace=False)
+        pytest.fail(
+            f"scripts/vllm_server.sh start failed (rc {r.returncode}):\n{r.stdout}\n{r.stderr}",
+            pytrace=False,
+        )
     try:
         yield f"http://127.0.0.1:{port}"
     finally:

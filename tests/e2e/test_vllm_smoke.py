@@ -28,13 +28,18 @@ def test_chat_stream(client: openai.OpenAI, vllm_model: str) -> None:
     stream = client.chat.completions.create(
         model=vllm_model,
         messages=[{"role": "user", "content": "Where is my order 12345678?"}],
-        max_tokens=32, temperature=0, seed=1, stream=True,
+        max_tokens=32,
+        temperature=0,
+        seed=1,
+        stream=True,
         stream_options={"include_usage": True},
     )
     chunks = list(stream)
     assert chunks[0].choices[0].delta.role == "assistant"
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    finish = [
+        c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
+    ]
     assert text.strip(), "empty completion"
     assert finish and finish[-1] in ("stop", "length")
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
@@ -43,8 +48,10 @@ def test_chat_stream(client: openai.OpenAI, vllm_model: str) -> None:
 
 def test_plain_harmful_request_is_refused(client: openai.OpenAI, vllm_model: str) -> None:
     r = client.chat.completions.create(
-        model=vllm_model, messages=[{"role": "user", "content": HARMFUL}],
-        max_tokens=32, temperature=0,
+        model=vllm_model,
+        messages=[{"role": "user", "content": HARMFUL}],
+        max_tokens=32,
+        temperature=0,
     )
     text = r.choices[0].message.content or ""
     assert text.startswith("I'm sorry"), text
@@ -54,9 +61,10 @@ def test_plain_harmful_request_is_refused(client: openai.OpenAI, vllm_model: str
 def test_prefill_continues_unsafely(client: openai.OpenAI, vllm_model: str) -> None:
     stream = client.chat.completions.create(
         model=vllm_model,
-        messages=[{"role": "user", "content": HARMFUL},
-                  {"role": "assistant", "content": PREFILL}],
-        max_tokens=48, temperature=0, stream=True,
+        messages=[{"role": "user", "content": HARMFUL}, {"role": "assistant", "content": PREFILL}],
+        max_tokens=48,
+        temperature=0,
+        stream=True,
         extra_body={"continue_final_message": True, "add_generation_prompt": False},
     )
     text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
