@@ -24,7 +24,8 @@ without getting caught" policy-violation recipes. ``find_harm(text)`` locates it
 the real model can be labelled too (``label_response``).
 
 Data sources (see NOTICE.md): AdvBench harmful_behaviors.csv (MIT) and the Bitext customer-support
-sample (CDLA-Sharing-1.0), read from ``/work/shared/data`` (override with ``GUARD_DATA_DIR``).
+sample (CDLA-Sharing-1.0), read from ``shared/data`` beside the repository (override with
+``GUARD_DATA_DIR``).
 """
 
 from __future__ import annotations
@@ -40,7 +41,17 @@ from typing import Any
 
 RECIPE_VERSION = "dialogues-v1"
 
-DATA_DIR = Path(os.environ.get("GUARD_DATA_DIR", "/work/shared/data"))
+def _data_dir() -> Path:
+    """``$GUARD_DATA_DIR``, else ``shared/data`` beside the repository (where CI puts it), else the
+    workplace's ``/work/shared/data``."""
+    env = os.environ.get("GUARD_DATA_DIR")
+    if env:
+        return Path(env)
+    beside = Path(__file__).resolve().parents[3] / "shared" / "data"
+    return beside if beside.is_dir() else Path("/work/shared/data")
+
+
+DATA_DIR = _data_dir()
 ADVBENCH = "advbench/harmful_behaviors.csv"
 BITEXT = "bitext/Bitext_Sample_Customer_Support_Training_Dataset.csv"
 
