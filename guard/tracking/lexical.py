@@ -16,7 +16,7 @@ from typing import Final, Protocol
 from guard.tracking.text import (
     ABUSE_WORDS,
     ADDRESSEE_WORDS,
-    CARD_DIGITS,
+    CARD_GROUPS,
     LINE_OPENER_WORDS,
     MARKERS,
     NEUTRAL_AFTER_WORDS,
@@ -237,8 +237,9 @@ class LexicalStream:
         self.line_words += 1
         # harm rules (cheap: a set lookup and an isdigit per word)
         if w.isdigit():
-            self.digits += len(w)
-            if self.digits >= CARD_DIGITS:
+            # payment-card layout: consecutive 4-digit groups ("4111 1111 1111 1111")
+            self.digits = self.digits + 1 if len(w) == 4 else 0
+            if self.digits >= CARD_GROUPS:
                 self.harm_flag = True
         else:
             self.digits = 0

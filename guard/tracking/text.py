@@ -141,8 +141,9 @@ def prompt_text(prompt: Any) -> str:
 
 
 #: Unmistakable harm in a support reply, checked per completed word (O(1)): an insult aimed at the
-#: reader ("you" then an insult within 3 words, or two insults), or a run of digits long enough to
-#: be a payment-card number (>= 13 digits in consecutive number groups, e.g. "4111 1111 1111 1111").
+#: reader ("you" then an insult within 3 words, or two insults), or a payment-card number written
+#: in 4-digit groups (3 consecutive groups, e.g. "4111 1111 1111 1111"; long order numbers in one
+#: piece do not count).
 #: Used only by models that enable ``harm_rules`` (their evaluation includes its false halts).
 ABUSE_WORDS: Final = frozenset(
     (
@@ -151,4 +152,4 @@ ABUSE_WORDS: Final = frozenset(
     )
 )  # fmt: skip
 ADDRESSEE_WORDS: Final = frozenset(("you", "you're", "youre", "your", "ya", "u"))
-CARD_DIGITS: Final = 13
+CARD_GROUPS: Final = 3
