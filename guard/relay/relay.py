@@ -235,6 +235,13 @@ class Relay:
         if self.attempt > 0:
             if self.chat and not text and not has_tool and finish is None:
                 return b""  # the new attempt's role chunk: the client has one already
+            if (
+                finish is not None
+                and self.reroutes
+                and not (self.segment_limited and finish == "length")
+            ):
+                # The stream's real end after a reroute: say what the guard did.
+                obj["guard"] = self.guard_details(cs, str(self.reroutes[-1]["action"]))
             raw = self._rewrite(obj)
         cs.generated += ntok
         if text and self.first_arrival_ns == 0:
