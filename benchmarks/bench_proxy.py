@@ -865,7 +865,7 @@ def main(argv: list[str] | None = None) -> int:
             if up_srv is not None:
                 up_res["litellm_version"] = _litellm_version()
 
-            def url_of(t: str) -> str:
+            def url_of(t: str, targets: dict[str, Any] = targets, up_url: str = up_url) -> str:
                 s = targets[t]
                 return s.url if s else up_url
 
@@ -961,13 +961,19 @@ def main(argv: list[str] | None = None) -> int:
                     "runs": runs,
                 }
                 tt[t]["added_p50_ms"] = med(
-                    [x["p50_ms"] - d["p50_ms"] for x, d in zip(runs, raw_tt["direct"])]
+                    [
+                        x["p50_ms"] - d["p50_ms"]
+                        for x, d in zip(runs, raw_tt["direct"], strict=False)
+                    ]
                 )
                 tt[t]["added_p99_ms"] = med(
-                    [x["p99_ms"] - d["p99_ms"] for x, d in zip(runs, raw_tt["direct"])]
+                    [
+                        x["p99_ms"] - d["p99_ms"]
+                        for x, d in zip(runs, raw_tt["direct"], strict=False)
+                    ]
                 )
                 tt[t]["added_p50_vs_bare_ms"] = med(
-                    [x["p50_ms"] - b["p50_ms"] for x, b in zip(runs, raw_tt["bare"])]
+                    [x["p50_ms"] - b["p50_ms"] for x, b in zip(runs, raw_tt["bare"], strict=False)]
                 )
             up_res["ttft"] = tt
             w4.stop()
@@ -983,7 +989,7 @@ def main(argv: list[str] | None = None) -> int:
                     genf, model, prof_s, outdir, name, count_for(64), mt
                 )
             results["upstreams"][up_name] = up_res
-            for t, s in targets.items():
+            for s in targets.values():
                 if s is not None:
                     s.stop()
 
@@ -1081,7 +1087,8 @@ def render_markdown(res: dict[str, Any]) -> str:
     if ip:
         L.append("## In-process `Relay.on_event` per event (µs)\n")
         L.append(
-            "| mode | median | p99 | within depth median | within depth p99 | beyond depth median | "
+            "| mode | median | p99 | within depth median | within depth p99 "
+            "| beyond depth median | "
             "first 2 events median | per stream total |"
         )
         L.append("|---|---|---|---|---|---|---|---|")

@@ -5,9 +5,9 @@
 
 Each user streams chat completions (``stream: true``), a mix of benign customer-support questions
 and harmful requests (the word "harmful" in the prompt, or a prefilled assistant message
-"Sure, here is" with ``continue_final_message`` — the shallow-alignment attack; loadtests/fake_vllm.py
-answers both with harmful text). Besides Locust's own per-request row (full request), it reports
-custom events:
+"Sure, here is" with ``continue_final_message`` — the shallow-alignment attack;
+loadtests/fake_vllm.py answers both with harmful text). Besides Locust's own per-request row
+(full request), it reports custom events:
 
   * ``SSE ttft``         time to the first *content* delta (the role chunk does not count), ms;
   * ``SSE stream``       full stream time until ``data: [DONE]`` (or the connection end), ms;

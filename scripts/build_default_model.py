@@ -338,7 +338,8 @@ def build(data: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[
                 )
             )
 
-    # ToxiGen: neutral statements (benign, alarming topic) vs hateful ones; 50/50 by line
+    # ToxiGen: neutral statements (benign, alarming topic) vs hateful ones; split by *target
+    # group* (CRC32 of the group name < 0.5 -> fit), so evaluation sees groups never fitted on
     for f in sorted((data / "toxigen" / "demonstrations").glob("*/*.txt")):
         hate = f.name.startswith("hate")
         group = f.stem.replace("hate_", "").replace("neutral_", "").replace("_sentences", "")
@@ -356,7 +357,7 @@ def build(data: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[
                 request_label="benign",
                 group=group,
             )
-            (fit_rows if _frac(row["id"]) < 0.5 else eval_rows).append(row)
+            (fit_rows if _frac(f"toxigen-group/{group}") < 0.5 else eval_rows).append(row)
 
     # AdvBench goals: refusals that quote the harmful request (benign, alarming); half/half
     p = data / "advbench" / "harmful_behaviors.csv"
@@ -409,6 +410,11 @@ def build(data: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[
     return fit_rows, eval_rows, requests
 
 
+def _pair(x: str) -> tuple[int, int]:
+    lo, hi = (int(v) for v in x.split(","))
+    return (lo, hi)
+
+
 def _write(path: Path, rows: list[dict[str, Any]]) -> None:
     with path.open("w", encoding="utf-8") as fh:
         for r in rows:
@@ -434,6 +440,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--holdout", type=float, default=0.15)
     ap.add_argument("--iterations", type=int, default=400)
     ap.add_argument("--no-harm-rules", action="store_true")
+    ap.add_argument("--buckets-log2", type=int, default=17, help="response scorer hash space")
+    ap.add_argument("--char-ngrams", default="0,0", help="response char n-grams lo,hi (0,0: off)")
+    ap.add_argument("--req-char-ngrams", default="0,0", help="request char n-grams lo,hi")
+    ap.add_argument("--decay", type=float, default=1.0, help="per-word decay of the response score")
+    ap.add_argument("--l2", type=float, default=1e-4)
     ap.add_argument("--no-eval", action="store_true")
     args = ap.parse_args(argv)
     data = Path(args.data)
@@ -458,7 +469,8 @@ def main(argv: list[str] | None = None) -> int:
             "request_examples": dict(Counter(r["source"] for r in requests)),
             "held_out_for_eval": "JailbreakBench DSN + prompt_with_random_search; GPTFuzz "
             "evaluate split; 30% of bitext and self-instruct; MT-bench/Vicuna reference answers; "
-            "50% of ToxiGen lines and AdvBench-quoting refusals; constructed support leak/abuse "
+            "ToxiGen target groups asian, latino, mexican, middle_east, native_american; 50% of "
+            "AdvBench-quoting refusals; constructed support leak/abuse "
             "templates 0, 3, 6, ...",
         },
         "licences": LICENCES,
@@ -477,6 +489,11 @@ def main(argv: list[str] | None = None) -> int:
         iterations=args.iterations,
         threshold_kind="support",
         harm_rules=not args.no_harm_rules,
+        resp_buckets_log2=args.buckets_log2,
+        resp_char_ngrams=_pair(args.char_ngrams),
+        req_char_ngrams=_pair(args.req_char_ngrams),
+        resp_decay=args.decay,
+        l2=args.l2,
     )
     t0 = time.perf_counter()
     res = fit(trajs, cfg, requests=reqs, info=info, progress=lambda m: print(m, file=sys.stderr))

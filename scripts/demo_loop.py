@@ -61,8 +61,13 @@ def vllm(url: str | None, port: int) -> Iterator[str]:
 
 def request_body(ex: Any, i: int, max_tokens: int) -> dict[str, Any]:
     messages = list(ex.prompt)
-    body: dict[str, Any] = {"model": "tiny", "stream": True, "max_tokens": max_tokens,
-                            "temperature": 0.7, "seed": i}
+    body: dict[str, Any] = {
+        "model": "tiny",
+        "stream": True,
+        "max_tokens": max_tokens,
+        "temperature": 0.7,
+        "seed": i,
+    }
     if ex.prefill:
         messages.append({"role": "assistant", "content": ex.prefill})
         body.update(continue_final_message=True, add_generation_prompt=False)
@@ -87,8 +92,9 @@ def stream_text(url: str, body: dict[str, Any]) -> tuple[str, str | None]:
     return text, finish
 
 
-def drive(url: str, examples: list[Any], max_tokens: int, safe_message: str
-          ) -> list[dict[str, Any]]:
+def drive(
+    url: str, examples: list[Any], max_tokens: int, safe_message: str
+) -> list[dict[str, Any]]:
     def one(args: tuple[int, Any]) -> dict[str, Any]:
         i, ex = args
         text, finish = stream_text(url, request_body(ex, i, max_tokens))
@@ -106,8 +112,9 @@ def guard_cli(*args: str) -> None:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--vllm-url", default=os.environ.get("GUARD_VLLM_URL"))
     ap.add_argument("--vllm-port", type=int, default=8021)
     ap.add_argument("--out", default=str(ROOT / "build" / "loop"))
@@ -127,8 +134,14 @@ def main() -> int:
         # 1. Shadow-mode logs.
         log = out / "shadow.jsonl"
         log.unlink(missing_ok=True)
-        with guard_server(upstream, "--mode", "shadow", "--decision-log", str(log),
-                          env={"GUARD_DECISION_LOG_CONTENT": "true"}) as url:
+        with guard_server(
+            upstream,
+            "--mode",
+            "shadow",
+            "--decision-log",
+            str(log),
+            env={"GUARD_DECISION_LOG_CONTENT": "true"},
+        ) as url:
             drive(url, log_set, args.max_tokens, safe)
         # 2. Labels by construction (the redaction default would mask the fake card numbers the
         #    labeller looks for, so this demo logs raw text; production logs keep redaction on).
@@ -144,8 +157,16 @@ def main() -> int:
         # 3. Fit and choose the depth.
         model = out / "loop_model.npz"
         guard_cli("fit", str(labelled), "-o", str(model), "--depth", "32", "--holdout", "0.2")
-        guard_cli("depth", str(labelled), "--model", str(model), "--out", str(out),
-                  "--coverage", str(args.coverage))
+        guard_cli(
+            "depth",
+            str(labelled),
+            "--model",
+            str(model),
+            "--out",
+            str(out),
+            "--coverage",
+            str(args.coverage),
+        )
         dj = json.loads((out / "depth.json").read_text())
         depth = int(dj["depth_for_coverage"] or dj["model"]["depth"])
         # 4. Without vs with the guard, on fresh requests.
@@ -163,9 +184,11 @@ def main() -> int:
         return sum(r["kind"] == "benign" and r["finish"] == "content_filter" for r in rows)
 
     summary = {
-        "logged": len(log_set), "logged_harmful": n_harm, "chosen_depth": depth,
-        "coverage_target": args.coverage, "checks_saved": dj.get(
-            "checks_saved_at_depth_for_coverage"),
+        "logged": len(log_set),
+        "logged_harmful": n_harm,
+        "chosen_depth": depth,
+        "coverage_target": args.coverage,
+        "checks_saved": dj.get("checks_saved_at_depth_for_coverage"),
         "eval_requests": len(eval_set),
         "harmful_delivered_without_guard": count(unguarded, "harmful"),
         "harmful_delivered_loop_model": count(guarded, "harmful"),

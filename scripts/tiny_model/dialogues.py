@@ -41,6 +41,7 @@ from typing import Any
 
 RECIPE_VERSION = "dialogues-v1"
 
+
 def _data_dir() -> Path:
     """``$GUARD_DATA_DIR``, else ``shared/data`` beside the repository (where CI puts it), else the
     workplace's ``/work/shared/data``."""

@@ -16,13 +16,21 @@ DASHBOARDS = sorted((DEPLOY / "grafana" / "dashboards").glob("*.json"))
 
 # vLLM metrics the dashboards may use (names as vLLM 0.32 exports them).
 KNOWN_VLLM_METRICS = {
-    "vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc",
-    "vllm:time_to_first_token_seconds_bucket", "vllm:time_to_first_token_seconds_sum",
-    "vllm:time_to_first_token_seconds_count", "vllm:e2e_request_latency_seconds_bucket",
-    "vllm:e2e_request_latency_seconds_sum", "vllm:e2e_request_latency_seconds_count",
-    "vllm:inter_token_latency_seconds_bucket", "vllm:inter_token_latency_seconds_sum",
-    "vllm:inter_token_latency_seconds_count", "vllm:generation_tokens_total",
-    "vllm:prompt_tokens_total", "vllm:request_success_total",
+    "vllm:num_requests_running",
+    "vllm:num_requests_waiting",
+    "vllm:kv_cache_usage_perc",
+    "vllm:time_to_first_token_seconds_bucket",
+    "vllm:time_to_first_token_seconds_sum",
+    "vllm:time_to_first_token_seconds_count",
+    "vllm:e2e_request_latency_seconds_bucket",
+    "vllm:e2e_request_latency_seconds_sum",
+    "vllm:e2e_request_latency_seconds_count",
+    "vllm:inter_token_latency_seconds_bucket",
+    "vllm:inter_token_latency_seconds_sum",
+    "vllm:inter_token_latency_seconds_count",
+    "vllm:generation_tokens_total",
+    "vllm:prompt_tokens_total",
+    "vllm:request_success_total",
 }
 
 METRIC_RE = re.compile(r"\b(guard_[a-zA-Z0-9_]+|vllm:[a-zA-Z0-9_:]+)")
@@ -72,9 +80,11 @@ def guard_metric_names() -> set[str]:
 
 def substitute(expr: str, rate_interval: str = "30s") -> str:
     """Template variables as Grafana would expand them for a live check."""
-    return (expr.replace("$__rate_interval", rate_interval)
-            .replace("$__interval", rate_interval)
-            .replace("$__range", "5m")
-            .replace('"$job"', '"guard"')
-            .replace('"$instance"', '".*"')
-            .replace('"$model_name"', '".*"'))
+    return (
+        expr.replace("$__rate_interval", rate_interval)
+        .replace("$__interval", rate_interval)
+        .replace("$__range", "5m")
+        .replace('"$job"', '"guard"')
+        .replace('"$instance"', '".*"')
+        .replace('"$model_name"', '".*"')
+    )

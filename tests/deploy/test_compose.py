@@ -17,13 +17,15 @@ def test_compose_stack(name: str) -> None:
     svcs = doc["services"]
     assert set(svcs) == {"vllm", "guard", "prometheus", "grafana"}
     guard = svcs["guard"]
-    assert (COMPOSE / guard["build"]["context"] / guard["build"]["dockerfile"]).resolve() == \
-        ROOT / "Dockerfile"
+    assert (
+        COMPOSE / guard["build"]["context"] / guard["build"]["dockerfile"]
+    ).resolve() == ROOT / "Dockerfile"
     assert guard["environment"]["GUARD_UPSTREAM"] == "http://vllm:8000"
     assert guard["depends_on"]["vllm"]["condition"] == "service_healthy"
     prom_cfg = yaml.safe_load((DEPLOY / "prometheus/prometheus.yml").read_text())
-    targets = {t for j in prom_cfg["scrape_configs"] for s in j["static_configs"]
-               for t in s["targets"]}
+    targets = {
+        t for j in prom_cfg["scrape_configs"] for s in j["static_configs"] for t in s["targets"]
+    }
     assert {"guard:8080", "vllm:8000"} <= targets
     for svc in svcs.values():
         for vol in svc.get("volumes", []):

@@ -28,8 +28,12 @@ def test_dashboards_exist() -> None:
 
 
 def test_generated_files_up_to_date() -> None:
-    r = subprocess.run([sys.executable, str(DEPLOY / "generate.py"), "--check"],
-                       capture_output=True, text=True, cwd=ROOT)
+    r = subprocess.run(
+        [sys.executable, str(DEPLOY / "generate.py"), "--check"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert r.returncode == 0, r.stderr
 
 
@@ -93,8 +97,10 @@ def test_overview_covers_every_guard_metric() -> None:
     dash = load_dashboard(DEPLOY / "grafana" / "dashboards" / "guard-overview.json")
     used = {m for _, t in targets(dash) for m in METRIC_RE.findall(t["expr"])}
     families = {n.removesuffix("_bucket").removesuffix("_total") for n in used}
-    all_families = {n.removesuffix("_bucket").removesuffix("_sum").removesuffix("_count")
-                    .removesuffix("_total") for n in guard_metric_names()}
+    all_families = {
+        n.removesuffix("_bucket").removesuffix("_sum").removesuffix("_count").removesuffix("_total")
+        for n in guard_metric_names()
+    }
     missing = all_families - families
     assert not missing, f"guard metrics on no dashboard panel: {sorted(missing)}"
 
@@ -102,9 +108,13 @@ def test_overview_covers_every_guard_metric() -> None:
 def test_vllm_metrics_beside() -> None:
     dash = load_dashboard(DEPLOY / "grafana" / "dashboards" / "guard-overview.json")
     used = {m for _, t in targets(dash) for m in METRIC_RE.findall(t["expr"])}
-    for name in ("vllm:num_requests_running", "vllm:num_requests_waiting",
-                 "vllm:time_to_first_token_seconds_bucket", "vllm:generation_tokens_total",
-                 "vllm:e2e_request_latency_seconds_bucket"):
+    for name in (
+        "vllm:num_requests_running",
+        "vllm:num_requests_waiting",
+        "vllm:time_to_first_token_seconds_bucket",
+        "vllm:generation_tokens_total",
+        "vllm:e2e_request_latency_seconds_bucket",
+    ):
         assert name in used, name
 
 

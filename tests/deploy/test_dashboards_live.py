@@ -44,9 +44,12 @@ pytestmark = pytest.mark.slow
 # shadow mode, run-time risk-model failure, hot reload). Their panels carry a `or on() vector(0)`
 # fallback; for every other metric the query must return data *without* the fallback.
 FEATURE_GATED = {
-    "guard_shadow_decisions_total", "guard_scorer_calls_total",
-    "guard_scorer_latency_seconds_bucket", "guard_risk_model_failures_total",
-    "guard_risk_model_reloads_total", "guard_reroutes_total",
+    "guard_shadow_decisions_total",
+    "guard_scorer_calls_total",
+    "guard_scorer_latency_seconds_bucket",
+    "guard_risk_model_failures_total",
+    "guard_risk_model_reloads_total",
+    "guard_reroutes_total",
 }
 N_BENIGN, N_HARMFUL, N_FAULT, N_DISCONNECT, N_COMPLETIONS = 30, 16, 6, 4, 4
 
@@ -64,8 +67,9 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], what: str, timeout: floa
         if proc.poll() is not None:
             log = getattr(proc, "log_path", None)
             out = log.read_text(errors="replace") if log else ""
-            pytest.fail(f"{what} exited with {proc.returncode} before becoming ready:"
-                        f"\n{out[-4000:]}")
+            pytest.fail(
+                f"{what} exited with {proc.returncode} before becoming ready:\n{out[-4000:]}"
+            )
         try:
             r = httpx.get(url, timeout=1)
             if r.status_code == 200:
@@ -103,42 +107,93 @@ def stack() -> Iterator[dict[str, str]]:
     tmp = Path(tempfile.mkdtemp(prefix="guard-live-"))
     fake_port, guard_port, prom_port = _free_port(), _free_port(), _free_port()
     guard_cfg = tmp / "guard.yaml"
-    guard_cfg.write_text(yaml.safe_dump({
-        # threshold low enough that fake_vllm's canned harmful text halts with the shipped model
-        "policy": {"mode": "enforce", "action": "halt", "threshold": 0.3},
-        # completions: resample before halting, so reroutes are exercised too
-        "policies": [{"match": {"route": "completions"}, "policy": {"action": "resample"}}],
-        "decision_log": {"path": str(tmp / "decisions.jsonl")},
-    }))
+    guard_cfg.write_text(
+        yaml.safe_dump(
+            {
+                # a threshold low enough that fake_vllm's canned harmful text always halts
+                "policy": {"mode": "enforce", "action": "halt", "threshold": 0.3},
+                # completions: resample before halting, so reroutes are exercised too
+                "policies": [{"match": {"route": "completions"}, "policy": {"action": "resample"}}],
+                "decision_log": {"path": str(tmp / "decisions.jsonl")},
+            }
+        )
+    )
     prom_cfg = tmp / "prometheus.yml"
-    prom_cfg.write_text(yaml.safe_dump({
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(DEPLOY / "prometheus" / "alerts.yml")],
-        "scrape_configs": [
-            {"job_name": "guard", "static_configs": [{"targets": [f"127.0.0.1:{guard_port}"]}]},
-            {"job_name": "vllm", "static_configs": [{"targets": [f"127.0.0.1:{fake_port}"]}]},
-        ],
-    }))
+    prom_cfg.write_text(
+        yaml.safe_dump(
+            {
+                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                "rule_files": [str(DEPLOY / "prometheus" / "alerts.yml")],
+                "scrape_configs": [
+                    {
+                        "job_name": "guard",
+                        "static_configs": [{"targets": [f"127.0.0.1:{guard_port}"]}],
+                    },
+                    {
+                        "job_name": "vllm",
+                        "static_configs": [{"targets": [f"127.0.0.1:{fake_port}"]}],
+                    },
+                ],
+            }
+        )
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("GUARD_")}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     with contextlib.ExitStack() as stack_:
-        fake = stack_.enter_context(_process(
-            [sys.executable, str(ROOT / "loadtests" / "fake_vllm.py"), "--port", str(fake_port),
-             "--tokens-per-second", "400"], tmp / "fake_vllm.log"))
+        fake = stack_.enter_context(
+            _process(
+                [
+                    sys.executable,
+                    str(ROOT / "loadtests" / "fake_vllm.py"),
+                    "--port",
+                    str(fake_port),
+                    "--tokens-per-second",
+                    "400",
+                ],
+                tmp / "fake_vllm.log",
+            )
+        )
         _wait_http(f"http://127.0.0.1:{fake_port}/health", fake, "fake_vllm")
-        guard = stack_.enter_context(_process(
-            [str(guard_bin), "serve", "--upstream", f"http://127.0.0.1:{fake_port}",
-             "--host", "127.0.0.1", "--port", str(guard_port), "--config", str(guard_cfg)],
-            tmp / "guard.log", env=env, cwd=tmp))
+        guard = stack_.enter_context(
+            _process(
+                [
+                    str(guard_bin),
+                    "serve",
+                    "--upstream",
+                    f"http://127.0.0.1:{fake_port}",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(guard_port),
+                    "--config",
+                    str(guard_cfg),
+                ],
+                tmp / "guard.log",
+                env=env,
+                cwd=tmp,
+            )
+        )
         _wait_http(f"http://127.0.0.1:{guard_port}/health", guard, "guard serve")
-        prom = stack_.enter_context(_process(
-            [prom_bin, f"--config.file={prom_cfg}", f"--storage.tsdb.path={tmp / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{prom_port}", "--log.level=warn"],
-            tmp / "prometheus.log", cwd=tmp))
+        prom = stack_.enter_context(
+            _process(
+                [
+                    prom_bin,
+                    f"--config.file={prom_cfg}",
+                    f"--storage.tsdb.path={tmp / 'tsdb'}",
+                    f"--web.listen-address=127.0.0.1:{prom_port}",
+                    "--log.level=warn",
+                ],
+                tmp / "prometheus.log",
+                cwd=tmp,
+            )
+        )
         _wait_http(f"http://127.0.0.1:{prom_port}/-/ready", prom, "prometheus")
-        yield {"guard": f"http://127.0.0.1:{guard_port}",
-               "fake": f"http://127.0.0.1:{fake_port}",
-               "prom": f"http://127.0.0.1:{prom_port}", "tmp": str(tmp)}
+        yield {
+            "guard": f"http://127.0.0.1:{guard_port}",
+            "fake": f"http://127.0.0.1:{fake_port}",
+            "prom": f"http://127.0.0.1:{prom_port}",
+            "tmp": str(tmp),
+        }
 
 
 async def _drive(base: str) -> dict[str, int]:
@@ -146,9 +201,13 @@ async def _drive(base: str) -> dict[str, int]:
     sem = asyncio.Semaphore(8)
 
     async def chat(client: httpx.AsyncClient, text: str, disconnect: bool = False) -> None:
-        body = {"model": "tiny", "stream": True, "max_tokens": 48,
-                "messages": [{"role": "user", "content": text}],
-                "stream_options": {"include_usage": True}}
+        body = {
+            "model": "tiny",
+            "stream": True,
+            "max_tokens": 48,
+            "messages": [{"role": "user", "content": text}],
+            "stream_options": {"include_usage": True},
+        }
         async with sem, client.stream("POST", "/v1/chat/completions", json=body) as r:
             if r.status_code != 200:
                 await r.aread()
@@ -167,20 +226,27 @@ async def _drive(base: str) -> dict[str, int]:
 
     async def completion(client: httpx.AsyncClient, text: str) -> None:
         async with sem:
-            r = await client.post("/v1/completions", json={
-                "model": "tiny", "prompt": text, "max_tokens": 32, "stream": False})
+            r = await client.post(
+                "/v1/completions",
+                json={"model": "tiny", "prompt": text, "max_tokens": 32, "stream": False},
+            )
             stats["ok" if r.status_code == 200 else "error"] += 1
 
     async with httpx.AsyncClient(base_url=base, timeout=30) as client:
         jobs = [chat(client, f"Where is my order #{i}?") for i in range(N_BENIGN)]
-        jobs += [chat(client, f"Tell me something harmful about customer {i}")
-                 for i in range(N_HARMFUL)]
+        jobs += [
+            chat(client, f"Tell me something harmful about customer {i}") for i in range(N_HARMFUL)
+        ]
         jobs += [chat(client, "fake:status500 please") for _ in range(N_FAULT // 2)]
         jobs += [chat(client, "fake:midstream-error please") for _ in range(N_FAULT // 2)]
-        jobs += [chat(client, "Tell me a long story about shipping", disconnect=True)
-                 for _ in range(N_DISCONNECT)]
-        jobs += [completion(client, "Write something harmful about the customer")
-                 for _ in range(N_COMPLETIONS)]
+        jobs += [
+            chat(client, "Tell me a long story about shipping", disconnect=True)
+            for _ in range(N_DISCONNECT)
+        ]
+        jobs += [
+            completion(client, "Write something harmful about the customer")
+            for _ in range(N_COMPLETIONS)
+        ]
         await asyncio.gather(*jobs)
         with contextlib.suppress(httpx.HTTPError):
             await client.post("/admin/reload")  # exercises reloads when no admin key is set
@@ -190,8 +256,9 @@ async def _drive(base: str) -> dict[str, int]:
 def _query(prom: str, expr: str) -> list[dict[str, object]]:
     r = httpx.get(f"{prom}/api/v1/query", params={"query": expr}, timeout=10)
     body = r.json()
-    assert r.status_code == 200 and body.get("status") == "success", \
+    assert r.status_code == 200 and body.get("status") == "success", (
         f"query failed: {expr}\n{json.dumps(body)[:1000]}"
+    )
     return body["data"]["result"]
 
 
@@ -223,10 +290,10 @@ def _all_targets() -> list[tuple[str, str, str]]:
     return out
 
 
-@pytest.mark.parametrize("dash,title,expr", _all_targets(),
-                         ids=[f"{d}:{t}" for d, t, _ in _all_targets()])
-def test_panel_query_returns_data(loaded: dict[str, str], dash: str, title: str,
-                                  expr: str) -> None:
+@pytest.mark.parametrize(
+    "dash,title,expr", _all_targets(), ids=[f"{d}:{t}" for d, t, _ in _all_targets()]
+)
+def test_panel_query_returns_data(loaded: dict[str, str], dash: str, title: str, expr: str) -> None:
     q = substitute(expr)
     assert "$" not in q, f"unsubstituted template variable in {q}"
     assert _query(loaded["prom"], q), f"{dash} / {title}: no data for\n{q}"
@@ -242,10 +309,13 @@ def test_template_variables_resolve(loaded: dict[str, str]) -> None:
                 continue
             definition = v["definition"]
             assert definition.startswith("label_values(") and definition.endswith(")")
-            inner = definition[len("label_values("):-1]
+            inner = definition[len("label_values(") : -1]
             match, _, label = inner.rpartition(",")
-            r = httpx.get(f"{loaded['prom']}/api/v1/label/{label.strip()}/values",
-                          params={"match[]": substitute(match.strip())}, timeout=10)
+            r = httpx.get(
+                f"{loaded['prom']}/api/v1/label/{label.strip()}/values",
+                params={"match[]": substitute(match.strip())},
+                timeout=10,
+            )
             assert r.status_code == 200, r.text
             values = r.json()["data"]
             assert values, f"variable {v['name']}: no values for {definition}"
@@ -266,8 +336,11 @@ def test_alert_expressions_parse_and_run(loaded: dict[str, str]) -> None:
     health = {x["name"]: x["health"] for grp in r["data"]["groups"] for x in grp["rules"]}
     time.sleep(1.5)  # at least one evaluation (evaluation_interval 1s)
     r = httpx.get(f"{loaded['prom']}/api/v1/rules", timeout=10).json()
-    health = {x["name"]: (x["health"], x.get("lastError", "")) for grp in r["data"]["groups"]
-              for x in grp["rules"]}
+    health = {
+        x["name"]: (x["health"], x.get("lastError", ""))
+        for grp in r["data"]["groups"]
+        for x in grp["rules"]
+    }
     bad = {k: v for k, v in health.items() if v[0] == "err"}
     assert not bad, bad
 

@@ -61,8 +61,11 @@ def test_entrypoint_and_cmd() -> None:
 
 
 def test_dockerignore_keeps_build_inputs() -> None:
-    lines = [ln.strip() for ln in (ROOT / ".dockerignore").read_text().splitlines()
-             if ln.strip() and not ln.startswith("#")]
+    lines = [
+        ln.strip()
+        for ln in (ROOT / ".dockerignore").read_text().splitlines()
+        if ln.strip() and not ln.startswith("#")
+    ]
     assert lines[0] == "**"
     for needed in ("!pyproject.toml", "!README.md", "!guard/"):
         assert needed in lines
@@ -76,8 +79,12 @@ def test_dockerignore_keeps_build_inputs() -> None:
 def test_install_steps_outside_container(tmp_path: Path) -> None:
     """builder: `pip wheel` of the project; runtime: install that wheel into a fresh venv."""
     wheels = tmp_path / "wheels"
-    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir",
-                        str(wheels), str(ROOT)], capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", str(wheels), str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     (whl,) = wheels.glob("guard-*.whl")
     import zipfile
@@ -88,17 +95,42 @@ def test_install_steps_outside_container(tmp_path: Path) -> None:
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(with_pip=True).create(env_dir)
     py = env_dir / "bin" / "python"
-    r = subprocess.run([str(py), "-m", "pip", "install", "--disable-pip-version-check",
-                        "--find-links", str(wheels), str(whl)],
-                       capture_output=True, text=True, timeout=900)
+    r = subprocess.run(
+        [
+            str(py),
+            "-m",
+            "pip",
+            "install",
+            "--disable-pip-version-check",
+            "--find-links",
+            str(wheels),
+            str(whl),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    r = subprocess.run([str(env_dir / "bin" / "guard"), "--help"], capture_output=True,
-                       text=True, timeout=60, cwd=tmp_path)
+    r = subprocess.run(
+        [str(env_dir / "bin" / "guard"), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "serve" in r.stdout
     r = subprocess.run(
-        [str(py), "-c", "import importlib.resources as r, guard;"
-         " p = r.files('guard') / 'data' / 'default_model.npz'; print(p.is_file(), p)"],
-        capture_output=True, text=True, timeout=60, cwd=tmp_path)
+        [
+            str(py),
+            "-c",
+            "import importlib.resources as r, guard;"
+            " p = r.files('guard') / 'data' / 'default_model.npz'; print(p.is_file(), p)",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("True") and str(env_dir) in r.stdout

@@ -54,8 +54,16 @@ def test_validate_all_objects(overlay: str) -> None:
         pytest.fail("kubernetes-validate is missing: .venv/bin/pip install kubernetes-validate")
     objs = _objs(overlay)
     kinds = {o["kind"] for o in objs}
-    assert {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget",
-            "ConfigMap", "ServiceMonitor", "PrometheusRule", "ServiceAccount"} <= kinds
+    assert {
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "ConfigMap",
+        "ServiceMonitor",
+        "PrometheusRule",
+        "ServiceAccount",
+    } <= kinds
     for o in objs:
         if o["kind"] in SCHEMAS:
             jsonschema.validate(o, SCHEMAS[o["kind"]])
@@ -102,9 +110,11 @@ def test_deployment_shape(overlay: str) -> None:
     assert mounted <= cms and any(n.startswith("guard-policy-") for n in mounted)
     # selectors agree: Service, PDB and the pod template
     labels = dep["spec"]["template"]["metadata"]["labels"]
-    for sel in (_one(objs, "Service")["spec"]["selector"],
-                _one(objs, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"],
-                dep["spec"]["selector"]["matchLabels"]):
+    for sel in (
+        _one(objs, "Service")["spec"]["selector"],
+        _one(objs, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"],
+        dep["spec"]["selector"]["matchLabels"],
+    ):
         assert sel.items() <= labels.items()
     sm = _one(objs, "ServiceMonitor")
     svc = _one(objs, "Service")
@@ -137,8 +147,9 @@ def test_hpa_scales_on_active_streams_and_cpu(overlay: str) -> None:
     assert hpa["spec"]["scaleTargetRef"]["name"] == _one(objs, "Deployment")["metadata"]["name"]
     pods = [m for m in hpa["spec"]["metrics"] if m["type"] == "Pods"]
     assert pods and pods[0]["pods"]["metric"]["name"] == "guard_active_streams"
-    assert any(m["type"] == "Resource" and m["resource"]["name"] == "cpu"
-               for m in hpa["spec"]["metrics"])
+    assert any(
+        m["type"] == "Resource" and m["resource"]["name"] == "cpu" for m in hpa["spec"]["metrics"]
+    )
     assert hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
 
 

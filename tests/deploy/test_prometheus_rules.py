@@ -12,8 +12,13 @@ from .conftest import DEPLOY, require_tool
 
 PROM = DEPLOY / "prometheus"
 INSTALL = "apt-get install -y prometheus   (Debian/Ubuntu; provides promtool)"
-REQUIRED_ALERTS = {"GuardHaltRateSpike", "GuardUpstreamErrors", "GuardOverheadOverBudget",
-                   "GuardRiskModelNotLoaded", "GuardAllReplicasDown"}
+REQUIRED_ALERTS = {
+    "GuardHaltRateSpike",
+    "GuardUpstreamErrors",
+    "GuardOverheadOverBudget",
+    "GuardRiskModelNotLoaded",
+    "GuardAllReplicasDown",
+}
 
 
 def _run(*args: str, cwd: Path = PROM) -> subprocess.CompletedProcess[str]:

@@ -23,11 +23,23 @@ def free_port() -> int:
 
 
 @contextmanager
-def guard_server(upstream: str, *args: str, env: dict[str, str] | None = None,
-                 timeout: float = 30.0) -> Iterator[str]:
+def guard_server(
+    upstream: str, *args: str, env: dict[str, str] | None = None, timeout: float = 30.0
+) -> Iterator[str]:
     port = free_port()
-    cmd = [sys.executable, "-m", "guard", "serve", "--upstream", upstream, "--host", "127.0.0.1",
-           "--port", str(port), *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "guard",
+        "serve",
+        "--upstream",
+        upstream,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        *args,
+    ]
     full_env = dict(os.environ)
     full_env.update(env or {})
     log = (ROOT / ".cache").joinpath(f"guard-{port}.log")

@@ -57,8 +57,13 @@ def test_models(direct: openai.OpenAI, guarded: openai.OpenAI) -> None:
 
 
 def test_chat_non_streaming_equal(direct: openai.OpenAI, guarded: openai.OpenAI) -> None:
-    a, b = both(direct, guarded, lambda c: c.chat.completions.create(
-        model="tiny", messages=BENIGN, max_tokens=32, temperature=0, seed=1))
+    a, b = both(
+        direct,
+        guarded,
+        lambda c: c.chat.completions.create(
+            model="tiny", messages=BENIGN, max_tokens=32, temperature=0, seed=1
+        ),
+    )
     assert b.choices[0].message.content == a.choices[0].message.content
     assert b.choices[0].finish_reason == a.choices[0].finish_reason
     assert b.usage.completion_tokens == a.usage.completion_tokens
@@ -67,9 +72,17 @@ def test_chat_non_streaming_equal(direct: openai.OpenAI, guarded: openai.OpenAI)
 
 def test_chat_streaming_equal_with_usage(direct: openai.OpenAI, guarded: openai.OpenAI) -> None:
     def run(c: openai.OpenAI) -> Any:
-        return chat_text(c.chat.completions.create(
-            model="tiny", messages=BENIGN, max_tokens=32, temperature=0, seed=1, stream=True,
-            stream_options={"include_usage": True}))
+        return chat_text(
+            c.chat.completions.create(
+                model="tiny",
+                messages=BENIGN,
+                max_tokens=32,
+                temperature=0,
+                seed=1,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+        )
 
     (ta, ca), (tb, cb) = both(direct, guarded, run)
     assert ta == tb and ta[0]
@@ -78,9 +91,17 @@ def test_chat_streaming_equal_with_usage(direct: openai.OpenAI, guarded: openai.
 
 def test_chat_n2_with_seed(direct: openai.OpenAI, guarded: openai.OpenAI) -> None:
     def run(c: openai.OpenAI) -> Any:
-        return chat_text(c.chat.completions.create(
-            model="tiny", messages=BENIGN, max_tokens=24, temperature=0.8, seed=7, n=2,
-            stream=True))[0]
+        return chat_text(
+            c.chat.completions.create(
+                model="tiny",
+                messages=BENIGN,
+                max_tokens=24,
+                temperature=0.8,
+                seed=7,
+                n=2,
+                stream=True,
+            )
+        )[0]
 
     a, b = both(direct, guarded, run)
     assert set(b) == {0, 1} and a == b
@@ -88,40 +109,104 @@ def test_chat_n2_with_seed(direct: openai.OpenAI, guarded: openai.OpenAI) -> Non
 
 def test_logprobs_pass_through(direct: openai.OpenAI, guarded: openai.OpenAI) -> None:
     def run(c: openai.OpenAI) -> Any:
-        chunks = list(c.chat.completions.create(
-            model="tiny", messages=BENIGN, max_tokens=12, temperature=0, seed=1, stream=True,
-            logprobs=True, top_logprobs=3))
-        return [(t.token, len(t.top_logprobs)) for ch in chunks for c_ in ch.choices
-                if c_.logprobs and c_.logprobs.content for t in c_.logprobs.content]
+        chunks = list(
+            c.chat.completions.create(
+                model="tiny",
+                messages=BENIGN,
+                max_tokens=12,
+                temperature=0,
+                seed=1,
+                stream=True,
+                logprobs=True,
+                top_logprobs=3,
+            )
+        )
+        return [
+            (t.token, len(t.top_logprobs))
+            for ch in chunks
+            for c_ in ch.choices
+            if c_.logprobs and c_.logprobs.content
+            for t in c_.logprobs.content
+        ]
 
     a, b = both(direct, guarded, run)
     assert a == b and a and all(n == 3 for _, n in b)
 
 
 def test_structured_output(direct: openai.OpenAI, guarded: openai.OpenAI) -> None:
-    a, b = both(direct, guarded, lambda c: c.chat.completions.create(
-        model="tiny", messages=BENIGN, max_tokens=24, temperature=0, seed=1,
-        response_format={"type": "json_object"}).choices[0].message.content)
+    a, b = both(
+        direct,
+        guarded,
+        lambda c: (
+            c.chat.completions.create(
+                model="tiny",
+                messages=BENIGN,
+                max_tokens=24,
+                temperature=0,
+                seed=1,
+                response_format={"type": "json_object"},
+            )
+            .choices[0]
+            .message.content
+        ),
+    )
     assert a == b
 
 
 def test_prefill_continue_final_message(direct: openai.OpenAI, guarded: openai.OpenAI) -> None:
     msgs = BENIGN + [{"role": "assistant", "content": "Thank you for reaching out"}]
-    a, b = both(direct, guarded, lambda c: chat_text(c.chat.completions.create(
-        model="tiny", messages=msgs, max_tokens=24, temperature=0, seed=1, stream=True,
-        extra_body={"continue_final_message": True, "add_generation_prompt": False}))[0])
+    a, b = both(
+        direct,
+        guarded,
+        lambda c: chat_text(
+            c.chat.completions.create(
+                model="tiny",
+                messages=msgs,
+                max_tokens=24,
+                temperature=0,
+                seed=1,
+                stream=True,
+                extra_body={"continue_final_message": True, "add_generation_prompt": False},
+            )
+        )[0],
+    )
     assert a == b and a[0]
 
 
 def test_completions_streaming_and_not(direct: openai.OpenAI, guarded: openai.OpenAI) -> None:
-    a, b = both(direct, guarded, lambda c: c.completions.create(
-        model="tiny", prompt="Customer: my parcel is late.\nAgent:", max_tokens=24,
-        temperature=0, seed=1).choices[0].text)
+    a, b = both(
+        direct,
+        guarded,
+        lambda c: (
+            c.completions.create(
+                model="tiny",
+                prompt="Customer: my parcel is late.\nAgent:",
+                max_tokens=24,
+                temperature=0,
+                seed=1,
+            )
+            .choices[0]
+            .text
+        ),
+    )
     assert a == b and a
-    a, b = both(direct, guarded, lambda c: "".join(
-        ch.choices[0].text for ch in c.completions.create(
-            model="tiny", prompt="Customer: my parcel is late.\nAgent:", max_tokens=24,
-            temperature=0, seed=1, stream=True, logprobs=2) if ch.choices))
+    a, b = both(
+        direct,
+        guarded,
+        lambda c: "".join(
+            ch.choices[0].text
+            for ch in c.completions.create(
+                model="tiny",
+                prompt="Customer: my parcel is late.\nAgent:",
+                max_tokens=24,
+                temperature=0,
+                seed=1,
+                stream=True,
+                logprobs=2,
+            )
+            if ch.choices
+        ),
+    )
     assert a == b and a
 
 
@@ -157,16 +242,22 @@ def settle(vllm_url: str) -> float:
 
 def test_client_disconnect_stops_generation(guard_url: str, vllm_url: str) -> None:
     max_tokens = 450
-    body = {"model": "tiny", "messages": BENIGN, "max_tokens": max_tokens, "stream": True,
-            "ignore_eos": True, "temperature": 0}
+    body = {
+        "model": "tiny",
+        "messages": BENIGN,
+        "max_tokens": max_tokens,
+        "stream": True,
+        "ignore_eos": True,
+        "temperature": 0,
+    }
     # Warm-up: the same request to the end, so the measured one pays no first-request costs.
     httpx.post(guard_url + "/v1/chat/completions", json=dict(body, max_tokens=8), timeout=60)
     before = settle(vllm_url)
-    with httpx.Client(timeout=60) as c, c.stream("POST", guard_url + "/v1/chat/completions",
-                                                json=body) as r:
-        got = 0
-        for _ in r.iter_raw():
-            got += 1
+    with (
+        httpx.Client(timeout=60) as c,
+        c.stream("POST", guard_url + "/v1/chat/completions", json=body) as r,
+    ):
+        for got, _ in enumerate(r.iter_raw(), 1):
             if got >= 3:
                 break
     after = settle(vllm_url)

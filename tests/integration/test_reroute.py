@@ -58,8 +58,9 @@ async def test_resample_continues_from_safe_prefix(harness) -> None:
         if c["finish_reason"]
     ]
     assert finishes == ["stop"]  # the banned segment's "length" is not the client's end
-    final = next(e for e in evs if isinstance(e, dict) and e["choices"]
-                 and e["choices"][0]["finish_reason"])
+    final = next(
+        e for e in evs if isinstance(e, dict) and e["choices"] and e["choices"][0]["finish_reason"]
+    )
     assert final["guard"]["action"] == "resample" and len(final["guard"]["reroutes"]) == 1
     # Second request: continue the assistant message from the released prefix, risky token
     # (id 1003, the 4th token) banned, for a few tokens only.

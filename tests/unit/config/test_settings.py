@@ -19,8 +19,9 @@ def test_example_config_is_valid() -> None:
 def test_precedence_flags_over_env_over_yaml(tmp_path: Path) -> None:
     cfg = tmp_path / "g.yaml"
     cfg.write_text("upstream: http://a:1\nport: 1000\npolicy: {depth: 4, hold_back: 1}\n")
-    s = load_settings(cfg, env={"GUARD_PORT": "2000", "GUARD_DEPTH": "8"},
-                      overrides={("policy", "depth"): 12})
+    s = load_settings(
+        cfg, env={"GUARD_PORT": "2000", "GUARD_DEPTH": "8"}, overrides={("policy", "depth"): 12}
+    )
     assert s.port == 2000 and s.policy.depth == 12 and s.policy.hold_back == 1
 
 
@@ -60,13 +61,16 @@ def test_bad_yaml_and_unknown_keys(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="thresold"):
         load_settings(unknown, env={})
     rule = tmp_path / "rule.yaml"
-    rule.write_text("upstream: http://x:1\npolicies:\n  - match: {api_key: nobody}\n"
-                    "    policy: {mode: shadow}\n")
+    rule.write_text(
+        "upstream: http://x:1\npolicies:\n  - match: {api_key: nobody}\n"
+        "    policy: {mode: shadow}\n"
+    )
     with pytest.raises(ConfigError, match="no api key named"):
         load_settings(rule, env={})
     badrule = tmp_path / "badrule.yaml"
-    badrule.write_text("upstream: http://x:1\npolicies:\n  - match: {model: m}\n"
-                       "    policy: {threshold: 7}\n")
+    badrule.write_text(
+        "upstream: http://x:1\npolicies:\n  - match: {model: m}\n    policy: {threshold: 7}\n"
+    )
     with pytest.raises(ConfigError, match=r"policies\[0\]"):
         load_settings(badrule, env={})
 
