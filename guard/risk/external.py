@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -56,13 +56,13 @@ class ExternalSpec:
         }
 
     @staticmethod
-    def from_meta(meta: dict[str, object]) -> ExternalSpec:
+    def from_meta(meta: dict[str, Any]) -> ExternalSpec:
         edges = meta.get("edges", ())
         return ExternalSpec(
-            edges=tuple(float(x) for x in edges),  # type: ignore[union-attr]
-            every=int(meta.get("every", 8)),  # type: ignore[arg-type]
-            delay=int(meta.get("delay", 0)),  # type: ignore[arg-type]
-            max_tokens=int(meta.get("max_tokens", 256)),  # type: ignore[arg-type]
+            edges=tuple(float(x) for x in edges),
+            every=int(meta.get("every", 8)),
+            delay=int(meta.get("delay", 0)),
+            max_tokens=int(meta.get("max_tokens", 256)),
         )
 
     def validate(self) -> None:
