@@ -12,7 +12,9 @@ Errors are mapped to OpenAI-shaped JSON once, here: before a stream starts as an
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import logging
 import time
 import uuid
@@ -90,6 +92,7 @@ class Services:
     auth: Auth
     decision_log: DecisionLog | None
     tracer: Tracer | None = None
+    guard_model: Any = None  # (MicroBatcher, VerdictPolicy, client) when a guard model is set
     active: int = 0
     draining: bool = False
 
@@ -134,6 +137,11 @@ def create_app(
         tracer = create_tracer(
             settings.tracing.endpoint, settings.tracing.service_name, span_exporter
         )
+    guard_model = None
+    if settings.guard_model is not None:
+        from guard.scoring.wiring import build_guard_model
+
+        guard_model = build_guard_model(settings.guard_model, metrics)
     svc = Services(
         settings,
         Upstream(client, settings.upstream, key),
@@ -142,6 +150,7 @@ def create_app(
         Auth(settings),
         decision_log,
         tracer,
+        guard_model,
     )
 
     @contextlib.asynccontextmanager
@@ -172,6 +181,9 @@ def create_app(
                     svc.decision_log.close()
                 if svc.tracer is not None:
                     svc.tracer.shutdown()
+                if svc.guard_model is not None:
+                    await svc.guard_model[0].aclose()
+                    await svc.guard_model[2].aclose()
 
     app = FastAPI(
         title="guard", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None
@@ -427,8 +439,17 @@ async def _generate(svc: Services, request: Request, route: str) -> Response:
         )
 
     logging_content = svc.decision_log is not None and svc.settings.decision_log.include_content
+    gm = svc.guard_model
     relay = Relay(
-        req, policy, loaded.model, trace=svc.decision_log is not None, keep_text=logging_content
+        req,
+        policy,
+        loaded.model,
+        trace=svc.decision_log is not None,
+        keep_text=logging_content,
+        verdicts=gm[1] if gm is not None else None,
+        verdict_hold=svc.settings.guard_model.hold_until_verdict
+        if svc.settings.guard_model is not None
+        else 0,
     )
     span = None
     if svc.tracer is not None:
@@ -556,6 +577,8 @@ async def _pump(
                         if st != RUNNING and st != UPSTREAM_ERROR:
                             stopped = True
                             break
+                    if relay.verdict_asks:
+                        _ask_guard_model(svc, relay)
                     if parts:
                         yield parts[0] if len(parts) == 1 else b"".join(parts)
                     if stopped:
@@ -647,6 +670,19 @@ async def _pump(
         _account(svc, relay, req, outcome, rid, pre_ns)
         if span is not None:
             _end_span(span, relay, outcome)
+
+
+def _ask_guard_model(svc: Services, relay: Relay) -> None:
+    """Hand the relay's verdict requests to the micro-batcher; never waits for them."""
+    batcher = svc.guard_model[0]
+    asks, relay.verdict_asks = relay.verdict_asks, []
+    for index, text in asks:
+        fut = batcher.submit(text)
+        fut.add_done_callback(functools.partial(_verdict_done, relay, index))
+
+
+def _verdict_done(relay: Relay, index: int, fut: asyncio.Future[float | None]) -> None:
+    relay.on_verdict(index, None if fut.cancelled() else fut.result())
 
 
 async def _reroute(

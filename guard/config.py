@@ -97,6 +97,32 @@ class DecisionLogConfig(_Strict):
     queue_size: int = Field(default=10000, ge=1)
 
 
+class GuardModelConfig(_Strict):
+    """A guard classifier served by vLLM, asked every k tokens; its P(unsafe) joins the state."""
+
+    kind: Literal["classify", "generative"] = "classify"
+    url: str
+    model: str | None = None
+    unsafe_index: int = Field(default=1, ge=0)  # classify: which label is "unsafe"
+    unsafe_token_id: int | None = None  # generative: label token ids
+    safe_token_id: int | None = None
+    query: str = ""  # generative: the instruction before the item
+    item_template: str = "{text}"
+    every_k_tokens: int = Field(default=16, ge=1)
+    first_at_tokens: int = Field(default=8, ge=1)
+    at_sentence_end: bool = True
+    timeout_s: float = Field(default=1.0, gt=0)
+    max_batch: int = Field(default=32, ge=1)
+    window_ms: float = Field(default=2.0, ge=0)
+    # Tokens that may reach the client before the first verdict arrives (0: never wait).
+    hold_until_verdict: int = Field(default=0, ge=0, le=256)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return _check_url(v, "guard_model.url")
+
+
 class TracingConfig(_Strict):
     enabled: bool = False
     endpoint: str | None = None  # OTLP/HTTP, e.g. http://otel-collector:4318/v1/traces
@@ -121,6 +147,7 @@ class Settings(_Strict):
     admin_key_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     decision_log: DecisionLogConfig = DecisionLogConfig()
     tracing: TracingConfig = TracingConfig()
+    guard_model: GuardModelConfig | None = None
     shutdown_timeout: float = Field(default=30.0, ge=0)
     # Longer than a load balancer's idle timeout (often 60 s), so the proxy never closes a
     # keep-alive connection just as a client reuses it (a reset the client cannot retry safely).
@@ -178,6 +205,7 @@ ENV_KEYS: dict[str, tuple[str, ...]] = {
     "DECISION_LOG_CONTENT": ("decision_log", "include_content"),
     "TRACING": ("tracing", "enabled"),
     "OTLP_ENDPOINT": ("tracing", "endpoint"),
+    "GUARD_MODEL_URL": ("guard_model", "url"),
 }
 
 
@@ -265,5 +293,15 @@ def _check_cross_fields(settings: Settings) -> None:
             raise ConfigError(
                 f"policies[{i}].match.api_key: no api key named {rule.match.api_key!r}"
             )
+    gm = settings.guard_model
+    if (
+        gm is not None
+        and gm.kind == "generative"
+        and (gm.unsafe_token_id is None or gm.safe_token_id is None)
+    ):
+        raise ConfigError(
+            "guard_model: a generative guard needs unsafe_token_id and safe_token_id (the label"
+            " tokens' ids in its tokenizer)"
+        )
     if len(key_names) != len(settings.api_keys):
         raise ConfigError("api_keys: names must be unique")

@@ -25,6 +25,7 @@ class ChoiceGuard:
         "enforce",
         "fail_closed",
         "failed",
+        "force_check",
         "last_risk",
         "max_risk",
         "next_sparse",
@@ -54,6 +55,7 @@ class ChoiceGuard:
         self.crossed_at = -1  # generated-token count at the first decision to halt
         self.next_sparse = policy.depth + policy.sparse_every if policy.sparse_every else -1
         self.failed = False
+        self.force_check = False  # a guard-model verdict arrived: look at the state next chunk
         self.tokens = tracker.tokens  # generated tokens seen (the tracker lags after the depth)
         # After the depth, text waits here until the next sparse check: the state is brought up
         # to date in one feed there, instead of one feed per token that nobody looks at.
@@ -68,7 +70,7 @@ class ChoiceGuard:
             return None
         t = self.tokens + n_tokens
         self.tokens = t
-        if t > self.depth:
+        if t > self.depth and not self.force_check:
             if self.next_sparse <= 0:
                 return None  # sparse checks off: nothing looks at the state any more
             if t < self.next_sparse:
@@ -76,12 +78,13 @@ class ChoiceGuard:
                 self.pending_n += n_tokens
                 return None
             self.next_sparse = t + self.sparse_every
-            if self.pending:
-                self.pending.append(text)
-                text = "".join(self.pending)
-                n_tokens += self.pending_n
-                self.pending.clear()
-                self.pending_n = 0
+        self.force_check = False
+        if self.pending:
+            self.pending.append(text)
+            text = "".join(self.pending)
+            n_tokens += self.pending_n
+            self.pending.clear()
+            self.pending_n = 0
         t0 = time.perf_counter_ns()
         try:
             tracker = self.tracker

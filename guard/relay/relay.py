@@ -46,6 +46,7 @@ class _Choice:
         "reason",
         "released",
         "released_tokens",
+        "schedule",
         "tool_mode",
     )
 
@@ -64,6 +65,7 @@ class _Choice:
         self.released: list[str] | None = [] if keep_text else None
         self.crossing_text = ""
         self.crossing_ids: list[int] = []
+        self.schedule: Any = None  # guard.scoring.verdicts.VerdictSchedule when a guard model runs
 
 
 class Relay:
@@ -75,6 +77,8 @@ class Relay:
         *,
         trace: bool = False,
         keep_text: bool = False,
+        verdicts: Any = None,
+        verdict_hold: int = 0,
     ) -> None:
         self.req = req
         self.policy = policy
@@ -90,6 +94,11 @@ class Relay:
         # Released text is kept only where something needs it: a reroute's safe prefix, or a
         # decision log that records content.
         self._keep_text = keep_text or self.reroutable
+        # Guard-model verdicts: the relay says what to score (verdict_asks); the I/O layer asks
+        # the model concurrently and hands results back through on_verdict.
+        self._verdicts = verdicts if self.tracking else None
+        self.verdict_hold = verdict_hold if self.enforce else 0
+        self.verdict_asks: list[tuple[int, str]] = []
         self.choices: list[_Choice | None] = [None] * req.n
         self.open_choices = req.n
         self.attempt = 0  # 0: the client's own request; >0: reroute attempts
@@ -125,6 +134,12 @@ class Relay:
                         self.choices[index] = cs
                         return cs
             cs = _Choice(index, guard, self._keep_text)
+            if self._verdicts is not None and guard is not None:
+                from guard.scoring.verdicts import VerdictSchedule, last_user_message
+
+                prompt = self.req.prompt
+                text = prompt if isinstance(prompt, str) else last_user_message(prompt)
+                cs.schedule = VerdictSchedule(self._verdicts, text, self.req.prefill)
             self.choices[index] = cs
         return cs
 
@@ -247,6 +262,10 @@ class Relay:
         if text and self.first_arrival_ns == 0:
             self.first_arrival_ns = time.perf_counter_ns()
         guard = cs.guard
+        if cs.schedule is not None and (text or ntok):
+            ask = cs.schedule.observe(text, ntok)
+            if ask is not None:
+                self.verdict_asks.append((cs.index, ask))
         if guard is not None and (text or ntok):
             reason = guard.observe(text, ntok)
             if reason is not None:
@@ -295,7 +314,11 @@ class Relay:
             raw = chunks.sse(stripped) if (text or ntok) else b""
         if tool and self.enforce:
             cs.tool_mode = True  # a partial tool call is never released: hold until the end
-        if self.hold_back == 0 and not cs.tool_mode:
+        hold = self.hold_back
+        sched = cs.schedule
+        if self.verdict_hold and sched is not None and sched.answered == 0 and not sched.fallbacks:
+            hold = max(hold, self.verdict_hold)  # a bounded wait for the first verdict
+        if hold == 0 and not cs.tool_mode and not cs.held:
             self._mark_released(cs, ntok, text)
             return raw
         cs.held.append((raw, ntok, text))
@@ -310,7 +333,7 @@ class Relay:
         if cs.tool_mode:
             return b""
         parts = []
-        while cs.held and cs.held_tokens - cs.held[0][1] >= self.hold_back:
+        while cs.held and cs.held_tokens - cs.held[0][1] >= hold:
             item = cs.held.popleft()
             cs.held_tokens -= item[1]
             self._mark_released(cs, item[1], item[2])
@@ -387,6 +410,23 @@ class Relay:
         if self.reroutes:
             info["reroutes"] = self.reroutes
         return info
+
+    # ------------------------------------------------------------------ verdicts
+
+    def on_verdict(self, index: int, p: float | None) -> None:
+        """A guard-model verdict for choice ``index`` arrived (None: fell back to lexical)."""
+        if index >= len(self.choices):
+            return
+        cs = self.choices[index]
+        if cs is None or cs.schedule is None:
+            return
+        cs.schedule.on_verdict(p)
+        if p is not None and cs.guard is not None and not cs.done:
+            try:
+                cs.guard.tracker.set_external_score(p)  # type: ignore[attr-defined]
+            except Exception:
+                cs.guard.failed = True
+            cs.guard.force_check = True
 
     # ------------------------------------------------------------------ reroutes
 
