@@ -29,8 +29,9 @@ first 8/16/32/64 tokens with the whole response's label (the guard asks about pa
 (harmful) against Bitext, self-instruct and FastChat questions (benign).
 
 Held-out evaluation: 15% of items (all prefixes of an item stay on the same side), plus the GPTFuzz
-``evaluate`` split (questions disjoint from train). Accuracy at 0.5 and ROC AUC are printed and
-recorded in ``build_info.json``.
+``evaluate`` split (questions disjoint from train), each sampled down to ``EVAL_MAX`` examples.
+Accuracy at 0.5 and ROC AUC (requests, full responses, each prefix length) are printed and recorded
+in ``build_info.json``. Deterministic: a rebuild gives byte-identical weights.
 """
 
 from __future__ import annotations
