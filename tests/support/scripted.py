@@ -113,6 +113,7 @@ class Script:
     split: int | None = None  # bytes per network read; None: one event per read
     events: list[bytes] | None = None
     stall_after: int | None = None  # hang (until closed) after this many reads
+    delay: float = 0.0  # seconds between reads (a model generating tokens)
 
 
 @dataclass
@@ -166,7 +167,10 @@ class _Stream(httpx.AsyncByteStream):
             if i == len(pieces) - 1:
                 self.done = True
             yield piece
-            await anyio.lowlevel.checkpoint()
+            if s.delay:
+                await anyio.sleep(s.delay)
+            else:
+                await anyio.lowlevel.checkpoint()
         self.done = True
 
     async def aclose(self) -> None:
@@ -208,13 +212,19 @@ class _KwTracker:
         self.triggers = triggers
         self.text = prefill
         self.tokens = 0
+        self.external: float | None = None  # a guard model's verdict joins the state
+
+    def set_external_score(self, p: float) -> None:
+        self.external = p
 
     def feed(self, text: str, n_tokens: int = 1) -> None:
         self.text += text
         self.tokens += n_tokens
 
     def risk(self) -> float:
-        return 1.0 if any(t in self.text for t in self.triggers) else 0.01
+        if any(t in self.text for t in self.triggers):
+            return 1.0
+        return self.external if self.external is not None else 0.01
 
     def state(self) -> dict[str, Any]:
         return {"tokens": self.tokens}
