@@ -660,6 +660,8 @@ async def _pump(
     finally:
         svc.active -= 1
         m.active_streams.dec()
+        for fut in relay.verdict_futures:
+            fut.cancel()  # a verdict nobody will read is never sent
         if not completed:
             if relay.deadline_hit:
                 outcome = "upstream_timeout"
@@ -679,10 +681,12 @@ def _ask_guard_model(svc: Services, relay: Relay) -> None:
     for index, text in asks:
         fut = batcher.submit(text)
         fut.add_done_callback(functools.partial(_verdict_done, relay, index))
+        relay.verdict_futures.append(fut)
 
 
 def _verdict_done(relay: Relay, index: int, fut: asyncio.Future[float | None]) -> None:
-    relay.on_verdict(index, None if fut.cancelled() else fut.result())
+    if not fut.cancelled():
+        relay.on_verdict(index, fut.result())
 
 
 async def _reroute(

@@ -99,6 +99,7 @@ class Relay:
         self._verdicts = verdicts if self.tracking else None
         self.verdict_hold = verdict_hold if self.enforce else 0
         self.verdict_asks: list[tuple[int, str]] = []
+        self.verdict_futures: list[Any] = []  # the I/O layer's pending verdicts (cancelled at end)
         self.choices: list[_Choice | None] = [None] * req.n
         self.open_choices = req.n
         self.attempt = 0  # 0: the client's own request; >0: reroute attempts
