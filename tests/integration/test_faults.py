@@ -255,3 +255,14 @@ async def test_models_and_health(harness) -> None:
     assert (await h.client.get("/health")).json() == {"status": "ok"}
     metrics = await h.client.get("/metrics")
     assert "guard_risk_model_loaded 1.0" in metrics.text
+
+
+async def test_streams_are_never_compressed(harness) -> None:
+    body = b"".join(chat_events(BENIGN)) + DONE
+    h = harness(lambda p, r: Script(body))
+    r = await h.client.post(
+        "/v1/chat/completions", json=CHAT, headers={"accept-encoding": "gzip, br"}
+    )
+    assert "content-encoding" not in r.headers and r.content == body
+    # ...and the guard asks the upstream for identity bytes, so it can relay them as they come.
+    assert h.upstream.requests[0][2]["accept-encoding"] == "identity"
