@@ -168,3 +168,32 @@ def test_reload_keeps_old_model_on_bad_file_and_reaches_every_worker(tmp_path: P
         finally:
             proc.terminate()
             proc.wait(30)
+
+
+def test_metrics_add_up_across_workers(tmp_path: Path) -> None:
+    mp = tmp_path / "metrics"
+    mp.mkdir()
+    with fake_upstream() as up:
+        proc, url = start_guard(up, "--workers", "2", env={"PROMETHEUS_MULTIPROC_DIR": str(mp)})
+        try:
+            with httpx.Client(timeout=30) as c:
+                # New connections each time, so both workers get traffic.
+                for _ in range(20):
+                    r = c.post(
+                        url + "/v1/chat/completions", json=CHAT, headers={"connection": "close"}
+                    )
+                    assert r.status_code == 200
+            files = {p.name.rsplit("_", 1)[-1] for p in mp.glob("counter_*.db")}
+            assert len(files) >= 2, "only one worker served traffic"
+            text = httpx.get(url + "/metrics", timeout=10).text
+            total = sum(
+                float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines()
+                if line.startswith("guard_requests_total{")
+            )
+            assert total == 20
+            info = [ln for ln in text.splitlines() if ln.startswith("guard_risk_model_info{")]
+            assert info, "risk model info missing in multiprocess mode"
+        finally:
+            proc.terminate()
+            proc.wait(30)
