@@ -561,11 +561,17 @@ async def _pump(
                 # that outlives the deadline). All events of one network read leave in one send.
                 reads = current.aiter_raw().__aiter__()
                 stopped = False
+                n_reads = 0
                 while True:
                     try:
                         raw = await reads.__anext__()
                     except StopAsyncIteration:
                         break
+                    n_reads += 1
+                    if not n_reads & 15:
+                        # A read from a full socket buffer does not suspend: let other streams
+                        # (and the guard-model batcher) run now and then.
+                        await asyncio.sleep(0)
                     if time.monotonic() > deadline:
                         raise TimeoutError
                     parts = []
@@ -579,6 +585,7 @@ async def _pump(
                             break
                     if relay.verdict_asks:
                         _ask_guard_model(svc, relay)
+                        await asyncio.sleep(0)  # let the batcher take the asks
                     if parts:
                         yield parts[0] if len(parts) == 1 else b"".join(parts)
                     if stopped:
