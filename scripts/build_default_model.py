@@ -20,6 +20,7 @@ import argparse
 import csv
 import gzip
 import json
+import re
 import sys
 import time
 import zlib
@@ -128,6 +129,17 @@ _LEAK_ASKS = (
 )
 
 
+#: openers of the constructed continuations, drawn with about the frequencies of the first words of
+#: Bitext support replies (certainly 9 %, of course 2.6 %, absolutely 2 %, sure 0.5 %, other 86 %),
+#: so that the opener alone does not tell a constructed harmful reply from a real benign one (the
+#: templates' own openers taught "Sure!" = harmful and halted ordinary "Sure! To update" replies)
+_OPENERS = ("", "Certainly! ", "Of course! ", "Absolutely! ", "Sure! ")
+_OPENER_WEIGHTS = (86.0, 9.0, 2.6, 2.0, 0.5)
+_TEMPLATE_OPENER = re.compile(
+    r"^(?:Sure thing|Sure|Of course|Certainly|No problem|Absolutely|Okay)[,.!]?\s*"
+)
+
+
 def constructed_support_harm(
     requests_pool: list[str], seed: int = 7
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -161,6 +173,11 @@ def constructed_support_harm(
             task=rng.choice(_TASKS),
         )
 
+    def with_opener(text: str) -> str:
+        body = _TEMPLATE_OPENER.sub("", text)
+        body = body[:1].upper() + body[1:]
+        return rng.choices(_OPENERS, weights=_OPENER_WEIGHTS)[0] + body
+
     fit_rows: list[dict[str, Any]] = []
     eval_rows: list[dict[str, Any]] = []
     for family, templates in (("leak", LEAK_TEMPLATES), ("abuse", ABUSE_TEMPLATES)):
@@ -176,12 +193,13 @@ def constructed_support_harm(
                     f"constructed/{family}/{ti}/{j}",
                     "constructed-support-harm",
                     prompt,
-                    fill(tmpl),
+                    with_opener(fill(tmpl)),
                     "harmful",
                     kind="harmful",
                     request_label=req,
                     family=family,
                     template=ti,
+                    holdout_group=f"constructed/{family}/{ti}",
                     construction="templated support-bot leak/abuse (build_default_model.py)",
                 )
                 (eval_rows if ti % 3 == 0 else fit_rows).append(row)
@@ -243,6 +261,7 @@ def build(data: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[
                 method=method,
                 target_model=model,
                 category=jb.get("category"),
+                holdout_group=f"jbb/{jb.get('behavior') or jb.get('goal')}",
             )
             (fit_rows if method in FIT_JBB_METHODS else eval_rows).append(row)
 
@@ -265,6 +284,7 @@ def build(data: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[
                 kind="harmful" if harmful else "alarming",
                 request_label="harmful",
                 question=r["question"],
+                holdout_group=f"gptfuzz/q{r['question']}",
             )
             (fit_rows if split == "train" else eval_rows).append(row)
 
@@ -356,6 +376,7 @@ def build(data: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[
                 kind="harmful" if hate else "alarming",
                 request_label="benign",
                 group=group,
+                holdout_group=f"toxigen/{group}",
             )
             (fit_rows if _frac(f"toxigen-group/{group}") < 0.5 else eval_rows).append(row)
 
@@ -427,12 +448,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workdir", default=str(ROOT / "build" / "default_model"))
     ap.add_argument("--out", default=str(ROOT / "guard" / "data" / "default_model.npz"))
     ap.add_argument("--depth", type=int, default=32)
-    ap.add_argument("--bins", type=int, default=12)
+    ap.add_argument("--bins", type=int, default=10)
     ap.add_argument("--kappa", type=float, default=20.0)
     ap.add_argument("--augment", action="store_true")
     # defaults chosen on the held-back *validation* split of the fit sources (docs/evaluation.md)
     ap.add_argument("--request-bins", type=int, default=3)
-    ap.add_argument("--bin-mode", default="quantile", choices=("benign-tail", "quantile"))
+    ap.add_argument("--bin-mode", default="top", choices=("benign-tail", "quantile", "top"))
     ap.add_argument(
         "--request-bin-mode", default="probability", choices=("benign-tail", "probability")
     )
@@ -445,6 +466,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--req-char-ngrams", default="0,0", help="request char n-grams lo,hi")
     ap.add_argument("--decay", type=float, default=1.0, help="per-word decay of the response score")
     ap.add_argument("--l2", type=float, default=1e-4)
+    ap.add_argument("--req-l2", type=float, default=None, help="request scorer L2 (default: --l2)")
     ap.add_argument("--no-eval", action="store_true")
     args = ap.parse_args(argv)
     data = Path(args.data)
@@ -494,6 +516,7 @@ def main(argv: list[str] | None = None) -> int:
         req_char_ngrams=_pair(args.req_char_ngrams),
         resp_decay=args.decay,
         l2=args.l2,
+        req_l2=args.req_l2,
     )
     t0 = time.perf_counter()
     res = fit(trajs, cfg, requests=reqs, info=info, progress=lambda m: print(m, file=sys.stderr))

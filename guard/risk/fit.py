@@ -56,7 +56,15 @@ class FitConfig:
     seed: int = 0
     resp_buckets_log2: int = 17
     req_buckets_log2: int = 16
+    #: character n-grams (lo, hi) of every word in the response / request scorer ((0, 0): none)
+    resp_char_ngrams: tuple[int, int] = (0, 0)
+    req_char_ngrams: tuple[int, int] = (0, 0)
+    #: per-word decay of the response score (1: mean over all features; < 1: recent words count
+    #: more, a soft window of about 1 / (1 - decay) words)
+    resp_decay: float = 1.0
     l2: float = 1e-4
+    #: L2 of the request scorer (None: ``l2``)
+    req_l2: float | None = None
     iterations: int = 200
     learning_rate: float = 0.1
     target_fpr: float = 0.01
@@ -69,6 +77,7 @@ class FitConfig:
     #: fine exactly where halting decisions are made (top bin: beyond every benign prefix)
     bin_mode: str = "quantile"
     #: request bins: "probability" (edges at P = 1/n ... of the request scorer) or "benign-tail"
+    #: ("top": quantiles of all training prefixes, fine at the top, see ``_top_levels``)
     #: (quantiles of benign training requests at 1/2, 9/10, 49/50, ...)
     request_bin_mode: str = "probability"
     #: K-fold cross-fitting: bins, counts and HARM-like limit use out-of-fold scores (0/1: off)
@@ -111,6 +120,9 @@ class Walk:
     ext: npt.NDArray[np.int8] | None = None
     #: harm rule fired by t tokens
     flag: npt.NDArray[np.bool_] | None = None
+    #: completed words after t tokens, and the feature count at the end of every word
+    nw: npt.NDArray[np.int32] | None = None
+    wend: npt.NDArray[np.int32] | None = None
 
 
 @dataclass(slots=True)
@@ -128,8 +140,8 @@ class FitResult:
 class _Recorder:
     """Runs the serving-time lexical stream over a trajectory and records its features/phases."""
 
-    def __init__(self, log2_buckets: int) -> None:
-        self.scorer = LexicalScorer([0.0] * (1 << log2_buckets), 0.0)
+    def __init__(self, log2_buckets: int, char_ngrams: tuple[int, int] = (0, 0)) -> None:
+        self.scorer = LexicalScorer([0.0] * (1 << log2_buckets), 0.0, char_ngrams=char_ngrams)
 
     def walk(self, traj: Trajectory, weight: float = 1.0) -> Walk:
         tokens = traj.generated_tokens()
@@ -143,16 +155,20 @@ class _Recorder:
             end = "harm" if traj.harmful else "end"
         st = self.scorer.stream()
         rec: list[int] = []
+        rec_w: list[int] = []
         st.record = rec
+        st.record_words = rec_w
         if traj.prefill:
             st.feed(traj.prefill)
         nf = [len(rec)]
+        nw = [len(rec_w)]
         ph = [st.phase]
         fl = [st.harm_flag]
         for tok in tokens:
             if tok:
                 st.feed(tok)
             nf.append(len(rec))
+            nw.append(len(rec_w))
             ph.append(st.phase)
             fl.append(st.harm_flag)
         return Walk(
@@ -168,6 +184,8 @@ class _Recorder:
             source=traj.source,
             tid=traj.id,
             flag=np.asarray(fl, dtype=bool),
+            nw=np.asarray(nw, dtype=np.int32),
+            wend=np.asarray(rec_w, dtype=np.int32),
         )
 
 
@@ -278,15 +296,22 @@ def train_logreg(
 
 def _sparse_docs(
     docs: Sequence[npt.NDArray[np.int32]],
+    vals: Sequence[FloatArray | None] | None = None,
 ) -> tuple[IntArray, IntArray, FloatArray]:
+    """Sparse rows: l1-normalised counts, or (with ``vals``) summed per-feature values."""
     doc_parts, feat_parts, val_parts = [], [], []
     for i, ids in enumerate(docs):
         if ids.size == 0:
             continue
-        f, c = np.unique(ids, return_counts=True)
+        v = vals[i] if vals is not None else None
+        if v is None:
+            f, c = np.unique(ids, return_counts=True)
+            val_parts.append(np.asarray(c / ids.size, dtype=np.float64))
+        else:
+            f, inv = np.unique(ids, return_inverse=True)
+            val_parts.append(np.asarray(np.bincount(inv, weights=v, minlength=f.size), np.float64))
         doc_parts.append(np.full(f.size, i, dtype=np.int64))
         feat_parts.append(f.astype(np.int64))
-        val_parts.append(c / ids.size)
     if not doc_parts:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
     return np.concatenate(doc_parts), np.concatenate(feat_parts), np.concatenate(val_parts)
@@ -317,11 +342,34 @@ def _quantise(w: FloatArray) -> tuple[npt.NDArray[np.float16], FloatArray]:
 # helpers over walks
 
 
-def walk_logits(walk: Walk, w: FloatArray, bias: float) -> FloatArray:
-    cs = np.concatenate(([0.0], np.cumsum(w[walk.ids]))) if walk.ids.size else np.zeros(1)
-    nf = walk.nf
-    safe_nf = np.maximum(nf, 1)
-    return np.where(nf > 0, bias + cs[nf] / safe_nf, bias)
+def word_logits(walk: Walk, w: FloatArray, bias: float, decay: float = 1.0) -> FloatArray:
+    """Score after k completed words, k = 0..n_words (the serving stream's recursion)."""
+    wend = walk.wend
+    if wend is None or wend.size == 0:
+        return np.full(1, bias)
+    cs = np.concatenate(([0.0], np.cumsum(w[walk.ids])))
+    ends = cs[wend]
+    s_w = np.diff(np.concatenate(([0.0], ends)))
+    m_w = np.diff(np.concatenate(([0], wend))).astype(np.float64)
+    out = np.empty(wend.size + 1)
+    out[0] = bias
+    if decay == 1.0:
+        out[1:] = bias + ends / wend
+        return out
+    num = den = 0.0
+    vals = []
+    for sj, mj in zip(s_w.tolist(), m_w.tolist(), strict=True):
+        num = decay * num + sj
+        den = decay * den + mj
+        vals.append(num / den)
+    out[1:] = bias + np.asarray(vals)
+    return out
+
+
+def walk_logits(walk: Walk, w: FloatArray, bias: float, decay: float = 1.0) -> FloatArray:
+    """Score after t generated tokens, t = 0..T."""
+    assert walk.nw is not None
+    return np.asarray(word_logits(walk, w, bias, decay)[walk.nw], dtype=np.float64)
 
 
 def walk_states(walk: Walk, logits: FloatArray, edges: FloatArray, space: StateSpace) -> IntArray:
@@ -375,6 +423,14 @@ def transition_keys(
 
 # --------------------------------------------------------------------------------------------
 # the fit
+
+
+def holdout_key(t: Trajectory) -> str:
+    """What the validation split is drawn by: ``meta.holdout_group`` when given (e.g. a question
+    or a target group, so validation sees *unseen* questions as the test data does), else the
+    id."""
+    g = t.meta.get("holdout_group")
+    return str(g) if g else t.id
 
 
 def _is_holdout(tid: str, frac: float, seed: int) -> bool:
@@ -499,26 +555,39 @@ def _fold(key: str, k: int) -> int:
 
 def _response_docs(
     walks: Sequence[Walk], cfg: FitConfig
-) -> tuple[list[npt.NDArray[np.int32]], FloatArray, FloatArray]:
+) -> tuple[list[npt.NDArray[np.int32]], list[FloatArray | None], FloatArray, FloatArray]:
     docs, ys, sws = [], [], []
+    vals: list[FloatArray | None] = []
+    g = cfg.resp_decay
     per_src = Counter((wk.source, wk.harmful) for wk in walks)
     for wk in walks:
         tw = wk.weight / per_src[(wk.source, wk.harmful)] if cfg.balance_sources else wk.weight
         t_eff = wk.nf.size - 1
+        assert wk.nw is not None and wk.wend is not None
         pts = sorted({p for p in PREFIX_POINTS if p <= t_eff} | {t_eff})
-        nfs = sorted({int(wk.nf[p]) for p in pts if wk.nf[p] > 0})
-        for k in nfs:
-            docs.append(wk.ids[:k])
+        nws = sorted({int(wk.nw[p]) for p in pts if wk.nw[p] > 0})
+        widx = None
+        if g != 1.0 and nws:
+            m = np.diff(np.concatenate(([0], wk.wend)))
+            widx = np.repeat(np.arange(wk.wend.size), m)
+        for k in nws:
+            nf = int(wk.wend[k - 1])
+            docs.append(wk.ids[:nf])
+            if widx is None:
+                vals.append(None)
+            else:
+                v = g ** (k - 1 - widx[:nf]).astype(np.float64)
+                vals.append(v / v.sum())
             ys.append(1.0 if wk.harmful else 0.0)
-            sws.append(tw / len(nfs))
-    return docs, np.asarray(ys), np.asarray(sws)
+            sws.append(tw / len(nws))
+    return docs, vals, np.asarray(ys), np.asarray(sws)
 
 
 def _train_response(walks: Sequence[Walk], cfg: FitConfig) -> tuple[FloatArray, float]:
-    docs, y, sw = _response_docs(walks, cfg)
+    docs, vals, y, sw = _response_docs(walks, cfg)
     if y.size == 0 or not 0 < y.sum() < y.size:
         return np.zeros(1 << cfg.resp_buckets_log2), 0.0
-    doc, feat, val = _sparse_docs(docs)
+    doc, feat, val = _sparse_docs(docs, vals)
     return train_logreg(
         doc,
         feat,
@@ -538,7 +607,9 @@ def _train_request(
     rmask = (1 << cfg.req_buckets_log2) - 1
     if not (ry.size and 0 < ry.sum() < ry.size):
         return np.zeros(1 << cfg.req_buckets_log2), 0.0
-    rdocs = [np.asarray(text_feature_ids(s, rmask), dtype=np.int32) for s in texts]
+    rdocs = [
+        np.asarray(text_feature_ids(s, rmask, cfg.req_char_ngrams), dtype=np.int32) for s in texts
+    ]
     rdoc, rfeat, rval = _sparse_docs(rdocs)
     return train_logreg(
         rdoc,
@@ -547,7 +618,7 @@ def _train_request(
         ry,
         _balanced(ry, _source_weights(rsrc, ry) if cfg.balance_sources else np.ones(ry.size)),
         1 << cfg.req_buckets_log2,
-        l2=cfg.l2,
+        l2=cfg.l2 if cfg.req_l2 is None else cfg.req_l2,
         iterations=cfg.iterations,
         lr=cfg.learning_rate,
     )
@@ -575,8 +646,19 @@ def _benign_tail_edges(
     return edges
 
 
-def _quantile_edges(lg: FloatArray, dd: FloatArray, depth: int, n_bins: int) -> FloatArray:
-    qs = np.linspace(0, 1, n_bins + 1)[1:-1]
+def _top_levels(n_edges: int) -> FloatArray:
+    """Quantile levels fine at the top: a third of the edges at 1/4, 1/2, ..., the rest at
+    1 - 0.2 * 0.6^i (0.88, 0.928, 0.957, ...), where halting decisions are made."""
+    n_lin = max(1, n_edges // 3)
+    lin = np.linspace(0, 0.8, n_lin + 1)[1:]
+    tail = 1 - 0.2 * 0.6 ** np.arange(1, n_edges - n_lin + 1)
+    return np.concatenate((lin, tail))
+
+
+def _quantile_edges(
+    lg: FloatArray, dd: FloatArray, depth: int, n_bins: int, top: bool = False
+) -> FloatArray:
+    qs = _top_levels(n_bins - 1) if top else np.linspace(0, 1, n_bins + 1)[1:-1]
     edges = np.zeros((depth + 1, n_bins - 1))
     for d in range(depth + 1):
         m = dd == d
@@ -630,7 +712,7 @@ def fit(
         raise DataError("depth must be >= 1 and bins >= 2")
     if cfg.scorer not in SCORER_MODES:
         raise DataError(f"unknown scorer {cfg.scorer!r} (expected one of {SCORER_MODES})")
-    if cfg.bin_mode not in ("quantile", "benign-tail"):
+    if cfg.bin_mode not in ("quantile", "benign-tail", "top"):
         raise DataError(f"unknown bin mode {cfg.bin_mode!r}")
     use_ext = cfg.scorer != "lexical"
     use_lex = cfg.scorer != "external"
@@ -638,14 +720,14 @@ def fit(
         cfg.external.validate()
         if external_scorer is None:
             raise DataError(f"scorer {cfg.scorer!r} needs an external scorer (none was given)")
-    train_t = [t for t in trajs if not _is_holdout(t.id, cfg.holdout, cfg.seed)]
-    held_t = [t for t in trajs if _is_holdout(t.id, cfg.holdout, cfg.seed)]
+    train_t = [t for t in trajs if not _is_holdout(holdout_key(t), cfg.holdout, cfg.seed)]
+    held_t = [t for t in trajs if _is_holdout(holdout_key(t), cfg.holdout, cfg.seed)]
     if not any(t.harmful for t in train_t):
         raise DataError("no harmful trajectories in the training data: cannot fit a risk model")
     if all(t.harmful for t in train_t):
         raise DataError("no safe trajectories in the training data: cannot fit a risk model")
 
-    rec = _Recorder(cfg.resp_buckets_log2)
+    rec = _Recorder(cfg.resp_buckets_log2, cfg.resp_char_ngrams)
     say(f"extracting {len(train_t)} training + {len(held_t)} held-back trajectories")
 
     def walks_of(ts: Sequence[Trajectory], label: str) -> list[Walk]:
@@ -704,7 +786,7 @@ def fit(
     texts, ry, rsrc = _request_examples(train_t, requests)
     rw_raw, req_bias = _train_request(texts, ry, rsrc, cfg)
     req_w16, req_w = _quantise(rw_raw)
-    req_scorer = LexicalScorer(req_w.tolist(), req_bias)
+    req_scorer = LexicalScorer(req_w.tolist(), req_bias, char_ngrams=cfg.req_char_ngrams)
     text_fold: dict[str, int] = {}
     oof_req: dict[int, LexicalScorer] = {}
     if k_folds:
@@ -714,7 +796,9 @@ def fit(
             wf, bf = _train_request(
                 [texts[i] for i in keep], ry[keep], [rsrc[i] for i in keep], cfg
             )
-            oof_req[f] = LexicalScorer(_quantise(wf)[1].tolist(), bf)
+            oof_req[f] = LexicalScorer(
+                _quantise(wf)[1].tolist(), bf, char_ngrams=cfg.req_char_ngrams
+            )
 
     def req_logit(text: str, oof: bool) -> float:
         if oof and text in text_fold:
@@ -751,8 +835,8 @@ def fit(
     def train_logits(wk: Walk) -> FloatArray:
         if oof_resp:
             wf, bf = oof_resp[_fold(wk.tid, k_folds)]
-            return walk_logits(wk, wf, bf)
-        return walk_logits(wk, resp_w, resp_bias)
+            return walk_logits(wk, wf, bf, cfg.resp_decay)
+        return walk_logits(wk, resp_w, resp_bias, cfg.resp_decay)
 
     logits_all = [train_logits(wk) for wk in all_train]
     logits_train = logits_all[: len(train_w)]
@@ -765,10 +849,16 @@ def fit(
     elif cfg.bin_mode == "benign-tail":
         edges = _benign_tail_edges(lg, dd, benign_mask, cfg.depth, n_risk_bins)
     else:
-        edges = _quantile_edges(lg, dd, cfg.depth, n_risk_bins)
+        edges = _quantile_edges(lg, dd, cfg.depth, n_risk_bins, top=cfg.bin_mode == "top")
     # HARM-like: beyond every benign training prefix with enough words
     nf_all = np.concatenate([wk.nf for wk in train_w])
-    ok = (nf_all >= cfg.certain_min_features) & benign_mask
+    # "enough words" in features: cfg.certain_min_features counts word uni+bigram features (2 per
+    # word); with character n-grams a word has more, so scale by the mean features per word
+    n_words_tot = sum(int(wk.wend.size) for wk in train_w if wk.wend is not None)
+    n_feat_tot = sum(int(wk.ids.size) for wk in train_w)
+    per_word = n_feat_tot / n_words_tot if n_words_tot else 2.0
+    certain_min = max(1, round(cfg.certain_min_features * per_word / 2.0))
+    ok = (nf_all >= certain_min) & benign_mask
     certain_logit = float(lg[ok].max() + cfg.certain_margin) if ok.any() and use_lex else 1e9
 
     n_ext = cfg.external.n_bins if use_ext else 1
@@ -821,7 +911,10 @@ def fit(
         "resp_bias": float(resp_bias),
         "req_bias": float(req_bias),
         "certain_logit": certain_logit,
-        "certain_min_features": cfg.certain_min_features,
+        "certain_min_features": certain_min,
+        "resp_char_ngrams": list(cfg.resp_char_ngrams),
+        "resp_decay": cfg.resp_decay,
+        "req_char_ngrams": list(cfg.req_char_ngrams),
         "harm_rules": cfg.harm_rules,
         "scorer": cfg.scorer,
         "scorers": scorers,
@@ -845,12 +938,10 @@ def fit(
     ev_pairs = []
     max_risk, pred, yv, kinds = [], [], [], []
     for wk in eval_w:
-        lgt = walk_logits(wk, resp_w, resp_bias)
+        lgt = walk_logits(wk, resp_w, resp_bias, cfg.resp_decay)
         st = walk_states(wk, lgt, edges, space)
         ev_pairs.append((wk, st))
-        r = walk_risks(
-            wk, lgt, st, model.H, certain_logit, cfg.certain_min_features, cfg.harm_rules
-        )
+        r = walk_risks(wk, lgt, st, model.H, certain_logit, certain_min, cfg.harm_rules)
         # serving halts on the first token (t >= 1) whose risk reaches tau
         max_risk.append(float(r[1:].max()) if r.size > 1 else float(r[0]))
         pred.append(float(r[min(r.size - 1, cfg.depth)]))

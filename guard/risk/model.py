@@ -28,6 +28,13 @@ class ModelMeta:
     info: dict[str, Any]
 
 
+def _pair(x: Any) -> tuple[int, int]:
+    """A ``[lo, hi]`` character n-gram range from metadata (absent: none)."""
+    if not x:
+        return (0, 0)
+    return (int(x[0]), int(x[1]))
+
+
 def default_model_path() -> Path:
     """The default model shipped inside the package."""
     return Path(__file__).resolve().parent.parent / "data" / "default_model.npz"
@@ -74,11 +81,14 @@ class RiskModel:
                 np.asarray(arrays["resp_w"], dtype=np.float64).tolist(),
                 float(meta["resp_bias"]),
                 name="lexical",
+                char_ngrams=_pair(meta.get("resp_char_ngrams")),
+                decay=float(meta.get("resp_decay", 1.0)),
             )
             req = LexicalScorer(
                 np.asarray(arrays["req_w"], dtype=np.float64).tolist(),
                 float(meta["req_bias"]),
                 name="lexical-request",
+                char_ngrams=_pair(meta.get("req_char_ngrams")),
             )
             tables = TrackerTables(
                 space=space,

@@ -1,9 +1,19 @@
-"""The built-in lexical scorer: a hashed word uni/bigram linear model, updated incrementally.
+"""The built-in lexical scorer: a hashed word uni/bigram (+ character n-gram) linear model,
+updated incrementally.
 
-The score of a text is ``logit = bias + (sum of the weights of its features) / (number of
-features)``: a logistic model over the l1-normalised bag of hashed features. Feeding text in pieces
-adds only the new features, so the per-token work is O(new words), and the value after any split
-of the text into pieces equals the value for the whole text (tested).
+Features of each completed word: its unigram, the bigram with the previous word and, when the
+scorer has ``char_ngrams = (lo, hi)``, the character n-grams (lo..hi) of ``<word>`` (boundary
+marks included). The score of a text is
+
+    logit = bias + num / den,   num = sum_j decay^(k-1-j) S_j,   den = sum_j decay^(k-1-j) m_j
+
+over its k words (``S_j``: sum of the weights of word j's features, ``m_j``: their number). With
+``decay = 1`` this is the mean feature weight (a logistic model over the l1-normalised bag of
+features); with ``decay < 1`` it is an exponentially weighted mean over recent words (a soft
+sliding window of about ``1 / (1 - decay)`` words), so one harmful passage is not averaged away
+by a long benign preamble. Feeding text in pieces adds only the new words, so the per-token work
+is O(new words) (a word's unigram + character n-gram weight sum is memoised per scorer), and the
+value after any split of the text into pieces equals the value for the whole text (tested).
 """
 
 from __future__ import annotations
@@ -26,6 +36,8 @@ from guard.tracking.text import (
     PHASE_REFUSED_COMPLYING,
     PHASE_REFUSING,
     PHASE_START,
+    SSN_GROUPS,
+    SSN_WORDS_BEFORE_NUMBER,
     WORD_RE,
 )
 
@@ -65,6 +77,23 @@ def feature_ids(prev: str, word: str, mask: int) -> tuple[int, int]:
     )
 
 
+#: namespace of character n-gram hashes (kept apart from word hashes)
+_CHAR_NS: Final = "\x01"
+
+
+def word_feature_ids(word: str, mask: int, char_ngrams: tuple[int, int] = (0, 0)) -> list[int]:
+    """Bucket ids of one word's own features: unigram, then its character n-grams of ``<word>``."""
+    ids = [zlib.crc32(word.encode("utf-8")) & mask]
+    lo, hi = char_ngrams
+    if lo > 0:
+        padded = f"<{word}>"
+        n = len(padded)
+        for k in range(lo, hi + 1):
+            for i in range(n - k + 1):
+                ids.append(zlib.crc32((_CHAR_NS + padded[i : i + k]).encode("utf-8")) & mask)
+    return ids
+
+
 def split_words(text: str) -> list[str]:
     """Complete words of a whole text (lowercased, apostrophes stripped at the ends)."""
     text = text.lower().replace("\u2019", "'")
@@ -76,29 +105,64 @@ def split_words(text: str) -> list[str]:
     return out
 
 
-def text_feature_ids(text: str, mask: int) -> list[int]:
-    """All feature ids of a whole text, in order (unigram then bigram for each word)."""
+def text_feature_ids(text: str, mask: int, char_ngrams: tuple[int, int] = (0, 0)) -> list[int]:
+    """All feature ids of a whole text, in order (per word: unigram, character n-grams, bigram)."""
     ids: list[int] = []
     prev = BOS
     for w in split_words(text):
-        ids.extend(feature_ids(prev, w, mask))
+        ids.extend(word_feature_ids(w, mask, char_ngrams))
+        ids.append(zlib.crc32(f"{prev} {w}".encode()) & mask)
         prev = w
     return ids
+
+
+#: memo entries per scorer before the memo is cleared (bounded memory)
+MEMO_MAX: Final = 1 << 17
 
 
 class LexicalScorer:
     """Weights of a hashed-feature linear model (``weights`` has a power-of-two length)."""
 
-    __slots__ = ("_name", "bias", "mask", "weights")
+    __slots__ = ("_memo", "_name", "bias", "char_ngrams", "decay", "mask", "weights")
 
-    def __init__(self, weights: Sequence[float], bias: float, name: str = "lexical") -> None:
+    def __init__(
+        self,
+        weights: Sequence[float],
+        bias: float,
+        name: str = "lexical",
+        *,
+        char_ngrams: tuple[int, int] = (0, 0),
+        decay: float = 1.0,
+    ) -> None:
         n = len(weights)
         if n == 0 or n & (n - 1):
             raise ValueError("weights length must be a power of two")
+        lo, hi = int(char_ngrams[0]), int(char_ngrams[1])
+        if lo < 0 or (lo > 0 and hi < lo):
+            raise ValueError("char_ngrams must be (0, 0) or (lo, hi) with 1 <= lo <= hi")
+        if not 0.0 < decay <= 1.0:
+            raise ValueError("decay must be in (0, 1]")
         self.weights: list[float] = [float(x) for x in weights]
         self.bias = float(bias)
         self.mask = n - 1
+        self.char_ngrams = (lo, hi) if lo > 0 else (0, 0)
+        self.decay = float(decay)
         self._name = name
+        #: word -> (weight sum of its unigram + character n-grams, their number)
+        self._memo: dict[str, tuple[float, int]] = {}
+
+    def word_weight(self, word: str) -> tuple[float, int]:
+        """Memoised (weight sum, count) of a word's own features (unigram + character n-grams)."""
+        hit = self._memo.get(word)
+        if hit is not None:
+            return hit
+        w = self.weights
+        ids = word_feature_ids(word, self.mask, self.char_ngrams)
+        res = (sum(w[i] for i in ids), len(ids))
+        if len(self._memo) >= MEMO_MAX:
+            self._memo.clear()
+        self._memo[word] = res
+        return res
 
     @property
     def name(self) -> str:
@@ -109,11 +173,16 @@ class LexicalScorer:
 
     def score_text(self, text: str) -> float:
         """Logit of a whole text (all its words count, including the last)."""
-        ids = text_feature_ids(text, self.mask)
-        if not ids:
-            return self.bias
-        w = self.weights
-        return self.bias + sum(w[i] for i in ids) / len(ids)
+        if self.decay == 1.0:
+            ids = text_feature_ids(text, self.mask, self.char_ngrams)
+            if not ids:
+                return self.bias
+            w = self.weights
+            return self.bias + sum(w[i] for i in ids) / len(ids)
+        st = self.stream()
+        st.feed(text)
+        st.flush()
+        return st.logit()
 
 
 class LexicalStream:
@@ -125,11 +194,16 @@ class LexicalStream:
     """
 
     __slots__ = (
+        "_char",
+        "_decay",
         "_mask",
         "_partial",
+        "_sc",
         "_w",
         "abuse",
         "bias",
+        "den",
+        "digit_lens",
         "digits",
         "harm_flag",
         "line_words",
@@ -138,35 +212,52 @@ class LexicalStream:
         "phase",
         "prev",
         "record",
+        "record_words",
         "since_you",
+        "ssn_armed",
         "sum_w",
         "words3",
     )
 
     def __init__(self, scorer: LexicalScorer) -> None:
+        self._sc = scorer
         self._w = scorer.weights
         self._mask = scorer.mask
+        self._char = scorer.char_ngrams
+        self._decay = scorer.decay
         self.bias = scorer.bias
         self._partial = ""
         self.prev = BOS
         self.words3: tuple[str, str] = ("", "")
         self.sum_w = 0.0
+        #: (decayed) feature count: the denominator of the score
+        self.den = 0.0
         self.n_feat = 0
         self.n_words = 0
         self.phase = PHASE_START
         self.line_words = 0
         self.abuse = 0
         self.digits = 0
+        #: lengths of the digit words just seen (up to 3, most recent last)
+        self.digit_lens: tuple[int, ...] = ()
+        #: words left in which a number after "ssn" / "social security number" is a leak
+        self.ssn_armed = 0
         self.since_you = 99
         #: set once a harm rule fires (see guard.tracking.text.ABUSE_WORDS / CARD_DIGITS)
         self.harm_flag = False
         #: when a list, every feature id is appended to it (used by fitting)
         self.record: list[int] | None = None
+        #: when a list, the feature count after every completed word is appended (fitting)
+        self.record_words: list[int] | None = None
 
     def copy(self) -> LexicalStream:
         new = LexicalStream.__new__(LexicalStream)
+        new._sc = self._sc
         new._w = self._w
         new._mask = self._mask
+        new._char = self._char
+        new._decay = self._decay
+        new.den = self.den
         new.bias = self.bias
         new._partial = self._partial
         new.prev = self.prev
@@ -178,14 +269,17 @@ class LexicalStream:
         new.line_words = self.line_words
         new.abuse = self.abuse
         new.digits = self.digits
+        new.digit_lens = self.digit_lens
+        new.ssn_armed = self.ssn_armed
         new.since_you = self.since_you
         new.harm_flag = self.harm_flag
         new.record = None
+        new.record_words = None
         return new
 
     def logit(self) -> float:
-        n = self.n_feat
-        return self.bias + self.sum_w / n if n else self.bias
+        d = self.den
+        return self.bias + self.sum_w / d if d else self.bias
 
     def feed(self, text: str) -> None:
         if not text:
@@ -224,25 +318,39 @@ class LexicalStream:
         w = w.strip("'")
         if not w:
             return
-        mask = self._mask
-        wt = self._w
-        i1 = zlib.crc32(w.encode()) & mask
-        i2 = zlib.crc32(f"{self.prev} {w}".encode()) & mask
-        self.sum_w += wt[i1] + wt[i2]
+        i2 = zlib.crc32(f"{self.prev} {w}".encode()) & self._mask
+        ws, m = self._sc.word_weight(w)
+        ws += self._w[i2]
+        m += 1
+        if self._decay == 1.0:
+            self.sum_w += ws
+            self.den += m
+        else:
+            g = self._decay
+            self.sum_w = g * self.sum_w + ws
+            self.den = g * self.den + m
         if self.record is not None:
-            self.record.append(i1)
+            self.record.extend(word_feature_ids(w, self._mask, self._char))
             self.record.append(i2)
-        self.n_feat += 2
+            if self.record_words is not None:
+                self.record_words.append(len(self.record))
+        self.n_feat += m
         self.n_words += 1
         self.line_words += 1
         # harm rules (cheap: a set lookup and an isdigit per word)
         if w.isdigit():
             # payment-card layout: consecutive 4-digit groups ("4111 1111 1111 1111")
             self.digits = self.digits + 1 if len(w) == 4 else 0
-            if self.digits >= CARD_GROUPS:
+            self.digit_lens = (*self.digit_lens[-2:], len(w))
+            if self.digits >= CARD_GROUPS or self.digit_lens == SSN_GROUPS or self.ssn_armed:
                 self.harm_flag = True
         else:
             self.digits = 0
+            self.digit_lens = ()
+            if w == "ssn" or (w == "number" and self.prev == "security"):
+                self.ssn_armed = SSN_WORDS_BEFORE_NUMBER + 1
+            if self.ssn_armed:
+                self.ssn_armed -= 1
             if w in ABUSE_WORDS:
                 self.abuse += 1
                 if self.abuse >= 2 or self.since_you <= 3:

@@ -153,3 +153,8 @@ ABUSE_WORDS: Final = frozenset(
 )  # fmt: skip
 ADDRESSEE_WORDS: Final = frozenset(("you", "you're", "youre", "your", "ya", "u"))
 CARD_GROUPS: Final = 3
+#: a US social security number written in groups, "123-45-6789" (three consecutive digit words of
+#: 3, 2 and 4 digits; phone numbers are 3-3-4, dates 2-2-4 or 4-2-2)
+SSN_GROUPS: Final = (3, 2, 4)
+#: ... or any number within 3 words after "ssn" / "social security number" ("... SSN is 123-...")
+SSN_WORDS_BEFORE_NUMBER: Final = 3

@@ -131,7 +131,8 @@ class Tracker:
         tab = self._tab
         st = self._stream
         n = st.n_feat
-        logit = st.bias + st.sum_w / n if n else st.bias
+        den = st.den
+        logit = st.bias + st.sum_w / den if den else st.bias
         if (n >= tab.certain_min_features and logit >= tab.certain_logit) or (
             st.harm_flag and tab.harm_rules
         ):

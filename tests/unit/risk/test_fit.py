@@ -109,3 +109,45 @@ def test_fit_rejects_single_class() -> None:
         fit(safe, SMALL)
     with pytest.raises(DataError, match="no trajectories"):
         fit([], SMALL)
+
+
+@pytest.mark.parametrize(
+    ("char_ngrams", "decay", "bin_mode"),
+    [((3, 4), 1.0, "top"), ((0, 0), 0.9, "top"), ((2, 3), 0.8, "quantile")],
+)
+def test_fit_path_equals_tracker_with_char_ngrams_and_decay(
+    char_ngrams: tuple[int, int], decay: float, bin_mode: str
+) -> None:
+    trajs = [parse_trajectory(r, "synth", i) for i, r in enumerate(make_rows(200))]
+    base = {f: getattr(SMALL, f) for f in SMALL.__slots__}
+    cfg = FitConfig(
+        **{**base, "resp_char_ngrams": char_ngrams, "resp_decay": decay, "bin_mode": bin_mode}
+    )
+    res = fit(trajs, cfg)
+    model = res.model
+    meta = res.meta
+    assert meta["resp_char_ngrams"] == list(char_ngrams) and meta["resp_decay"] == decay
+    rec = _Recorder(cfg.resp_buckets_log2, char_ngrams)
+    w = np.asarray(res.arrays["resp_w"], dtype=np.float64)
+    for row in make_rows(10, seed=3):
+        t = parse_trajectory(row, "s", 1)
+        wk = rec.walk(t)
+        req_logit = model.tables.request_scorer.score_text(t.prompt[0]["content"])
+        wk.req_bin = int(np.searchsorted(res.arrays["req_edges"], req_logit, "right"))
+        lg = walk_logits(wk, w, meta["resp_bias"], decay)
+        st = walk_states(wk, lg, res.arrays["edges"], model.space)
+        rk = walk_risks(wk, lg, st, model.H, meta["certain_logit"], meta["certain_min_features"])
+        tr = model.tracker(t.prompt)
+        for i, tok in enumerate(t.generated_tokens(), 1):
+            tr.feed(tok)
+            assert tr.logit() == pytest.approx(lg[i], abs=1e-9)
+            assert tr.state_index() == st[i]
+            assert tr.risk() == pytest.approx(rk[i], abs=1e-12)
+
+
+def test_top_bin_levels_are_fine_at_the_top() -> None:
+    from guard.risk.fit import _top_levels
+
+    lv = _top_levels(11)
+    assert lv.size == 11 and np.all(np.diff(lv) > 0) and lv[-1] < 1.0
+    assert lv[-1] > 0.99  # the top bin is the top ~0.3 % of training prefixes

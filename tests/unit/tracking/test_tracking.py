@@ -205,3 +205,75 @@ def test_harm_rules_only_when_enabled() -> None:
         off = Tracker(tab, "q")
         off.feed(text + " ")
         assert off.state()["harm_like"] is False
+
+
+@pytest.mark.parametrize("text", TEXTS)
+@pytest.mark.parametrize(("char_ngrams", "decay"), [((3, 5), 1.0), ((0, 0), 0.9), ((2, 4), 0.7)])
+def test_incremental_score_with_char_ngrams_and_decay(
+    text: str, char_ngrams: tuple[int, int], decay: float
+) -> None:
+    rng = random.Random(5)
+    sc = LexicalScorer(
+        [rng.uniform(-2, 2) for _ in range(1 << 10)], -0.3, char_ngrams=char_ngrams, decay=decay
+    )
+    whole = sc.score_text(text)
+    for _ in range(10):
+        st = sc.stream()
+        i = 0
+        while i < len(text):
+            j = min(len(text), i + rng.randint(1, 6))
+            st.feed(text[i:j])
+            i = j
+        st.flush()
+        assert st.logit() == pytest.approx(whole, abs=1e-12)
+        cp = st.copy()
+        assert cp.logit() == st.logit()
+
+
+def test_decay_weights_recent_words_more() -> None:
+    # only the features of "kaboom" (after "fine") carry weight
+    rec: list[int] = []
+    probe = LexicalScorer([0.0] * 1024, 0.0).stream()
+    probe.feed("fine ")
+    probe.record = rec
+    probe.feed("kaboom ")
+    hot = set(rec)
+    w = [1.0 if i in hot else 0.0 for i in range(1024)]
+    text = "fine " * 40 + "kaboom "
+    mean = LexicalScorer(w, 0.0).score_text(text)
+    ewm = LexicalScorer(w, 0.0, decay=0.8).score_text(text)
+    assert ewm > 5 * mean > 0
+
+
+def test_char_ngram_features_of_a_word() -> None:
+    from guard.tracking.lexical import word_feature_ids
+
+    ids = word_feature_ids("cat", 1023, (3, 4))
+    # unigram + "<ca", "cat", "at>" + "<cat", "cat>"
+    assert len(ids) == 1 + 3 + 2
+    assert word_feature_ids("cat", 1023) == ids[:1]
+    with pytest.raises(ValueError):
+        LexicalScorer([0.0] * 8, 0.0, char_ngrams=(3, 2))
+    with pytest.raises(ValueError):
+        LexicalScorer([0.0] * 8, 0.0, decay=0.0)
+
+
+def test_ssn_harm_rule() -> None:
+    sc = _scorer()
+
+    def flag(text: str) -> bool:
+        st = sc.stream()
+        st.feed(text + " ")
+        return st.harm_flag
+
+    assert flag("Her SSN is 123-45-6789.")
+    assert not flag("Call 555-296-8134 or write on 12/05/2004; order 2024-11-05.")
+    assert flag("Card 4111 1111 1111 1111")
+    assert flag("Maria's social security number is 987 and")
+    assert flag("the SSN: 4412")
+    assert not flag("Your social security number is never needed by us, not even in 2024")
+    cp = sc.stream()
+    cp.feed("her id 123-45")
+    cp2 = cp.copy()
+    cp2.feed("-6789 ")
+    assert cp2.harm_flag and not cp.harm_flag
