@@ -353,9 +353,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--request-bins", type=int, default=3, help="request risk bins")
     p.add_argument(
         "--bin-mode",
-        choices=("quantile", "benign-tail"),
+        choices=("quantile", "benign-tail", "top"),
         default="quantile",
-        help="risk-bin edges per depth: quantiles of all prefixes, or of benign ones' upper tail",
+        help="risk-bin edges per depth: quantiles of all prefixes, of benign ones' upper tail, or "
+        "quantiles of all prefixes fine at the top (the shipped model)",
     )
     p.add_argument(
         "--request-bin-mode",
