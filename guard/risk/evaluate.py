@@ -89,7 +89,7 @@ def trace(
     calib = tr.risk()
     for i, tok in enumerate(tokens):
         tr.feed(tok)
-        if verdicts:
+        if verdicts is not None:  # {} (a reply shorter than the scoring period) still counts
             p = verdicts.get(i + 1)
             if p is not None:
                 tr.set_external_score(p)

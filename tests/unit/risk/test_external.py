@@ -163,6 +163,21 @@ def test_eval_with_external_scorer(ext_fit: tuple[FitResult, KeywordScorer]) -> 
     assert res["model"]["scorer"] == "external"
 
 
+def test_eval_external_with_reply_shorter_than_the_scoring_period(
+    ext_fit: tuple[FitResult, KeywordScorer],
+) -> None:
+    from guard.risk.evaluate import trace
+
+    m = ext_fit[0].model
+    row = make_rows(1, seed=3)[0]
+    row["response"], row["tokens"], row["harm_start_char"] = "Ok.", None, None
+    row["label"] = "safe"
+    t = parse_trajectory(row, "h", 1)
+    tr = trace(m, t, {})  # every=2 but a 1-2 token reply: no verdict at all, no crash
+    # One (all-zero) external value per token, as for any other trace.
+    assert tr.external is not None and tr.external.size > 0 and not tr.external.any()
+
+
 def _run(argv: list[str]) -> int:
     from guard.risk.commands import register
 
