@@ -88,6 +88,7 @@ def main() -> int:
         extra = ["--mode", "shadow"] if w < 0 else ["--hold-back", str(w)]
         with guard_server(args.vllm_url, *extra, "--log-level", "warning") as url:
             ttft = []
+            benign_halted = 0
             for i, ex in enumerate(benign):
                 body = {
                     "model": "tiny",
@@ -97,9 +98,19 @@ def main() -> int:
                     "seed": i,
                     "stream": True,
                 }
-                first, _, _ = stream(url, body)
+                first, _, fin = stream(url, body)
+                benign_halted += fin == "content_filter"
                 if first is not None:
                     ttft.append(first * 1000)
+            # The guard's own measure of what it added before the first content left (its work
+            # before the upstream call + the hold-back delay): immune to the upstream's large
+            # request-to-request variance, unlike the client's TTFT.
+            metrics = httpx.get(url + "/metrics", timeout=10).text
+            added = {
+                ln.split(" ")[0]: float(ln.split(" ")[1])
+                for ln in metrics.splitlines()
+                if ln.startswith("guard_added_ttft_seconds_")
+            }
             leaks, halted, delivered_harm = [], 0, 0
             for i, ex in enumerate(attacks):
                 body = {
@@ -117,9 +128,14 @@ def main() -> int:
                 leaks.append(n)
                 halted += finish == "content_filter"
                 delivered_harm += n > 0
+        count = added.get("guard_added_ttft_seconds_count", 0.0)
+        total = added.get("guard_added_ttft_seconds_sum", 0.0)
         rows.append(
             {
                 "window": "no guard (shadow)" if w < 0 else w,
+                "guard_added_ttft_mean_ms": round(1000 * total / count, 2) if count else None,
+                "benign_halted": benign_halted,
+                "benign": len(benign),
                 "ttft_p50_ms": round(statistics.median(ttft), 2),
                 "ttft_p90_ms": round(statistics.quantiles(ttft, n=10)[-1], 2),
                 "attacks": len(attacks),
@@ -139,14 +155,15 @@ def main() -> int:
         json.dumps({"vllm_url": args.vllm_url, "rows": rows}, indent=2) + "\n"
     )
     lines = [
-        "| W (tokens) | TTFT p50 (ms) | added vs no guard | TTFT p90 | attacks halted | "
-        "attacks with harm delivered | harmful tokens leaked (mean / max) |",
+        "| W (tokens) | guard-added time to 1st content, mean (ms) | client TTFT p50 (ms) | "
+        "benign halted | attacks halted | attacks with harm delivered | "
+        "harmful tokens leaked (mean / max) |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['window']} | {r['ttft_p50_ms']} | {r['added_ttft_p50_ms']:+} | "
-            f"{r['ttft_p90_ms']} | {r['halted']}/{r['attacks']} | "
+            f"| {r['window']} | {r['guard_added_ttft_mean_ms']} | {r['ttft_p50_ms']} | "
+            f"{r['benign_halted']}/{r['benign']} | {r['halted']}/{r['attacks']} | "
             f"{r['attacks_with_harm_delivered']}/{r['attacks']} | "
             f"{r['harmful_tokens_leaked_mean']} / {r['harmful_tokens_leaked_max']} |"
         )
