@@ -640,29 +640,10 @@ async def _pump(
                 relay.prompt_tokens = await _count_prompt(svc, req)
             yield relay.finish()
         completed = True
-    except TimeoutError:
-        outcome = "upstream_timeout"
-        m.upstream_errors.labels("timeout").inc()
-        yield chunks.error_event(
-            "upstream stream exceeded the total timeout", "upstream_error", "upstream_timeout", 504
-        )
-        yield chunks.DONE
-        completed = True
-    except httpx.TimeoutException:
-        outcome = "upstream_timeout"
-        m.upstream_errors.labels("timeout").inc()
-        yield chunks.error_event(
-            "upstream stalled mid-stream", "upstream_error", "upstream_timeout", 504
-        )
-        yield chunks.DONE
-        completed = True
-    except (httpx.TransportError, UpstreamError) as exc:
-        outcome = "upstream_error"
-        kind = "protocol" if isinstance(exc, UpstreamProtocolError) else "unreachable"
+    except (TimeoutError, httpx.TransportError, UpstreamError) as exc:
+        outcome, kind, message, code, status = _mid_stream_failure(exc)
         m.upstream_errors.labels(kind).inc()
-        msg = exc.message if isinstance(exc, GuardError) else "upstream connection failed"
-        yield chunks.error_event(msg, "upstream_error", "upstream_error", 502)
-        yield chunks.DONE
+        yield chunks.error_event(message, "upstream_error", code, status) + chunks.DONE
         completed = True
     finally:
         svc.active -= 1
@@ -679,6 +660,30 @@ async def _pump(
         _account(svc, relay, req, outcome, rid, pre_ns)
         if span is not None:
             _end_span(span, relay, outcome)
+
+
+def _mid_stream_failure(exc: BaseException) -> tuple[str, str, str, str, int]:
+    """(outcome, metric kind, message, code, status) of a failure after the stream started."""
+    if isinstance(exc, TimeoutError):
+        return (
+            "upstream_timeout",
+            "timeout",
+            "upstream stream exceeded the total timeout",
+            "upstream_timeout",
+            504,
+        )
+    if isinstance(exc, httpx.TimeoutException):
+        return (
+            "upstream_timeout",
+            "timeout",
+            "upstream stalled mid-stream",
+            "upstream_timeout",
+            504,
+        )
+    if isinstance(exc, UpstreamProtocolError):
+        return ("upstream_error", "protocol", exc.message, "upstream_error", 502)
+    message = exc.message if isinstance(exc, GuardError) else "upstream connection failed"
+    return ("upstream_error", "unreachable", message, "upstream_error", 502)
 
 
 def _ask_guard_model(svc: Services, relay: Relay) -> None:

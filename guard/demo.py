@@ -121,6 +121,22 @@ def local_vllm(port: int) -> Iterator[str]:
         subprocess.run(["bash", str(script), "stop"], check=False, env=env)
 
 
+def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """Wait until ``url``/health answers 200; fail early if ``proc`` exits."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise SystemExit(f"{proc.args!r} exited with {proc.returncode}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                return
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{url} did not become healthy in {timeout:.0f} s")
+        time.sleep(0.1)
+
+
 @contextlib.contextmanager
 def guard_process(upstream: str, port: int, extra: list[str]) -> Iterator[str]:
     if not _port_free(port):
@@ -141,18 +157,7 @@ def guard_process(upstream: str, port: int, extra: list[str]) -> Iterator[str]:
     proc = subprocess.Popen(cmd)
     url = f"http://127.0.0.1:{port}"
     try:
-        import httpx
-
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise SystemExit(f"guard demo: guard serve exited with {proc.returncode}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise SystemExit("guard demo: guard did not become healthy in 60 s")
-            time.sleep(0.2)
+        wait_healthy(url, proc, 60)
         yield url
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -32,6 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "loadtests"))
 import fake_vllm  # noqa: E402
 
+from guard.demo import wait_healthy  # noqa: E402
+
 SUPPORT = fake_vllm.SUPPORT_TEXT
 
 
@@ -47,20 +49,6 @@ def rss_kib(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     return 0
-
-
-def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"process for {url} exited with {proc.returncode}")
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit(f"{url} not healthy in {timeout}s")
 
 
 class Stats:
@@ -165,7 +153,7 @@ def main() -> int:
     )
     guard = None
     try:
-        wait_healthy(f"http://127.0.0.1:{up_port}", up)
+        wait_healthy(f"http://127.0.0.1:{up_port}", up, 30)
         # The fake's harmful text scores high with the shipped model; a soak is about the
         # machinery, so the threshold is set where every harmful stream is halted.
         guard = subprocess.Popen(
@@ -188,7 +176,7 @@ def main() -> int:
             cwd=ROOT,
         )
         url = f"http://127.0.0.1:{g_port}"
-        wait_healthy(url, guard)
+        wait_healthy(url, guard, 30)
         samples: list[tuple[float, int]] = []
         t0 = time.monotonic()
         st = asyncio.run(

@@ -6,12 +6,11 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
+from guard.demo import wait_healthy
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,18 +47,10 @@ def guard_server(
         proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=fh, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"guard exited ({proc.returncode}):\n{log.read_text()}")
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"guard not healthy in {timeout}s:\n{log.read_text()}")
-            time.sleep(0.1)
+        try:
+            wait_healthy(url, proc, timeout)
+        except SystemExit as exc:
+            raise RuntimeError(f"{exc}:\n{log.read_text()}") from None
         yield url
     finally:
         proc.terminate()
