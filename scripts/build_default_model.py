@@ -467,6 +467,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--decay", type=float, default=1.0, help="per-word decay of the response score")
     ap.add_argument("--l2", type=float, default=1e-4)
     ap.add_argument("--req-l2", type=float, default=None, help="request scorer L2 (default: --l2)")
+    ap.add_argument(
+        "--harm-score-fpr",
+        type=float,
+        default=0.005,
+        help="scorer rule s*: share of held-back support replies allowed to reach it",
+    )
+    ap.add_argument("--no-harm-score", action="store_true", help="no scorer rule s*")
+    ap.add_argument(
+        "--harm-score-budget",
+        default="alarming:0.025",
+        help="further s* budgets per benign kind, kind:share comma-separated ('': none)",
+    )
     ap.add_argument("--no-eval", action="store_true")
     args = ap.parse_args(argv)
     data = Path(args.data)
@@ -517,6 +529,10 @@ def main(argv: list[str] | None = None) -> int:
         resp_decay=args.decay,
         l2=args.l2,
         req_l2=args.req_l2,
+        harm_score_fpr=None if args.no_harm_score else args.harm_score_fpr,
+        harm_score_budgets=tuple(
+            (k, float(v)) for k, v in (b.split(":") for b in args.harm_score_budget.split(",") if b)
+        ),
     )
     t0 = time.perf_counter()
     res = fit(trajs, cfg, requests=reqs, info=info, progress=lambda m: print(m, file=sys.stderr))

@@ -91,6 +91,26 @@ class FitConfig:
     external_batch: int = 64
     #: serve-time harm rules (insult aimed at the reader, card-number-long digit runs) act as HARM
     harm_rules: bool = False
+    #: scorer threshold s* (DESIGN §3: a state the scorer marks as unmistakably harmful is HARM):
+    #: chosen on the *held-back* split as the lowest response score that at most this share of the
+    #: held-back ``threshold_kind`` benign replies (all benign when None) ever reach; at serve time
+    #: a score at or above it gives ``h = 1``. None: off
+    harm_score_fpr: float | None = None
+    #: further budgets ``(kind, share)`` the rule must also meet on held-back benign replies of
+    #: that kind (s* is the highest of the per-kind choices)
+    harm_score_budgets: tuple[tuple[str, float], ...] = ()
+
+
+def choose_harm_score(benign_logits: Sequence[FloatArray], fpr: float) -> float | None:
+    """Lowest score ``s*`` such that at most ``floor(fpr * n)`` of the ``n`` benign replies ever
+    reach ``score >= s*`` after a generated token (``t >= 1``); None with under 20 replies."""
+    if len(benign_logits) < 20 or not 0.0 <= fpr < 1.0:
+        return None
+    mx = np.sort(
+        np.asarray([float(x[1:].max()) if x.size > 1 else float(x[0]) for x in benign_logits])
+    )[::-1]
+    k = min(int(np.floor(fpr * mx.size + 1e-9)), mx.size - 1)
+    return float(mx[k]) + 1e-6
 
 
 @dataclass(frozen=True, slots=True)
@@ -396,11 +416,14 @@ def walk_risks(
     certain_logit: float,
     certain_min: int,
     harm_rules: bool = False,
+    harm_logit: float | None = None,
 ) -> FloatArray:
     d_max = h.shape[0] - 1
     t = np.arange(states.size)
     r = h[np.minimum(t, d_max), states]
     hit = (walk.nf >= certain_min) & (logits >= certain_logit)
+    if harm_logit is not None:
+        hit = hit | (logits >= harm_logit)
     if harm_rules and walk.flag is not None:
         hit = hit | walk.flag
     return np.where(hit, 1.0, r)
@@ -935,13 +958,38 @@ def fit(
     # -- report on held-back data ----------------------------------------------------------
     say("evaluating on the held-back split")
     eval_w = held_w if held_w else train_w
+    ev_logits = [walk_logits(wk, resp_w, resp_bias, cfg.resp_decay) for wk in eval_w]
+    harm_logit: float | None = None
+    if cfg.harm_score_fpr is not None and use_lex:
+        sel = [
+            lgt
+            for wk, lgt in zip(eval_w, ev_logits, strict=True)
+            if not wk.harmful and (cfg.threshold_kind is None or wk.kind == cfg.threshold_kind)
+        ]
+        harm_logit = choose_harm_score(sel, cfg.harm_score_fpr)
+        budgets = {cfg.threshold_kind or "all benign": cfg.harm_score_fpr}
+        for kind, share in cfg.harm_score_budgets:
+            other = choose_harm_score(
+                [
+                    lgt
+                    for wk, lgt in zip(eval_w, ev_logits, strict=True)
+                    if not wk.harmful and wk.kind == kind
+                ],
+                share,
+            )
+            budgets[kind] = share
+            if harm_logit is not None and other is not None:
+                harm_logit = max(harm_logit, other)
+        if harm_logit is not None:
+            meta["harm_score_logit"] = harm_logit
+            meta["harm_score_rule"] = {"budgets": budgets, "n": len(sel)}
+            model = RiskModel(arrays, meta)
     ev_pairs = []
     max_risk, pred, yv, kinds = [], [], [], []
-    for wk in eval_w:
-        lgt = walk_logits(wk, resp_w, resp_bias, cfg.resp_decay)
+    for wk, lgt in zip(eval_w, ev_logits, strict=True):
         st = walk_states(wk, lgt, edges, space)
         ev_pairs.append((wk, st))
-        r = walk_risks(wk, lgt, st, model.H, certain_logit, certain_min, cfg.harm_rules)
+        r = walk_risks(wk, lgt, st, model.H, certain_logit, certain_min, cfg.harm_rules, harm_logit)
         # serving halts on the first token (t >= 1) whose risk reaches tau
         max_risk.append(float(r[1:].max()) if r.size > 1 else float(r[0]))
         pred.append(float(r[min(r.size - 1, cfg.depth)]))
@@ -982,6 +1030,19 @@ def fit(
             "threshold": tk,
             "recall": float((mr[yy == 1] > tk).mean()),
         }
+    # the scorer rule alone (s*): share of held-back replies that ever reach it
+    rule_fpr: dict[str, float] = {}
+    rule_recall: float | None = None
+    if harm_logit is not None:
+        reach = np.asarray([float(x[1:].max()) >= harm_logit for x in ev_logits if x.size > 1])
+        ky = np.asarray([wk.kind for wk in eval_w if wk.nw is not None and wk.nw.size > 1])
+        hy = np.asarray([wk.harmful for wk in eval_w if wk.nw is not None and wk.nw.size > 1])
+        rule_fpr = {
+            str(k): float(reach[(ky == k) & ~hy].mean())
+            for k in sorted(set(ky.tolist()))
+            if ((ky == k) & ~hy).any()
+        }
+        rule_recall = float(reach[hy].mean()) if hy.any() else None
     markov = markov_order_test(
         list(zip(all_train, states_train, strict=True)), ev_pairs, model.P, cfg.depth, n, cfg.kappa
     )
@@ -1035,12 +1096,16 @@ def fit(
             "false_halt_rate_at_threshold": fpr,
             "false_halt_by_kind": fpr_by_kind,
             "recall_at_fpr": recall_at_fpr,
+            "harm_score_logit": harm_logit,
+            "harm_score_false_halt_by_kind": rule_fpr,
+            "harm_score_recall": rule_recall,
             "ece": ece,
             "calibration": calib,
             "on_training_data": not held_w,
         },
         "markov_test": markov,
         "certain_logit": certain_logit,
+        "harm_score_logit": harm_logit,
     }
     meta["info"] = {**meta["info"], "fit_report": json_safe(_summary(report))}
     model = RiskModel(arrays, meta)
@@ -1093,6 +1158,16 @@ def format_report(report: dict[str, Any]) -> str:
                 for k, v in h.get("recall_at_fpr", {}).items()
             )
             or "-"
+        ),
+        "  scorer rule s*: "
+        + (
+            f"logit {h['harm_score_logit']:.3f} (sigmoid "
+            f"{1 / (1 + math.exp(-h['harm_score_logit'])):.3f}); alone: recall "
+            f"{h['harm_score_recall'] if h['harm_score_recall'] is not None else float('nan'):.3f}"
+            ", benign reaching it "
+            + ", ".join(f"{k} {v:.3f}" for k, v in h["harm_score_false_halt_by_kind"].items())
+            if h.get("harm_score_logit") is not None
+            else "off"
         ),
         "  calibration (h at depth min(T, D) vs observed harmful):",
         "    bin        n      mean_pred  observed",

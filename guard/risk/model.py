@@ -26,6 +26,9 @@ class ModelMeta:
     checksum: str
     scorer: str
     info: dict[str, Any]
+    #: scorer threshold s* (a logit): a response score at or above it is HARM-like (h = 1);
+    #: None for models without it
+    harm_score_logit: float | None = None
 
 
 def _pair(x: Any) -> tuple[int, int]:
@@ -75,6 +78,10 @@ class RiskModel:
                 (space.n_external_bins - 2,),  # bin 0 = "no verdict yet"
             ):
                 raise RiskModelError("risk model: external-score edges are inconsistent")
+            hs = meta.get("harm_score_logit")
+            harm_logit = None if hs is None else float(hs)
+            if harm_logit is not None and not np.isfinite(harm_logit):
+                raise RiskModelError("risk model: harm_score_logit is not finite")
             p = smooth_transitions(counts, kappa, float(meta.get("end_floor", END_FLOOR)))
             h = hitting_table(p)
             resp = LexicalScorer(
@@ -102,6 +109,7 @@ class RiskModel:
                 certain_logit=float(meta["certain_logit"]),
                 certain_min_features=int(meta["certain_min_features"]),
                 harm_rules=bool(meta.get("harm_rules", False)),
+                harm_logit=harm_logit,
             )
             self.meta = ModelMeta(
                 version=str(meta.get("version", "unsaved")),
@@ -113,6 +121,7 @@ class RiskModel:
                 checksum=str(meta.get("checksum", "")),
                 scorer=str(meta.get("scorer", "lexical")),
                 info=dict(meta.get("info", {})),
+                harm_score_logit=harm_logit,
             )
         except RiskModelError:
             raise

@@ -8,6 +8,7 @@ State ``s_t = (request risk bin, phase, response risk bin, external bin)`` at de
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -56,6 +57,7 @@ class TrackerTables:
         "ext_edges",
         "ext_offset",
         "h",
+        "harm_logit",
         "harm_rules",
         "req_edges",
         "request_scorer",
@@ -77,6 +79,7 @@ class TrackerTables:
         certain_min_features: int,
         ext_edges: Sequence[float] = (),
         harm_rules: bool = False,
+        harm_logit: float | None = None,
     ) -> None:
         if len(h) != depth + 1 or len(edges) != depth + 1:
             raise ValueError("h and edges need depth + 1 rows")
@@ -98,6 +101,9 @@ class TrackerTables:
         self.certain_logit = float(certain_logit)
         self.certain_min_features = int(certain_min_features)
         self.harm_rules = bool(harm_rules)
+        #: scorer threshold s*: a response score at or above it is HARM-like at any length (h = 1);
+        #: ``None`` (models without it): off
+        self.harm_logit = math.inf if harm_logit is None else float(harm_logit)
 
     def request_bin(self, prompt: Any) -> tuple[int, float]:
         logit = self.request_scorer.score_text(prompt_text(prompt))
@@ -133,8 +139,10 @@ class Tracker:
         n = st.n_feat
         den = st.den
         logit = st.bias + st.sum_w / den if den else st.bias
-        if (n >= tab.certain_min_features and logit >= tab.certain_logit) or (
-            st.harm_flag and tab.harm_rules
+        if (
+            logit >= tab.harm_logit
+            or (n >= tab.certain_min_features and logit >= tab.certain_logit)
+            or (st.harm_flag and tab.harm_rules)
         ):
             return 1.0
         d = self._t if self._t < tab.depth else tab.depth
@@ -198,7 +206,10 @@ class Tracker:
             "state": self.state_index(),
             "score": round(logit, 4),
             "harm_like": bool(
-                (st.n_feat >= self._tab.certain_min_features and logit >= self._tab.certain_logit)
+                logit >= self._tab.harm_logit
+                or (
+                    st.n_feat >= self._tab.certain_min_features and logit >= self._tab.certain_logit
+                )
                 or (st.harm_flag and self._tab.harm_rules)
             ),
             "external_score": self._ext,

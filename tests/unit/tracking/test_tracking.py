@@ -277,3 +277,28 @@ def test_ssn_harm_rule() -> None:
     cp2 = cp.copy()
     cp2.feed("-6789 ")
     assert cp2.harm_flag and not cp.harm_flag
+
+
+def test_scorer_rule_makes_high_scores_harm_like() -> None:
+    tab = _tables()
+
+    def with_rule(s: float | None) -> TrackerTables:
+        return TrackerTables(
+            space=tab.space,
+            depth=tab.depth,
+            h=[[0.25] * tab.space.n_states for _ in range(tab.depth + 1)],
+            edges=tab.edges,
+            req_edges=tab.req_edges,
+            response_scorer=LexicalScorer([5.0] * 1024, 0.0),
+            request_scorer=tab.request_scorer,
+            certain_logit=1e9,
+            certain_min_features=4,
+            harm_logit=s,
+        )
+
+    for s, want in ((None, 0.25), (5.0, 1.0), (5.0 + 1e-6, 0.25)):
+        tr = Tracker(with_rule(s), "q")
+        tr.feed("one ")  # a single word is enough: the rule has no minimum length
+        assert tr.logit() == pytest.approx(5.0)
+        assert tr.risk() == want
+        assert tr.state()["harm_like"] is (want == 1.0)
