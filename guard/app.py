@@ -645,6 +645,14 @@ async def _pump(
         m.upstream_errors.labels(kind).inc()
         yield chunks.error_event(message, "upstream_error", code, status) + chunks.DONE
         completed = True
+    except Exception:
+        # A bug of ours must still end the stream the way clients expect, not cut the
+        # connection: log it (with the request id), then an SSE error event and [DONE].
+        log.exception("internal error while relaying request %s", rid)
+        outcome = "error"
+        yield chunks.error_event("internal error in the guard", "internal_error", None, 500)
+        yield chunks.DONE
+        completed = True
     finally:
         svc.active -= 1
         m.active_streams.dec()

@@ -43,7 +43,9 @@ def create_client(
     limits = httpx.Limits(
         max_connections=settings.max_streams + 16,
         max_keepalive_connections=min(settings.max_streams, 256),
-        keepalive_expiry=30.0,
+        # Below uvicorn's (and so vLLM's) 5 s keep-alive: never reuse a connection the upstream
+        # is about to close.
+        keepalive_expiry=4.0,
     )
     timeout = httpx.Timeout(
         connect=settings.connect_timeout,
@@ -93,15 +95,23 @@ class Upstream:
         if content is not None:
             hdrs["content-type"] = "application/json"
         t0 = time.perf_counter()
-        req = self.client.build_request(method, url, content=content, headers=hdrs)
-        try:
-            resp = await self.client.send(req, stream=True)
-        except httpx.TimeoutException as exc:
-            raise UpstreamTimeout(
-                f"upstream did not answer in time ({type(exc).__name__})"
-            ) from None
-        except (httpx.TransportError, OSError) as exc:
-            raise UpstreamUnreachable(f"upstream unreachable: {type(exc).__name__}") from None
+        for attempt in (0, 1):
+            req = self.client.build_request(method, url, content=content, headers=hdrs)
+            try:
+                resp = await self.client.send(req, stream=True)
+                break
+            except httpx.TimeoutException as exc:
+                raise UpstreamTimeout(
+                    f"upstream did not answer in time ({type(exc).__name__})"
+                ) from None
+            except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError) as exc:
+                # A pooled keep-alive connection the upstream closed just as we reused it: nothing
+                # was received, so one retry on a fresh connection is safe.
+                if attempt == 0:
+                    continue
+                raise UpstreamUnreachable(f"upstream unreachable: {type(exc).__name__}") from None
+            except (httpx.TransportError, OSError) as exc:
+                raise UpstreamUnreachable(f"upstream unreachable: {type(exc).__name__}") from None
         return resp, time.perf_counter() - t0
 
     async def json(

@@ -266,3 +266,56 @@ async def test_streams_are_never_compressed(harness) -> None:
     assert "content-encoding" not in r.headers and r.content == body
     # ...and the guard asks the upstream for identity bytes, so it can relay them as they come.
     assert h.upstream.requests[0][2]["accept-encoding"] == "identity"
+
+
+async def test_stale_pooled_connection_is_retried_once() -> None:
+    calls = {"n": 0}
+    body = b"".join(chat_events(BENIGN)) + DONE
+
+    def flaky(request: httpx.Request) -> httpx.Response:
+        calls["n"] += 1
+        if calls["n"] == 1:  # the upstream closed the keep-alive connection as it was reused
+            raise httpx.ReadError("connection closed")
+        return httpx.Response(
+            200, headers={"content-type": "text/event-stream"}, stream=httpx.ByteStream(body)
+        )
+
+    app = create_app(
+        load_settings(env={"GUARD_UPSTREAM": "http://up.test"}),
+        risk_model=KeywordRiskModel(),
+        transport=httpx.MockTransport(flaky),
+        reload_poll_seconds=0,
+    )
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://g") as c:
+        r = await c.post("/v1/chat/completions", json=CHAT)
+        assert r.status_code == 200 and r.content == body and calls["n"] == 2
+        calls["n"] = -10  # two failures in a row are a real outage: 502
+
+        def always(request: httpx.Request) -> httpx.Response:
+            raise httpx.ReadError("down")
+
+        app.state.services.upstream.client._transport = httpx.MockTransport(always)
+        r2 = await c.post("/v1/chat/completions", json=CHAT)
+        assert_openai_error(r2, 502)
+
+
+async def test_internal_error_mid_stream_still_ends_the_stream(harness, monkeypatch) -> None:
+    from guard.relay.relay import Relay
+
+    body = b"".join(chat_events(BENIGN)) + DONE
+    h = harness(lambda p, r: Script(body))
+    calls = {"n": 0}
+    real = Relay.on_event
+
+    def broken(self: Relay, ev: Any) -> bytes:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("a bug in the guard")
+        return real(self, ev)
+
+    monkeypatch.setattr(Relay, "on_event", broken)
+    r = await h.client.post("/v1/chat/completions", json=CHAT)
+    evs = events_of(r.content)
+    assert evs[-1] == "[DONE]" and evs[-2]["error"]["type"] == "internal_error"
+    assert "Traceback" not in r.text and h.upstream.open_streams == 0
+    assert h.metric("guard_requests_total", {"endpoint": "chat", "outcome": "error"}) == 1
