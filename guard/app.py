@@ -30,7 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from guard import __version__, jsonfast
 from guard.config import Settings
-from guard.decision.policy import Policy, RiskModelLike
+from guard.decision.policy import RiskModelLike
 from guard.errors import (
     BodyTooLarge,
     ClientError,
@@ -957,12 +957,3 @@ def _record(
             }
         )
     return records
-
-
-def policy_summary(policy: Policy) -> dict[str, Any]:
-    return {
-        "mode": policy.mode,
-        "depth": policy.depth,
-        "threshold": policy.threshold,
-        "action": policy.action,
-    }

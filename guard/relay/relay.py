@@ -106,7 +106,6 @@ class Relay:
         self.segment_limited = False  # this attempt is a resample's banned-token segment
         self.reroutes: list[dict[str, Any]] = []
         self.prompt_tokens: int | None = None
-        self.upstream_usage: dict[str, Any] | None = None
         self.halted_any = False
         self.shadow_halts = 0
         self.first_content_ns = 0  # perf_counter_ns when the first content reached the client
@@ -168,7 +167,6 @@ class Relay:
                 return ev.raw
             usage = obj.get("usage")
             if usage is not None:
-                self.upstream_usage = usage
                 if isinstance(usage, dict) and isinstance(usage.get("prompt_tokens"), int):
                     if self.attempt == 0:
                         self.prompt_tokens = usage["prompt_tokens"]
@@ -197,9 +195,6 @@ class Relay:
             single["choices"] = [choice]
             out.append(self._on_choice(chunks.sse(single), single, choice))
         return b"".join(out)
-
-    def _client_wants_usage(self) -> bool:
-        return self.req.include_usage
 
     def _on_choice(self, raw: bytes, obj: dict[str, Any], choice: Any) -> bytes:
         if not isinstance(choice, dict):
