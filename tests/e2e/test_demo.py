@@ -14,12 +14,30 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_demo_scenario(vllm_url: str) -> None:
     r = subprocess.run(
-        [sys.executable, "-m", "guard", "demo", "--upstream", vllm_url, "--no-wait",
-         "--port", str(free_port())],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "guard",
+            "demo",
+            "--upstream",
+            vllm_url,
+            "--no-wait",
+            "--port",
+            str(free_port()),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
-    rows = [line.split() for line in r.stdout.splitlines() if line.startswith("  ")
-            and line.split() and line.split()[0] in ("support", "harmful", "jailbreak", "prefill")]
+    rows = [
+        line.split()
+        for line in r.stdout.splitlines()
+        if line.startswith("  ")
+        and line.split()
+        and line.split()[0] in ("support", "harmful", "jailbreak", "prefill")
+    ]
     assert len(rows) == 8, r.stdout
     prefill = [row for row in rows if row[0] == "prefill"]
     assert all(row[1] == "HALTED" for row in prefill), r.stdout
