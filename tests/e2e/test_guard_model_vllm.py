@@ -176,6 +176,9 @@ def guarded(
         decision_log=decision_log,
         first_at_tokens=1,
         every_k_tokens=4,
+        # On 2 CPU cores the classifier shares the CPU with the generating chat model: a call
+        # can take ~0.5 s, as long as a whole 200-token stream.
+        timeout_s=3.0,
     )
     with guard_server(
         vllm_url, "--config", str(cfg), "--risk-model", str(combined_model), timeout=START_TIMEOUT
@@ -258,15 +261,16 @@ def test_combined_model_halts_opener_and_verdicts_join_the_state(
     assert dialogues.label_response(delivered)[0] == "safe", delivered
     print("halt details:", json.dumps(g))
 
-    # Observed on loaded cores: a whole stream can end with no verdict ever sent (see the note in
-    # docs/guard-model-scorer.md), so allow up to 3 long streams for one verdict to join a state.
+    # On 2 loaded cores a verdict can take as long as a whole stream (the classifier shares the CPU
+    # with the generating model), so allow up to 5 long streams for one verdict to land in time
+    # (see docs/guard-model-scorer.md).
     state: dict[str, Any] = {}
-    for attempt in range(3):
+    for attempt in range(5):
         skip = len(_records(decision_log))
         long = stream(
             guarded,
             [{"role": "user", "content": SUPPORT[attempt % len(SUPPORT)]}],
-            max_tokens=200,
+            max_tokens=420,  # long enough for a verdict to arrive while the stream runs
             temperature=0,
             ignore_eos=True,
         )
