@@ -101,16 +101,21 @@ async def test_upstream_error_status_and_body_pass_through(harness) -> None:
     assert h.metric("guard_upstream_errors_total", {"kind": "status_4xx"}) == 1
 
 
+def app_with(handler: Any) -> Any:
+    """The app in front of an upstream that is just ``handler`` (to raise transport errors)."""
+    return create_app(
+        load_settings(env={"GUARD_UPSTREAM": "http://up.test"}),
+        risk_model=KeywordRiskModel(),
+        transport=httpx.MockTransport(handler),
+        reload_poll_seconds=0,
+    )
+
+
 async def test_upstream_unreachable_is_502() -> None:
     def refuse(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("connection refused")
 
-    app = create_app(
-        load_settings(env={"GUARD_UPSTREAM": "http://up.test"}),
-        risk_model=KeywordRiskModel(),
-        transport=httpx.MockTransport(refuse),
-        reload_poll_seconds=0,
-    )
+    app = app_with(refuse)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://g") as c:
         r = await c.post("/v1/chat/completions", json=CHAT)
         assert assert_openai_error(r, 502)["code"] == "upstream_unreachable"
@@ -122,12 +127,7 @@ async def test_upstream_timeout_is_504() -> None:
     def slow(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectTimeout("timed out")
 
-    app = create_app(
-        load_settings(env={"GUARD_UPSTREAM": "http://up.test"}),
-        risk_model=KeywordRiskModel(),
-        transport=httpx.MockTransport(slow),
-        reload_poll_seconds=0,
-    )
+    app = app_with(slow)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://g") as c:
         r = await c.post("/v1/chat/completions", json=CHAT)
         assert assert_openai_error(r, 504)["code"] == "upstream_timeout"
@@ -280,12 +280,7 @@ async def test_stale_pooled_connection_is_retried_once() -> None:
             200, headers={"content-type": "text/event-stream"}, stream=httpx.ByteStream(body)
         )
 
-    app = create_app(
-        load_settings(env={"GUARD_UPSTREAM": "http://up.test"}),
-        risk_model=KeywordRiskModel(),
-        transport=httpx.MockTransport(flaky),
-        reload_poll_seconds=0,
-    )
+    app = app_with(flaky)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://g") as c:
         r = await c.post("/v1/chat/completions", json=CHAT)
         assert r.status_code == 200 and r.content == body and calls["n"] == 2
