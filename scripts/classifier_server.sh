@@ -106,6 +106,8 @@ cmd_start() {
     cmd_stop || true
     return 1
   fi
+  # Small machines: keep vLLM's busy-waiting engine core off the API server's core.
+  "$PY" "$ROOT/scripts/vllm_pin_engine.py" "$(cat "$PIDFILE")" | while read -r l; do log "$l"; done || true
   if ! warmup; then
     log "warm-up failed; last log lines ($LOGFILE):"
     tail -n 40 "$LOGFILE" >&2 2>/dev/null || true

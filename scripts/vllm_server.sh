@@ -99,6 +99,8 @@ cmd_start() {
     cmd_stop || true
     return 1
   fi
+  # Small machines: keep vLLM's busy-waiting engine core off the API server's core.
+  "$PY" "$ROOT/scripts/vllm_pin_engine.py" "$(cat "$PIDFILE")" | while read -r l; do log "$l"; done || true
   warmup
   log "started in $(( $(date +%s) - t0 ))s (pid $(cat "$PIDFILE"))"
   echo "$URL"
