@@ -42,18 +42,24 @@ HOP_BY_HOP = frozenset(
 )
 
 
-def create_app(upstream: str, max_connections: int = 2048) -> Starlette:
-    client = httpx.AsyncClient(
-        base_url=upstream.rstrip("/"),
-        limits=httpx.Limits(
-            max_connections=max_connections,
-            max_keepalive_connections=max_connections,
-            keepalive_expiry=30.0,
-        ),
-        timeout=httpx.Timeout(connect=5.0, read=300.0, write=30.0, pool=30.0),
-        headers={"accept-encoding": "identity"},
-        trust_env=False,
-    )
+def create_app(upstream: str, max_connections: int = 2048, shards: int = 1) -> Starlette:
+    # shards > 1: several pools, round-robin (httpcore's pool bookkeeping is quadratic in its
+    # connection count; the guard shards its upstream pool the same way).
+    clients = [
+        httpx.AsyncClient(
+            base_url=upstream.rstrip("/"),
+            limits=httpx.Limits(
+                max_connections=max_connections,
+                max_keepalive_connections=max_connections,
+                keepalive_expiry=30.0,
+            ),
+            timeout=httpx.Timeout(connect=5.0, read=300.0, write=30.0, pool=30.0),
+            headers={"accept-encoding": "identity"},
+            trust_env=False,
+        )
+        for _ in range(shards)
+    ]
+    turn = [0]
 
     async def health(request: Request) -> Response:
         return Response(b'{"status":"ok"}', media_type="application/json")
@@ -61,6 +67,8 @@ def create_app(upstream: str, max_connections: int = 2048) -> Starlette:
     async def relay(request: Request) -> Response:
         body = await request.body()
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+        turn[0] = (turn[0] + 1) % shards
+        client = clients[turn[0]]
         req = client.build_request(request.method, request.url.path, content=body, headers=headers)
         resp = await client.send(req, stream=True)
 
@@ -85,7 +93,8 @@ def create_app(upstream: str, max_connections: int = 2048) -> Starlette:
         try:
             yield
         finally:
-            await client.aclose()
+            for client in clients:
+                await client.aclose()
 
     return Starlette(
         routes=[
@@ -102,6 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8090)
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--shards", type=int, default=1, help="upstream connection pools")
     args = ap.parse_args(argv)
     import uvicorn
 
@@ -109,6 +119,7 @@ def main(argv: list[str] | None = None) -> None:
         import os
 
         os.environ["BARE_RELAY_UPSTREAM"] = args.upstream
+        os.environ["BARE_RELAY_SHARDS"] = str(args.shards)
         uvicorn.run(
             "bare_relay:_factory",
             factory=True,
@@ -121,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         return
     uvicorn.run(
-        create_app(args.upstream),
+        create_app(args.upstream, shards=args.shards),
         host=args.host,
         port=args.port,
         log_level="warning",
@@ -133,7 +144,9 @@ def main(argv: list[str] | None = None) -> None:
 def _factory() -> Starlette:
     import os
 
-    return create_app(os.environ["BARE_RELAY_UPSTREAM"])
+    return create_app(
+        os.environ["BARE_RELAY_UPSTREAM"], shards=int(os.environ.get("BARE_RELAY_SHARDS", "1"))
+    )
 
 
 if __name__ == "__main__":

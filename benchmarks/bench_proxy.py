@@ -361,7 +361,7 @@ def guard_cmd(
     ]
 
 
-def bare_cmd(upstream: str, port: int, workers: int = 1) -> list[str]:
+def bare_cmd(upstream: str, port: int, workers: int = 1, shards: int = 1) -> list[str]:
     return [
         PY,
         str(ROOT / "benchmarks/bare_relay.py"),
@@ -371,7 +371,14 @@ def bare_cmd(upstream: str, port: int, workers: int = 1) -> list[str]:
         str(port),
         "--workers",
         str(workers),
+        "--shards",
+        str(shards),
     ]
+
+
+# The guard's default number of upstream pools (max_streams 512 / 16): the pooled bare relay
+# uses the same, so it is the ceiling for the guard's own stack.
+GUARD_POOL_SHARDS = 32
 
 
 def litellm_server(upstream: str, model: str, port: int, logdir: Path) -> tuple[Server | None, str]:
@@ -843,6 +850,16 @@ def main(argv: list[str] | None = None) -> int:
             targets: dict[str, Server | None] = {"direct": None}
             p = free_port()
             targets["bare"] = start(Server("bare", bare_cmd(up_url, p), p, "/health", logdir))
+            p = free_port()
+            targets["bare_pooled"] = start(
+                Server(
+                    "bare_pooled",
+                    bare_cmd(up_url, p, shards=GUARD_POOL_SHARDS),
+                    p,
+                    "/health",
+                    logdir,
+                )
+            )
             for mode in ("off", "shadow", "enforce"):
                 p = free_port()
                 targets[f"guard_{mode}"] = start(
@@ -924,11 +941,14 @@ def main(argv: list[str] | None = None) -> int:
                 for c in lv:
                     if str(c) not in tp[t]:
                         continue
-                    b = tp["bare"][str(c)]
                     e = tp[t][str(c)]
-                    e["tput_vs_bare"] = e["tokens_per_s"] / b["tokens_per_s"]
-                    if e["cpu_us_per_token"] == e["cpu_us_per_token"] and b["cpu_us_per_token"]:
-                        e["cpu_vs_bare"] = e["cpu_us_per_token"] / b["cpu_us_per_token"]
+                    for ref, suffix in (("bare", ""), ("bare_pooled", "_pooled")):
+                        b = tp[ref][str(c)]
+                        e["tput_vs_bare" + suffix] = e["tokens_per_s"] / b["tokens_per_s"]
+                        if e["cpu_us_per_token"] == e["cpu_us_per_token"] and b["cpu_us_per_token"]:
+                            e["cpu_vs_bare" + suffix] = (
+                                e["cpu_us_per_token"] / b["cpu_us_per_token"]
+                            )
             up_res["throughput"] = tp
 
             # ---- TTFT, sequential
@@ -998,6 +1018,7 @@ def main(argv: list[str] | None = None) -> int:
         wk: dict[str, Any] = {}
         for label, mk in (
             ("bare", lambda p, w: bare_cmd(fake.url, p, w)),
+            ("bare_pooled", lambda p, w: bare_cmd(fake.url, p, w, GUARD_POOL_SHARDS)),
             ("guard_enforce", lambda p, w: guard_cmd(fake.url, p, "enforce", workers=w)),
         ):
             for w in (1, 2):
@@ -1114,7 +1135,10 @@ def render_markdown(res: dict[str, Any]) -> str:
         )
         tp = u["throughput"]
         levels = list(tp["bare"].keys())
-        L.append("### Throughput (content tokens/s at the client) and ratio vs bare relay\n")
+        L.append(
+            "### Throughput (content tokens/s at the client) and ratios vs the bare relay "
+            "(one pool / pooled like the guard)\n"
+        )
         L.append("| target | " + " | ".join(f"{c} streams" for c in levels) + " |")
         L.append("|---|" + "---|" * len(levels))
         for t, row in tp.items():
@@ -1122,7 +1146,8 @@ def render_markdown(res: dict[str, Any]) -> str:
                 f"| {t} | "
                 + " | ".join(
                     (
-                        f"{fmt(row[c]['tokens_per_s'], 0)} ({fmt(row[c]['tput_vs_bare'], 2)}×)"
+                        f"{fmt(row[c]['tokens_per_s'], 0)} ({fmt(row[c]['tput_vs_bare'], 2)}× / "
+                        f"{fmt(row[c].get('tput_vs_bare_pooled'), 2)}×)"
                         + (f" err {row[c]['errors']}" if row[c]["errors"] else "")
                     )
                     if c in row
@@ -1131,7 +1156,10 @@ def render_markdown(res: dict[str, Any]) -> str:
                 )
                 + " |"
             )
-        L.append("\n### CPU time per token of the process under test (µs) and ratio vs bare\n")
+        L.append(
+            "\n### CPU time per token of the process under test (µs) and ratios vs the bare "
+            "relay (one pool / pooled)\n"
+        )
         L.append("| target | " + " | ".join(f"{c} streams" for c in levels) + " |")
         L.append("|---|" + "---|" * len(levels))
         for t, row in tp.items():
@@ -1145,7 +1173,8 @@ def render_markdown(res: dict[str, Any]) -> str:
             L.append(
                 f"| {t} | "
                 + " | ".join(
-                    f"{fmt(row[c]['cpu_us_per_token'], 1)} ({fmt(row[c].get('cpu_vs_bare'), 2)}×)"
+                    f"{fmt(row[c]['cpu_us_per_token'], 1)} ({fmt(row[c].get('cpu_vs_bare'), 2)}× / "
+                    f"{fmt(row[c].get('cpu_vs_bare_pooled'), 2)}×)"
                     if c in row
                     else "–"
                     for c in levels

@@ -68,7 +68,7 @@ from guard.request.parse import (
 )
 from guard.request.schema import ChatCompletionRequest, CompletionRequest
 from guard.streaming import GuardedStreamResponse
-from guard.upstream.client import Upstream, create_client
+from guard.upstream.client import Upstream, create_clients
 from guard.upstream.sse import SSEDecoder
 
 log = logging.getLogger("guard")
@@ -130,7 +130,7 @@ def create_app(
             queue_size=dl.queue_size,
             on_drop=metrics.decision_log_dropped.inc,
         )
-    client = create_client(settings, transport)
+    clients = create_clients(settings, transport)
     key = settings.upstream_api_key.get_secret_value() if settings.upstream_api_key else None
     tracer = None
     if settings.tracing.enabled:
@@ -144,7 +144,7 @@ def create_app(
         guard_model = build_guard_model(settings.guard_model, metrics)
     svc = Services(
         settings,
-        Upstream(client, settings.upstream, key),
+        Upstream(clients, settings.upstream, key),
         metrics,
         models,
         Auth(settings),
@@ -158,8 +158,9 @@ def create_app(
         # A lifespan can run more than once on one app object (test clients, embedding
         # servers): start from a clean slate each time.
         svc.draining = False
-        if svc.upstream.client.is_closed:
-            svc.upstream.client = create_client(settings, transport)
+        if svc.upstream.is_closed:
+            await svc.upstream.aclose()
+            svc.upstream.clients = create_clients(settings, transport)
         if svc.decision_log is not None and svc.decision_log.closed:
             svc.decision_log = svc.decision_log.reopened()
         async with anyio.create_task_group() as tg:
@@ -175,7 +176,7 @@ def create_app(
                     while svc.active > 0:  # noqa: ASYNC110 - polled only while shutting down
                         await anyio.sleep(0.05)
                 tg.cancel_scope.cancel()
-                await svc.upstream.client.aclose()
+                await svc.upstream.aclose()
                 _mark_worker_dead()
                 if svc.decision_log is not None:
                     svc.decision_log.close()

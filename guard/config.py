@@ -139,6 +139,10 @@ class Settings(_Strict):
     total_timeout: float = Field(default=600.0, gt=0)  # whole request, stream included
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     max_streams: int = Field(default=512, ge=1)
+    # Upstream connection pools, round-robin; 0: one per 16 of max_streams (at most 64).
+    # httpcore's pool bookkeeping is quadratic in its connection count: small pools keep the
+    # per-request cost flat as concurrency grows.
+    upstream_pool_shards: int = Field(default=0, ge=0, le=256)
     upstream_api_key: SecretStr | None = None
     risk_model: str | None = None  # None: the shipped default model
     policy: PolicyConfig = PolicyConfig()
@@ -186,6 +190,7 @@ ENV_KEYS: dict[str, tuple[str, ...]] = {
     "TOTAL_TIMEOUT": ("total_timeout",),
     "MAX_BODY_BYTES": ("max_body_bytes",),
     "MAX_STREAMS": ("max_streams",),
+    "UPSTREAM_POOL_SHARDS": ("upstream_pool_shards",),
     "UPSTREAM_API_KEY": ("upstream_api_key",),
     "RISK_MODEL": ("risk_model",),
     "ADMIN_KEY_SHA256": ("admin_key_sha256",),

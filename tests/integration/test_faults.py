@@ -289,7 +289,7 @@ async def test_stale_pooled_connection_is_retried_once() -> None:
         def always(request: httpx.Request) -> httpx.Response:
             raise httpx.ReadError("down")
 
-        app.state.services.upstream.client._transport = httpx.MockTransport(always)
+        app.state.services.upstream.clients[0]._transport = httpx.MockTransport(always)
         r2 = await c.post("/v1/chat/completions", json=CHAT)
         assert_openai_error(r2, 502)
 
