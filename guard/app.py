@@ -153,6 +153,12 @@ def create_app(
         guard_model,
     )
 
+    def _swap_keys(fresh: Settings) -> None:
+        # Keys (client and admin) rotate with a reload, like policies: no restart.
+        svc.auth = Auth(fresh, previous=svc.auth)
+
+    models.on_reload.append(_swap_keys)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # A lifespan can run more than once on one app object (test clients, embedding

@@ -8,7 +8,7 @@ a reload (admin endpoint, or a new file rolled out) reaches every worker.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,8 @@ class ModelHolder:
         self.metrics = metrics
         self.config_path = config_path
         self.last_error: str | None = None
+        # Called with the new settings after every successful reload (e.g. to swap API keys).
+        self.on_reload: list[Callable[[Settings], None]] = []
         path = settings.risk_model
         if model is None:
             model = _load_model(path)
@@ -89,13 +91,14 @@ class ModelHolder:
             if self.config_path is not None:
                 # Same sources as at start: the file, the environment, the command line.
                 fresh = load_settings(self.config_path, overrides=self.config_overrides)
-                # The listen address and upstream need a restart; policies and model do not.
+                # The listen address and upstream need a restart; policies, model and keys do not.
                 settings = settings.model_copy(
                     update={
                         "policy": fresh.policy,
                         "policies": fresh.policies,
                         "risk_model": fresh.risk_model or settings.risk_model,
                         "api_keys": fresh.api_keys,
+                        "admin_key_sha256": fresh.admin_key_sha256,
                     }
                 )
             model = _load_model(settings.risk_model)
@@ -114,6 +117,8 @@ class ModelHolder:
         self._stamp = self._file_stamp()
         self.metrics.risk_model_reloads.labels("ok").inc()
         self._publish()
+        for listener in self.on_reload:
+            listener(settings)
         return self.current
 
     def poll(self) -> bool:

@@ -22,15 +22,21 @@ def _bearer(headers: Mapping[str, str]) -> str | None:
 
 
 class Auth:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, previous: Auth | None = None) -> None:
         self.enabled = bool(settings.api_keys)
         self._by_hash = {k.sha256: k.name for k in settings.api_keys}
         self._admin = settings.admin_key_sha256
-        self._buckets: dict[str, _Bucket] = {
-            k.name: _Bucket(k.rate_limit_rps, k.rate_limit_burst)
-            for k in settings.api_keys
-            if k.rate_limit_rps
-        }
+        self._buckets: dict[str, _Bucket] = {}
+        for k in settings.api_keys:
+            if not k.rate_limit_rps:
+                continue
+            # A reload keeps a key's bucket when its limits did not change, so rotating some
+            # other key does not hand everybody a fresh burst.
+            old = previous._buckets.get(k.name) if previous is not None else None
+            if old is not None and old.same_limits(k.rate_limit_rps, k.rate_limit_burst):
+                self._buckets[k.name] = old
+            else:
+                self._buckets[k.name] = _Bucket(k.rate_limit_rps, k.rate_limit_burst)
 
     def client(self, headers: Mapping[str, str]) -> str | None:
         """The name of the client's key (None when authentication is off)."""
@@ -71,6 +77,9 @@ class _Bucket:
         self.burst = float(burst)
         self.tokens = float(burst)
         self.stamp = time.monotonic()
+
+    def same_limits(self, rate: float | None, burst: int) -> bool:
+        return self.rate == (rate or 0.0) and self.burst == float(burst)
 
     def take(self) -> bool:
         now = time.monotonic()

@@ -44,3 +44,45 @@ async def test_policy_reload_then_bad_file_keeps_old(harness, tmp_path: Path) ->
     assert holder.poll() is False and holder.current.book.default.threshold == 0.8
     with pytest.raises(ConfigError):
         holder.reload()
+
+
+async def test_api_keys_rotate_on_reload_and_unchanged_buckets_survive(
+    harness, tmp_path: Path
+) -> None:
+    cfg = tmp_path / "guard.yaml"
+
+    def keys(*entries: str) -> None:
+        body = "".join(
+            f"  - name: {n}\n    sha256: {hash_key(n + '-secret')}\n"
+            "    rate_limit_rps: 0.001\n    rate_limit_burst: 2\n"
+            for n in entries
+        )
+        cfg.write_text(
+            f"upstream: http://upstream.test\nadmin_key_sha256: {hash_key('adm')}\n"
+            f"api_keys:\n{body}"
+        )
+
+    keys("old", "kept")
+    h = harness(
+        lambda p, r: Script(b"".join(chat_events(["hi"])) + DONE),
+        config=str(cfg),
+        config_path=str(cfg),
+    )
+    chat = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+
+    async def status(key: str) -> int:
+        r = await h.client.post(
+            "/v1/chat/completions", json=chat, headers={"authorization": f"Bearer {key}-secret"}
+        )
+        return r.status_code
+
+    assert await status("old") == 200
+    assert await status("kept") == 200  # 1 of its burst of 2 used
+    assert await status("new") == 401
+    keys("kept", "new")  # rotate: "old" revoked, "new" issued
+    r = await h.client.post("/admin/reload", headers={"x-guard-admin-key": "adm"})
+    assert r.status_code == 200
+    assert await status("old") == 401
+    assert await status("new") == 200
+    # "kept" did not get a fresh burst from the reload: its second request passes, the third not.
+    assert [await status("kept"), await status("kept")] == [200, 429]
