@@ -158,7 +158,7 @@ def external_verdicts(
         toks = t.generated_tokens()
         pts = verdict_points(len(toks), spec)
         plan.append((pts, len(texts)))
-        texts.extend(prefix_texts(t.prefill, toks, pts))
+        texts.extend(prefix_texts(t.prefill, toks, pts, t.prompt))
     scores = score_all(scorer, texts, batch=batch, progress=progress)
     out = []
     for pts, a in plan:

@@ -21,6 +21,14 @@ import numpy as np
 import numpy.typing as npt
 
 from guard.errors import DataError
+from guard.risk.verdict_text import (
+    DEFAULT_MAX_CHARS,
+    DEFAULT_PROMPT_CHARS,
+    DEFAULT_RESPONSE_TEMPLATE,
+    prompt_of,
+    prompt_summary,
+    render_response,
+)
 
 SCORER_MODES = ("lexical", "external", "combined")
 
@@ -81,14 +89,21 @@ def verdict_points(n_tokens: int, spec: ExternalSpec) -> list[int]:
     return list(range(spec.every, last + 1, spec.every))
 
 
-def prefix_texts(prefill: str, tokens: Sequence[str], points: Sequence[int]) -> list[str]:
+def prefix_texts(
+    prefill: str, tokens: Sequence[str], points: Sequence[int], prompt: Any = None
+) -> list[str]:
+    """What the guard model is sent after ``t`` tokens, ``t`` in ``points``: the same text
+    serving sends (``guard.risk.verdict_text``, default verdict policy) for this prompt."""
+    summary = prompt_summary(prompt_of(prompt), DEFAULT_PROMPT_CHARS)
     out = []
     acc = [prefill]
     pos = 0
     for t in points:
         acc.extend(tokens[pos:t])
         pos = t
-        out.append("".join(acc))
+        out.append(
+            render_response(summary, "".join(acc), DEFAULT_RESPONSE_TEMPLATE, DEFAULT_MAX_CHARS)
+        )
     return out
 
 

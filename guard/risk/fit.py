@@ -706,7 +706,7 @@ def _attach_external(
         tokens = traj.generated_tokens()[: wk.nf.size - 1]
         pts = verdict_points(len(tokens), spec)
         start = len(texts)
-        texts.extend(prefix_texts(traj.prefill, tokens, pts))
+        texts.extend(prefix_texts(traj.prefill, tokens, pts, traj.prompt))
         plan.append((wk, pts, start, len(texts)))
     say(f"external scorer: {len(texts)} prefixes (every {spec.every} tokens)")
     scores = score_all(scorer, texts, batch=batch, progress=say)

@@ -39,9 +39,7 @@ __all__ = [
     "make_external_scorer",
 ]
 
-# Input format of the test model built by scripts/guard_classifier/build.py (tiny-guard).
-DEFAULT_RESPONSE_TEMPLATE = "<|user|>\n{prompt}<|end|>\n<|assistant|>\n{response}"
-DEFAULT_REQUEST_TEMPLATE = "<|user|>\n{prompt}<|end|>\n"
+from guard.risk.verdict_text import DEFAULT_REQUEST_TEMPLATE, DEFAULT_RESPONSE_TEMPLATE
 
 
 class ScorerError(Exception):
@@ -368,10 +366,9 @@ def make_external_scorer(
     or ``"generative"`` (``/generative_scoring``; kw ``unsafe_token_id`` (required),
     ``safe_token_id``, ``query``, ``item_template``, ``apply_softmax``). Common kw: ``timeout``
     (default 30 s offline), ``headers``; ExternalScorer kw: ``batch_size`` (32), ``retries`` (2),
-    ``progress``, ``template``. ``template`` renders the text before sending; default for
-    ``classify`` is the tiny-guard response format with an empty prompt
-    (``DEFAULT_RESPONSE_TEMPLATE``), ``"{text}"`` for ``generative`` -- pass ``template="{text}"``
-    for a classifier that takes raw text.
+    ``progress``, ``template``. ``template`` wraps each text before sending; default ``"{text}"``:
+    ``guard fit``/``guard eval`` already render the texts exactly as serving does
+    (``guard.risk.verdict_text``: prompt summary + response prefix in the tiny-guard format).
     """
     ext_keys = ("batch_size", "retries", "progress", "template")
     ext = {k: kw.pop(k) for k in ext_keys if k in kw}
@@ -379,10 +376,6 @@ def make_external_scorer(
     client: ScoringClient
     if kind in ("classify", "classifier"):
         client = ClassifyClient(url, model=model, **kw)
-        ext.setdefault(
-            "template",
-            DEFAULT_RESPONSE_TEMPLATE.replace("{prompt}", "").replace("{response}", "{text}"),
-        )
     elif kind in ("generative", "generative_scoring"):
         if "unsafe_token_id" not in kw:
             raise ValueError("kind='generative' needs unsafe_token_id=")

@@ -27,7 +27,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from guard.scoring.http import DEFAULT_REQUEST_TEMPLATE, DEFAULT_RESPONSE_TEMPLATE
+from guard.risk import verdict_text as _text
+from guard.risk.verdict_text import (
+    DEFAULT_MAX_CHARS,
+    DEFAULT_PROMPT_CHARS,
+    DEFAULT_REQUEST_TEMPLATE,
+    DEFAULT_RESPONSE_TEMPLATE,
+    last_user_message,
+    prompt_summary,
+)
 
 __all__ = [
     "VerdictPolicy",
@@ -48,8 +56,8 @@ class VerdictPolicy:
     first_at_tokens: int = 8
     at_sentence_end: bool = True
     min_gap_tokens: int = 4
-    max_chars: int = 1200
-    prompt_chars: int = 240
+    max_chars: int = DEFAULT_MAX_CHARS
+    prompt_chars: int = DEFAULT_PROMPT_CHARS
     response_template: str = DEFAULT_RESPONSE_TEMPLATE
     request_template: str = DEFAULT_REQUEST_TEMPLATE
     score_request: bool = True
@@ -73,48 +81,13 @@ class VerdictPolicy:
         return cls(**dict(cfg))
 
 
-def _content_text(content: object) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, Sequence):  # OpenAI content parts
-        return " ".join(
-            str(p.get("text", ""))
-            for p in content
-            if isinstance(p, Mapping) and p.get("type") == "text"
-        )
-    return ""
-
-
-def last_user_message(messages: Sequence[Mapping[str, Any]]) -> str:
-    for m in reversed(messages):
-        if m.get("role") == "user":
-            return _content_text(m.get("content"))
-    return ""
-
-
-def prompt_summary(prompt: str, max_chars: int) -> str:
-    """``prompt`` if short, else its head and tail around `` … `` (``max_chars`` in total)."""
-    prompt = prompt.strip()
-    if len(prompt) <= max_chars:
-        return prompt
-    if max_chars < 8:
-        return prompt[:max_chars]
-    head = (max_chars - 3) * 2 // 3
-    tail = max_chars - 3 - head
-    return prompt[:head] + " … " + (prompt[-tail:] if tail > 0 else "")
-
-
 def render_request(prompt: str, policy: VerdictPolicy) -> str:
-    return policy.request_template.replace(
-        "{prompt}", prompt_summary(prompt, max(policy.max_chars - 32, 0))
-    )
+    return _text.render_request(prompt, policy.request_template, policy.max_chars)
 
 
 def render_response(summary: str, response: str, policy: VerdictPolicy) -> str:
     """Template with the prompt summary and the response cut from the left to fit max_chars."""
-    head = policy.response_template.replace("{prompt}", summary)
-    room = max(0, policy.max_chars - (len(head) - len("{response}")))
-    return head.replace("{response}", response[-room:] if room else "")
+    return _text.render_response(summary, response, policy.response_template, policy.max_chars)
 
 
 def verdict_bin(p: float | None, edges: Sequence[float] = (0.25, 0.5, 0.8)) -> int:

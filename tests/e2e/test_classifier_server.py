@@ -13,6 +13,7 @@ import time
 import anyio
 import pytest
 
+from guard.risk.external import prefix_texts
 from guard.scoring import (
     DEFAULT_RESPONSE_TEMPLATE,
     ClassifyClient,
@@ -188,7 +189,10 @@ async def test_batch_of_32_in_one_call(classifier_url: str, classifier_model: st
 
 def test_external_scorer_for_fit(classifier_url: str, classifier_model: str) -> None:
     sc = make_external_scorer(classifier_url, "classify", model=classifier_model, batch_size=8)
-    out = sc.score_batch([r for _, r in UNSAFE + SAFE])
+    # The texts `guard fit` sends: rendered as serving renders them (prompt summary + response).
+    texts = [prefix_texts("", [r], [1], p)[0] for p, r in UNSAFE + SAFE]
+    assert texts[0] == render(*UNSAFE[0])
+    out = sc.score_batch(texts)
     sc.close()
     assert len(out) == 20 and sc.calls == 3
     assert statistics.mean(out[:10]) > statistics.mean(out[10:])

@@ -65,7 +65,12 @@ def test_protocol_and_schedule() -> None:
     assert isinstance(KeywordScorer(), ExternalScorer)
     spec = ExternalSpec(edges=(0.5,), every=3, delay=1, max_tokens=7)
     assert verdict_points(10, spec) == [3, 6]
-    assert prefix_texts("P:", ["a", "b", "c", "d", "e", "f"], [3, 6]) == ["P:abc", "P:abcdef"]
+    # No prompt: the tiny-guard response format with an empty user turn.
+    head = "<|user|>\n<|end|>\n<|assistant|>\n"
+    assert prefix_texts("P:", ["a", "b", "c", "d", "e", "f"], [3, 6]) == [
+        head + "P:abc",
+        head + "P:abcdef",
+    ]
     # bin 0 until the first verdict joins (t = 3 + delay 1), then 1 + bisect(edges, p)
     assert ext_bin_series(8, [3, 6], [0.9, 0.1], spec).tolist() == [0, 0, 0, 0, 2, 2, 2, 1]
     with pytest.raises(DataError):
@@ -233,3 +238,30 @@ def test_cli_fit_and_compare(
     # a model fitted with external scores cannot be evaluated without a scorer
     assert _run(["eval", "--model", str(tmp_path / "external.npz"), str(held)]) == 2
     assert np.isfinite(res["results"][2]["calibration"]["ece"])
+
+
+def test_fit_sends_the_guard_model_what_serving_sends() -> None:
+    """Same prompt and response prefix -> byte-identical text in fit/eval and in serving."""
+    from guard.scoring.verdicts import VerdictPolicy, VerdictSchedule
+
+    long_user = "Please help me with my order. " * 20  # longer than prompt_chars: summarised
+    messages = [
+        {"role": "system", "content": "You are a support bot."},
+        {"role": "user", "content": long_user},
+    ]
+    tokens = [f" w{i}" for i in range(400)]  # longer than max_chars: cut from the left
+    points = [8, 24, 400]
+    fitted = prefix_texts("Sure,", tokens, points, messages)
+    sched = VerdictSchedule.for_messages(
+        messages, VerdictPolicy(at_sentence_end=False, every_k_tokens=16), prefill="Sure,"
+    )
+    served = []
+    for i, tok in enumerate(tokens, 1):
+        sched.observe(tok, 1)
+        if i in points:
+            served.append(sched.current_text())
+    assert fitted == served
+    assert " … " in fitted[0] and "Please help" in fitted[0]  # the prompt is in, summarised
+    assert len(fitted[2]) <= VerdictPolicy().max_chars and fitted[2].endswith(" w399")
+    # A plain-string prompt (completions) works the same way.
+    assert "hello" in prefix_texts("", ["x"], [1], "hello")[0]

@@ -15,7 +15,6 @@ from guard.scoring import (
     ScorerError,
     make_external_scorer,
 )
-from guard.scoring.http import DEFAULT_RESPONSE_TEMPLATE
 
 REC = json.loads((Path(__file__).parent / "recorded_vllm_0_32.json").read_text())
 
@@ -178,8 +177,8 @@ def test_make_external_scorer_chunks_templates_and_progress() -> None:
     assert len(out) == 70
     assert [len(b) for b in bodies] == [32, 32, 6]
     assert progress == [(32, 70), (64, 70), (70, 70)]
-    want = DEFAULT_RESPONSE_TEMPLATE.replace("{prompt}", "").replace("{response}", "t0")
-    assert bodies[0][0] == want
+    # Texts go as given: fit/eval render them the way serving does (guard.risk.verdict_text).
+    assert bodies[0][0] == "t0"
     assert sc.calls == 3
 
 
