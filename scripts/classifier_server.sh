@@ -26,37 +26,8 @@ URL="http://127.0.0.1:$PORT"
 
 log() { echo "[classifier_server] $*" >&2; }
 
-is_running() {
-  [[ -f "$PIDFILE" ]] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null
-}
-
-http_ok() {  # curl if present, else python
-  if command -v curl >/dev/null 2>&1; then
-    curl -fsS -m 2 "$1" >/dev/null 2>&1
-  else
-    python3 -c "import sys,urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)" "$1" >/dev/null 2>&1
-  fi
-}
-
-cmd_wait() {
-  local t0 now
-  t0=$(date +%s)
-  while ! http_ok "$URL/health"; do
-    if ! is_running; then
-      log "server process is gone; last log lines ($LOGFILE):"
-      tail -n 40 "$LOGFILE" >&2 2>/dev/null || true
-      return 1
-    fi
-    now=$(date +%s)
-    if (( now - t0 > TIMEOUT )); then
-      log "not healthy after ${TIMEOUT}s; last log lines ($LOGFILE):"
-      tail -n 40 "$LOGFILE" >&2 2>/dev/null || true
-      return 1
-    fi
-    sleep 1
-  done
-  log "healthy at $URL after $(( $(date +%s) - t0 ))s"
-}
+# shellcheck source=scripts/vllm_proc.sh
+source "$ROOT/scripts/vllm_proc.sh"
 
 warmup() {
   # One /classify call so the first real verdict does not pay the start-up cost; checks the shape.
@@ -106,8 +77,7 @@ cmd_start() {
     cmd_stop || true
     return 1
   fi
-  # Small machines: keep vLLM's busy-waiting engine core off the API server's core.
-  "$PY" "$ROOT/scripts/vllm_pin_engine.py" "$(cat "$PIDFILE")" | while read -r l; do log "$l"; done || true
+  pin_engine "$PY"
   if ! warmup; then
     log "warm-up failed; last log lines ($LOGFILE):"
     tail -n 40 "$LOGFILE" >&2 2>/dev/null || true
@@ -116,39 +86,6 @@ cmd_start() {
   fi
   log "started in $(( $(date +%s) - t0 ))s (pid $(cat "$PIDFILE"))"
   echo "$URL"
-}
-
-cmd_stop() {
-  if ! [[ -f "$PIDFILE" ]]; then
-    log "not running (no pid file)"
-    return 0
-  fi
-  local pid
-  pid="$(cat "$PIDFILE")"
-  if kill -0 "$pid" 2>/dev/null; then
-    log "stopping process group $pid"
-    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 30); do
-      kill -0 -- "-$pid" 2>/dev/null || break
-      sleep 0.5
-    done
-    if kill -0 -- "-$pid" 2>/dev/null; then
-      log "still alive after 15s; SIGKILL"
-      kill -KILL -- "-$pid" 2>/dev/null || true
-      sleep 0.5
-    fi
-  fi
-  rm -f "$PIDFILE"
-  log "stopped"
-}
-
-cmd_status() {
-  if is_running; then
-    echo "running pid $(cat "$PIDFILE") on port $PORT ($URL)"
-  else
-    echo "stopped"
-    return 1
-  fi
 }
 
 case "${1:-}" in
