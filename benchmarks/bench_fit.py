@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from guard.risk.fit import FitConfig, fit
-from guard.risk.trajectories import Trajectory
+from guard.training.fit import FitConfig, fit
+from guard.training.trajectories import Trajectory
 
 HARM = ["mix the powder with fuel", "wire the timer", "send the phishing email", "hide the poison"]
 OPEN = ["Sure, here is how.", "Certainly! Step 1:", "I'm sorry, but I can't help with that."]

@@ -167,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     except ImportError:
         pass
     try:
-        from guard.risk.commands import register
+        from guard.training.commands import register
     except ImportError:  # pragma: no cover - during development only
         pass
     else:

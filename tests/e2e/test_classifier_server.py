@@ -13,7 +13,6 @@ import time
 import anyio
 import pytest
 
-from guard.risk.external import prefix_texts
 from guard.scoring import (
     DEFAULT_RESPONSE_TEMPLATE,
     ClassifyClient,
@@ -23,6 +22,7 @@ from guard.scoring import (
     VerdictSchedule,
     make_external_scorer,
 )
+from guard.training.external import prefix_texts
 from tests.e2e import classifier_conftest_helpers as _helpers
 from tests.e2e.classifier_conftest_helpers import ClassifierServer
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from guard.observability.decision_log import DecisionLog, redact
-from guard.risk.trajectories import parse_trajectory
+from guard.training.trajectories import parse_trajectory
 from tests.integration.test_stream_guarding import BENIGN, CHAT, HARMFUL
 from tests.support.scripted import DONE, Script, chat_events
 

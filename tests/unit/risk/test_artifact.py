@@ -11,7 +11,7 @@ import pytest
 from guard.errors import RiskModelError
 from guard.risk import default_model_path, load_risk_model
 from guard.risk.artifact import META_KEY, save_artifact
-from guard.risk.fit import FitResult
+from guard.training.fit import FitResult
 
 
 def _rewrite(path: Path, arrays: dict[str, np.ndarray]) -> None:

@@ -9,7 +9,8 @@ import pytest
 
 from guard.risk import load_risk_model
 from guard.risk.artifact import save_artifact
-from guard.risk.fit import (
+from guard.risk.model import RiskModel
+from guard.training.fit import (
     FitConfig,
     FitResult,
     _Recorder,
@@ -19,11 +20,8 @@ from guard.risk.fit import (
     walk_risks,
     walk_states,
 )
-from guard.risk.model import RiskModel
-from guard.risk.trajectories import parse_trajectory
-
-from .conftest import SMALL
-from .synth import make_rows
+from guard.training.trajectories import parse_trajectory
+from tests.support.synth import SMALL, make_rows
 
 
 @pytest.fixture(scope="module")

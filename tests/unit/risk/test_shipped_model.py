@@ -4,7 +4,7 @@ The proxy halts at the first generated token whose ``risk()`` reaches the model'
 threshold while ``t <= depth``. Harmful support continuations (leaking personal data, abusing the
 customer) must be halted within about 10 tokens; ordinary support replies must pass.
 Note: leak/abuse examples of this *kind* are in the training data (constructed templates in
-scripts/build_default_model.py); these exact sentences are not.
+scripts/risk_model/build.py); these exact sentences are not.
 """
 
 from __future__ import annotations

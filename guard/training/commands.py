@@ -31,7 +31,7 @@ def _progress(n: int) -> Callable[[str], None] | None:
 
 
 def _read(args: argparse.Namespace) -> list[Any]:
-    from guard.risk.trajectories import read_trajectories
+    from guard.training.trajectories import read_trajectories
 
     trajs, rep = read_trajectories(args.logs, skip_invalid=args.skip_invalid)
     if rep.n_skipped:
@@ -55,7 +55,7 @@ def _guarded(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Name
 
 
 def _read_requests(path: str) -> list[Any]:
-    from guard.risk.fit import RequestExample
+    from guard.training.fit import RequestExample
 
     out = []
     p = Path(path)
@@ -104,13 +104,13 @@ def make_scorer(args: argparse.Namespace, needed: bool) -> Any:
             "external scorers need guard.scoring.http.make_external_scorer (the HTTP client for "
             f"the guard classifier), which cannot be imported here: {exc}"
         ) from exc
-    from guard.risk.external import CachedScorer
+    from guard.training.external import CachedScorer
 
     return CachedScorer(make_external_scorer(url, kind=args.scorer_kind, model=args.scorer_model))
 
 
 def _external_spec(args: argparse.Namespace) -> Any:
-    from guard.risk.external import ExternalSpec
+    from guard.training.external import ExternalSpec
 
     try:
         edges = tuple(float(x) for x in args.external_bins.split(",") if x.strip())
@@ -130,7 +130,7 @@ def _external_spec(args: argparse.Namespace) -> Any:
 def cmd_fit(args: argparse.Namespace) -> int:
     """Fit a risk model from labelled trajectory logs."""
     from guard.risk.artifact import save_artifact
-    from guard.risk.fit import FitConfig, fit, format_report, json_safe
+    from guard.training.fit import FitConfig, fit, format_report, json_safe
 
     trajs = _read(args)
     reqs = _read_requests(args.requests) if args.requests else []
@@ -190,9 +190,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     Several ``--model`` options compare models (e.g. lexical / external / combined) on the same
     data: one table each, then a side-by-side summary (JSON: ``guard.eval-compare/1``).
     """
-    from guard.risk.evaluate import evaluate, format_compare, format_eval
-    from guard.risk.fit import json_safe
     from guard.risk.model import load_risk_model
+    from guard.training.evaluate import evaluate, format_compare, format_eval
+    from guard.training.fit import json_safe
 
     paths = args.model or [None]
     models = [load_risk_model(p) for p in paths]
@@ -240,7 +240,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 @_guarded
 def cmd_depth(args: argparse.Namespace) -> int:
     """Where the risk first crosses τ; coverage and false-halt curves by depth."""
-    from guard.risk.depth import analyze_depth, format_depth, write_depth_outputs
+    from guard.training.depth import analyze_depth, format_depth, write_depth_outputs
 
     model = _model(args)
     trajs = _read(args)
@@ -261,7 +261,7 @@ def cmd_depth(args: argparse.Namespace) -> int:
 @_guarded
 def cmd_augment(args: argparse.Namespace) -> int:
     """Safety-recovery fine-tuning examples (chat JSONL) from harmful/halted trajectories."""
-    from guard.risk.augment import format_summary, make_examples
+    from guard.training.augment import format_summary, make_examples
 
     model = _model(args)
     trajs = _read(args)

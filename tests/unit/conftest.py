@@ -4,21 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from guard.risk.fit import FitConfig, FitResult, fit
-from guard.risk.trajectories import parse_trajectory
-
-from .synth import make_rows
-
-SMALL = FitConfig(
-    depth=4,
-    n_risk_bins=3,
-    n_request_bins=2,
-    kappa=5.0,
-    holdout=0.2,
-    resp_buckets_log2=12,
-    req_buckets_log2=10,
-    iterations=60,
-)
+from guard.training.fit import FitResult, fit
+from guard.training.trajectories import parse_trajectory
+from tests.support.synth import SMALL, make_rows
 
 
 @pytest.fixture(scope="session")
@@ -29,6 +17,6 @@ def small_fit() -> FitResult:
 
 @pytest.fixture()
 def logs(tmp_path: Path) -> Path:
-    from .synth import write_rows
+    from tests.support.synth import write_rows
 
     return write_rows(tmp_path / "logs.jsonl", make_rows(200, seed=1))

@@ -6,12 +6,12 @@ Steps (deterministic: splits are by CRC32 of stable ids, no randomness):
 1. convert each source into trajectory JSONL (DESIGN section 6) in ``--workdir``:
    ``fit.jsonl`` (what the model is fitted on), ``eval.jsonl`` (held-out sources/items, used only
    for reporting) and ``requests.jsonl`` (request-only examples for the request scorer);
-2. fit with ``guard.risk.fit`` and write ``guard/data/default_model.npz``;
+2. fit with ``guard.training.fit`` and write ``guard/data/default_model.npz``;
 3. evaluate on ``eval.jsonl`` (``guard eval`` logic) and write ``eval.json`` / ``eval.txt``.
 
 Usage::
 
-    .venv/bin/python scripts/build_default_model.py [--data /work/shared/data] [--depth 32]
+    .venv/bin/python scripts/risk_model/build.py [--data /work/shared/data] [--depth 32]
 """
 
 from __future__ import annotations
@@ -28,13 +28,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from guard.risk.artifact import save_artifact  # noqa: E402
-from guard.risk.evaluate import evaluate, format_eval  # noqa: E402
-from guard.risk.fit import FitConfig, RequestExample, fit, format_report  # noqa: E402
-from guard.risk.trajectories import read_trajectories  # noqa: E402
+from guard.training.evaluate import evaluate, format_eval  # noqa: E402
+from guard.training.fit import FitConfig, RequestExample, fit, format_report  # noqa: E402
+from guard.training.trajectories import read_trajectories  # noqa: E402
 
 csv.field_size_limit(10**8)
 
@@ -52,7 +52,7 @@ LICENCES = {
         "licence": "CDLA-Sharing-1.0",
     },
     "constructed-support-harm": {
-        "origin": "templates in scripts/build_default_model.py (this project)",
+        "origin": "templates in scripts/risk_model/build.py (this project)",
         "licence": "same as this project",
     },
     "gptfuzz": {"origin": "sherdencooper/GPTFuzz @1eddeb5", "licence": "MIT"},
@@ -200,7 +200,7 @@ def constructed_support_harm(
                     family=family,
                     template=ti,
                     holdout_group=f"constructed/{family}/{ti}",
-                    construction="templated support-bot leak/abuse (build_default_model.py)",
+                    construction="templated support-bot leak/abuse (scripts/risk_model/build.py)",
                 )
                 (eval_rows if ti % 3 == 0 else fit_rows).append(row)
     return fit_rows, eval_rows
@@ -398,7 +398,7 @@ def build(data: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[
             "safe",
             kind="alarming",
             request_label="harmful",
-            construction="refusal quoting the request (scripts/build_default_model.py)",
+            construction="refusal quoting the request (scripts/risk_model/build.py)",
         )
         (fit_rows if to_fit else eval_rows).append(row)
 
@@ -508,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
             "templates 0, 3, 6, ...",
         },
         "licences": LICENCES,
-        "built_by": "scripts/build_default_model.py",
+        "built_by": "scripts/risk_model/build.py",
     }
     cfg = FitConfig(
         depth=args.depth,

@@ -22,7 +22,10 @@ import numpy.typing as npt
 
 from guard.errors import DataError
 from guard.risk.chain import END_FLOOR
-from guard.risk.external import (
+from guard.risk.model import RiskModel
+from guard.tracking import LexicalScorer, StateSpace, prompt_text, text_feature_ids
+from guard.tracking.text import N_PHASES
+from guard.training.external import (
     SCORER_MODES,
     ExternalScorer,
     ExternalSpec,
@@ -31,10 +34,7 @@ from guard.risk.external import (
     score_all,
     verdict_points,
 )
-from guard.risk.model import RiskModel
-from guard.risk.trajectories import Trajectory
-from guard.tracking import LexicalScorer, StateSpace, prompt_text, text_feature_ids
-from guard.tracking.text import N_PHASES
+from guard.training.trajectories import Trajectory
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]

@@ -15,11 +15,11 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
-from guard.risk.depth import first_crossing
-from guard.risk.evaluate import trace
-from guard.risk.fit import rotate_phrases, split_phrases
 from guard.risk.model import RiskModel
-from guard.risk.trajectories import Trajectory
+from guard.training.depth import first_crossing
+from guard.training.evaluate import trace
+from guard.training.fit import rotate_phrases, split_phrases
+from guard.training.trajectories import Trajectory
 
 RECOVERIES: Final = (
     "I'm sorry, but I can't continue with this. It could cause real harm. If you're dealing with "

@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 
 from guard.errors import DataError
-from guard.risk.evaluate import Trace, trace
 from guard.risk.model import RiskModel
-from guard.risk.trajectories import Trajectory
+from guard.training.evaluate import Trace, trace
+from guard.training.trajectories import Trajectory
 
 SCHEMA = "guard.depth/1"
 

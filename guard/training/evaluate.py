@@ -27,7 +27,8 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from guard.risk.external import (
+from guard.risk.model import RiskModel
+from guard.training.external import (
     ExternalScorer,
     ExternalSpec,
     model_external_spec,
@@ -35,9 +36,8 @@ from guard.risk.external import (
     score_all,
     verdict_points,
 )
-from guard.risk.fit import calibration_table
-from guard.risk.model import RiskModel
-from guard.risk.trajectories import Trajectory
+from guard.training.fit import calibration_table
+from guard.training.trajectories import Trajectory
 
 SCHEMA: Final = "guard.eval/1"
 FPR_TARGETS: Final = {"support": 0.01, "general": 0.01, "alarming": 0.05, "benign": 0.01}

@@ -7,10 +7,9 @@ import numpy as np
 import pytest
 
 from guard.errors import DataError
-from guard.risk.fit import Walk, transition_keys
-from guard.risk.trajectories import parse_trajectory, read_trajectories
-
-from .synth import make_rows
+from guard.training.fit import Walk, transition_keys
+from guard.training.trajectories import parse_trajectory, read_trajectories
+from tests.support.synth import make_rows
 
 GOOD = make_rows(3)[0]
 

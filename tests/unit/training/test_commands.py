@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from .synth import make_rows, write_rows
+from tests.support.synth import make_rows, write_rows
 
 
 def _run(argv: list[str]) -> int:
-    from guard.risk.commands import register
+    from guard.training.commands import register
 
     ap = argparse.ArgumentParser(prog="guard")
     sub = ap.add_subparsers(dest="command", required=True)

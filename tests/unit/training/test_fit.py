@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from guard.errors import DataError
-from guard.risk.fit import (
+from guard.training.fit import (
     FitConfig,
     FitResult,
     _Recorder,
@@ -15,10 +15,8 @@ from guard.risk.fit import (
     walk_risks,
     walk_states,
 )
-from guard.risk.trajectories import parse_trajectory
-
-from .conftest import SMALL
-from .synth import make_rows
+from guard.training.trajectories import parse_trajectory
+from tests.support.synth import SMALL, make_rows
 
 
 def _traj(**kw):  # type: ignore[no-untyped-def]
@@ -146,7 +144,7 @@ def test_fit_path_equals_tracker_with_char_ngrams_and_decay(
 
 
 def test_top_bin_levels_are_fine_at_the_top() -> None:
-    from guard.risk.fit import _top_levels
+    from guard.training.fit import _top_levels
 
     lv = _top_levels(11)
     assert lv.size == 11 and np.all(np.diff(lv) > 0) and lv[-1] < 1.0

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from guard.errors import DataError
-from guard.risk.external import (
+from guard.training.external import (
     CachedScorer,
     ExternalScorer,
     ExternalSpec,
@@ -20,11 +20,9 @@ from guard.risk.external import (
     prefix_texts,
     verdict_points,
 )
-from guard.risk.fit import FitConfig, FitResult, fit
-from guard.risk.trajectories import parse_trajectory
-
-from .conftest import SMALL
-from .synth import make_rows, write_rows
+from guard.training.fit import FitConfig, FitResult, fit
+from guard.training.trajectories import parse_trajectory
+from tests.support.synth import SMALL, make_rows, write_rows
 
 HARM_WORDS = ("explosive", "detonator", "phishing", "poison", "keylogger")
 
@@ -155,7 +153,7 @@ def test_model_without_external_bins_ignores_verdicts(small_fit: FitResult) -> N
 
 
 def test_eval_with_external_scorer(ext_fit: tuple[FitResult, KeywordScorer]) -> None:
-    from guard.risk.evaluate import evaluate
+    from guard.training.evaluate import evaluate
 
     m = ext_fit[0].model
     held = [parse_trajectory(r, "h", i) for i, r in enumerate(make_rows(120, seed=9))]
@@ -171,7 +169,7 @@ def test_eval_with_external_scorer(ext_fit: tuple[FitResult, KeywordScorer]) -> 
 def test_eval_external_with_reply_shorter_than_the_scoring_period(
     ext_fit: tuple[FitResult, KeywordScorer],
 ) -> None:
-    from guard.risk.evaluate import trace
+    from guard.training.evaluate import trace
 
     m = ext_fit[0].model
     row = make_rows(1, seed=3)[0]
@@ -184,7 +182,7 @@ def test_eval_external_with_reply_shorter_than_the_scoring_period(
 
 
 def _run(argv: list[str]) -> int:
-    from guard.risk.commands import register
+    from guard.training.commands import register
 
     ap = argparse.ArgumentParser(prog="guard")
     sub = ap.add_subparsers(dest="command", required=True)

@@ -7,6 +7,8 @@ import random
 from pathlib import Path
 from typing import Any
 
+from guard.training.fit import FitConfig
+
 HARM_OPEN = ["Sure, here is how to do it.", "Certainly! Step 1:", "Okay, first you need"]
 HARM_BODY = [
     "mix the explosive powder with the fuel",
@@ -63,3 +65,16 @@ def make_rows(n: int = 300, seed: int = 0) -> list[dict[str, Any]]:
 def write_rows(path: Path, rows: list[dict[str, Any]]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
+
+
+#: a small, fast fit configuration for tests
+SMALL = FitConfig(
+    depth=4,
+    n_risk_bins=3,
+    n_request_bins=2,
+    kappa=5.0,
+    holdout=0.2,
+    resp_buckets_log2=12,
+    req_buckets_log2=10,
+    iterations=60,
+)

@@ -1,0 +1,6 @@
+"""Training side of the risk model: trajectories in, a fitted artifact and reports out.
+
+``fit`` (walks -> scorers -> bins -> counts -> threshold -> report), ``evaluate``, ``depth``,
+``augment`` and the ``guard fit/eval/depth/augment`` commands. Serving (``guard.risk``) never
+imports this package.
+"""
