@@ -1,8 +1,8 @@
 """What text the guard model scores: one definition for fitting and for serving (pure).
 
 Serving (``guard.scoring.verdicts``) and fitting/evaluation (``guard.training.external``) must
-send the guard model the same text for the same prompt and response prefix, or the verdict bins a model
-was fitted on are not the ones it sees in production. Both render through these functions:
+send the guard model the same text for the same prompt and response prefix, or the verdict bins a
+model was fitted on are not the ones it sees in production. Both render through these functions:
 
 * response text = ``response_template`` with ``{prompt}`` = a summary of the last user message
   (``prompt_chars`` at most: head and tail) and ``{response}`` = the response so far (prefill
