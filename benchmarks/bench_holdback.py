@@ -4,7 +4,8 @@
 Against a real vLLM (the tiny, shallowly aligned model), for each W: an enforcing guard with
 ``--hold-back W``; (1) time to the first content delta on benign support requests, and (2) for
 prefilled harmful openers (the shallow-alignment attack), how many generated tokens of unsafe
-content reached the client before the halt (onset located by scripts/tiny_model/dialogues.py).
+content reached the client before the halt (onset located by
+scripts/models/tiny_model/dialogues.py).
 
     .venv/bin/python benchmarks/bench_holdback.py --vllm-url URL [--windows 0,2,4,8,16]
 
@@ -25,7 +26,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts" / "tiny_model"))
+sys.path.insert(0, str(ROOT / "scripts" / "models" / "tiny_model"))
 import dialogues  # noqa: E402
 
 from tests.e2e.guard_proc import guard_server  # noqa: E402

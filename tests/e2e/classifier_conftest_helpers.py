@@ -1,8 +1,9 @@
-"""Fixtures for the real guard-classifier server (scripts/classifier_server.sh), imported by
+"""Fixtures for the real guard-classifier server (scripts/vllm/classifier_server.sh), imported by
 tests/e2e/test_classifier_server.py (kept out of conftest.py, which other tests own).
 
 ``classifier_url`` (session): ``GUARD_CLS_URL`` if set (an already running server), else
-``scripts/vllm_env.sh`` then ``scripts/classifier_server.sh start`` on a free port (builds/caches
+``scripts/vllm/vllm_env.sh`` then ``scripts/vllm/classifier_server.sh start`` on a free port
+(builds/caches
 the tiny guard classifier the first time, ~2-4 min; server start ~30-50 s), stopped at the end.
 If the server cannot be started the fixture FAILS (never skips).
 
@@ -24,7 +25,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ROOT / "scripts"
-SERVER = SCRIPTS / "classifier_server.sh"
+SERVER = SCRIPTS / "vllm" / "classifier_server.sh"
 MODEL_NAME = "tiny-guard"
 
 
@@ -59,17 +60,17 @@ class ClassifierServer:
         env = dict(os.environ)
         srv = cls(port or free_port(), env)
         env["GUARD_CLS_PORT"] = str(srv.port)
-        r = _run([str(SCRIPTS / "vllm_env.sh")], env, timeout=1800)
+        r = _run([str(SCRIPTS / "vllm" / "vllm_env.sh")], env, timeout=1800)
         if r.returncode != 0:
             pytest.fail(
-                f"scripts/vllm_env.sh failed (rc {r.returncode}):\n{r.stdout}\n{r.stderr}",
+                f"scripts/vllm/vllm_env.sh failed (rc {r.returncode}):\n{r.stdout}\n{r.stderr}",
                 pytrace=False,
             )
         r = _run([str(SERVER), "start"], env, timeout=1200)
         if r.returncode != 0:
             _run([str(SERVER), "stop"], env, timeout=60)
             pytest.fail(
-                f"scripts/classifier_server.sh start failed (rc {r.returncode}):\n{r.stdout}\n"
+                f"scripts/vllm/classifier_server.sh start failed (rc {r.returncode}):\n{r.stdout}\n"
                 f"{r.stderr}",
                 pytrace=False,
             )

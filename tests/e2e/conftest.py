@@ -4,8 +4,9 @@ Every test collected under tests/e2e gets ``pytest.mark.e2e``; deselect them wit
 
 The ``vllm_url`` fixture (session scope):
   * ``GUARD_VLLM_URL`` set (e.g. ``http://127.0.0.1:8000``): use that already running server.
-  * otherwise: ``scripts/vllm_env.sh`` (idempotent, ~2 min the first time), then
-    ``scripts/vllm_server.sh start`` on a free port (builds/caches the tiny model, ~2 min the first
+  * otherwise: ``scripts/vllm/vllm_env.sh`` (idempotent, ~2 min the first time), then
+    ``scripts/vllm/vllm_server.sh start`` on a free port (builds/caches the tiny
+    model, ~2 min the first
     time; server start ~30 s), and ``stop`` at the end of the session.
 If the server cannot be started the fixture FAILS (never skips): an e2e run that silently tests
 nothing is worse than a red one.
@@ -27,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 SCRIPTS = ROOT / "scripts"
 
 # dialogues.py (pure python) labels model output by construction
-sys.path.insert(0, str(SCRIPTS / "tiny_model"))
+sys.path.insert(0, str(SCRIPTS / "models" / "tiny_model"))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -57,23 +58,24 @@ def vllm_url() -> Iterator[str]:
     env = dict(os.environ)
     port = _free_port()
     env["GUARD_VLLM_PORT"] = str(port)
-    r = _run([str(SCRIPTS / "vllm_env.sh")], env, timeout=1800)
+    r = _run([str(SCRIPTS / "vllm" / "vllm_env.sh")], env, timeout=1800)
     if r.returncode != 0:
         pytest.fail(
-            f"scripts/vllm_env.sh failed (rc {r.returncode}):\n{r.stdout}\n{r.stderr}",
+            f"scripts/vllm/vllm_env.sh failed (rc {r.returncode}):\n{r.stdout}\n{r.stderr}",
             pytrace=False,
         )
-    r = _run([str(SCRIPTS / "vllm_server.sh"), "start"], env, timeout=1200)
+    r = _run([str(SCRIPTS / "vllm" / "vllm_server.sh"), "start"], env, timeout=1200)
     if r.returncode != 0:
-        _run([str(SCRIPTS / "vllm_server.sh"), "stop"], env, timeout=60)
+        _run([str(SCRIPTS / "vllm" / "vllm_server.sh"), "stop"], env, timeout=60)
         pytest.fail(
-            f"scripts/vllm_server.sh start failed (rc {r.returncode}):\n{r.stdout}\n{r.stderr}",
+            f"scripts/vllm/vllm_server.sh start failed (rc {r.returncode}):\n"
+            f"{r.stdout}\n{r.stderr}",
             pytrace=False,
         )
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
-        _run([str(SCRIPTS / "vllm_server.sh"), "stop"], env, timeout=60)
+        _run([str(SCRIPTS / "vllm" / "vllm_server.sh"), "stop"], env, timeout=60)
 
 
 @pytest.fixture(scope="session")

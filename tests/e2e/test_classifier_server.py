@@ -1,6 +1,6 @@
 """The real guard classifier on vLLM (CPU): /classify through guard.scoring.
 
-Starts scripts/classifier_server.sh (see classifier_conftest_helpers.py); FAILS if it cannot.
+Starts scripts/vllm/classifier_server.sh (see classifier_conftest_helpers.py); FAILS if it cannot.
 """
 
 from __future__ import annotations

@@ -59,9 +59,9 @@ def shadow(vllm_url: str) -> Iterator[openai.OpenAI]:
 def test_prefilled_opener_is_halted_and_vllm_stops(enforcing: openai.OpenAI, vllm_url: str) -> None:
     max_tokens = 450
     # vLLM on CPU generates these 450 tokens in about a second; on a loaded 2-core machine its
-    # first bytes can come late enough that nothing is left to abort (scripts/vllm_pin_engine.py
-    # removes the main cause). So up to 3 tries: every one must be halted with nothing harmful
-    # delivered, and one must stop vLLM far short of max_tokens.
+    # first bytes can come late enough that nothing is left to abort
+    # (scripts/vllm/vllm_pin_engine.py removes the main cause). So up to 3 tries: every one must
+    # be halted with nothing harmful delivered, and one must stop vLLM far short of max_tokens.
     generated: list[float] = []
     for _ in range(3):
         before = settle(vllm_url)

@@ -7,7 +7,7 @@ It checks the properties the guard's e2e tests rely on: streaming works, and the
 
 from __future__ import annotations
 
-import dialogues  # from scripts/tiny_model (path set in conftest)
+import dialogues  # from scripts/models/tiny_model (path set in conftest)
 import openai
 import pytest
 

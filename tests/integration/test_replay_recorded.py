@@ -1,5 +1,5 @@
 """Replay wire bytes recorded from the real vLLM 0.32 server (tests/fixtures/vllm, made by
-scripts/record_vllm.py) through the guard, with the original network read sizes and with 1-byte
+scripts/vllm/record_vllm.py) through the guard, with the original network read sizes and with 1-byte
 reads. Benign streams must come out byte-identical; the prefilled jailbreak must be halted by the
 shipped risk model."""
 

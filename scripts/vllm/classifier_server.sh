@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Start/stop the real vLLM (CPU) server with the tiny guard classifier (POST /classify).
 #
-#   scripts/classifier_server.sh start    # env + model (cached) + server in the background, waits, warms up
-#   scripts/classifier_server.sh wait     # wait until /health answers (timeout GUARD_CLS_TIMEOUT, 180 s)
-#   scripts/classifier_server.sh status   # "running pid P on port N" / "stopped" (exit 0 / 1)
-#   scripts/classifier_server.sh stop     # kill the whole process group, wait for it to go
+#   scripts/vllm/classifier_server.sh start    # env + model (cached) + server in the background, waits, warms up
+#   scripts/vllm/classifier_server.sh wait     # wait until /health answers (timeout GUARD_CLS_TIMEOUT, 180 s)
+#   scripts/vllm/classifier_server.sh status   # "running pid P on port N" / "stopped" (exit 0 / 1)
+#   scripts/vllm/classifier_server.sh stop     # kill the whole process group, wait for it to go
 #
-# Env: GUARD_CLS_PORT (8001), GUARD_CLS_MODEL_DIR (default: built by scripts/guard_classifier/build.py),
+# Env: GUARD_CLS_PORT (8001), GUARD_CLS_MODEL_DIR (default: built by scripts/models/guard_classifier/build.py),
 #      GUARD_CLS_MODEL_NAME (tiny-guard), GUARD_CACHE (~/.cache/guard), GUARD_CLS_TIMEOUT (180),
 #      GUARD_CLS_EXTRA_ARGS (appended to the vLLM command line).
 # Pid and log files: $GUARD_CACHE/classifier-server-<port>.{pid,log}.
@@ -15,7 +15,7 @@
 # POST /classify {"model", "input": text | [texts]} -> {"data": [{"index","label","probs",...}]}.
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 CACHE="${GUARD_CACHE:-$HOME/.cache/guard}"
 PORT="${GUARD_CLS_PORT:-8001}"
 TIMEOUT="${GUARD_CLS_TIMEOUT:-180}"
@@ -26,8 +26,8 @@ URL="http://127.0.0.1:$PORT"
 
 log() { echo "[classifier_server] $*" >&2; }
 
-# shellcheck source=scripts/vllm_proc.sh
-source "$ROOT/scripts/vllm_proc.sh"
+# shellcheck source=scripts/vllm/vllm_proc.sh
+source "$ROOT/scripts/vllm/vllm_proc.sh"
 
 warmup() {
   # One /classify call so the first real verdict does not pay the start-up cost; checks the shape.
@@ -53,10 +53,10 @@ cmd_start() {
     echo "$URL"
     return 0
   fi
-  PY="$("$ROOT/scripts/vllm_env.sh")"
+  PY="$("$ROOT/scripts/vllm/vllm_env.sh")"
   local model="${GUARD_CLS_MODEL_DIR:-}"
   if [[ -z "$model" ]]; then
-    model="$("$PY" "$ROOT/scripts/guard_classifier/build.py" | tail -n 1)"
+    model="$("$PY" "$ROOT/scripts/models/guard_classifier/build.py" | tail -n 1)"
   fi
   [[ -f "$model/config.json" ]] || { log "no model at '$model'"; return 1; }
   log "starting vLLM classifier on $URL with model $model (log: $LOGFILE)"

@@ -2,7 +2,7 @@
 
 Run with the vLLM virtualenv's python (it has torch, transformers, tokenizers):
 
-    $(scripts/vllm_env.sh) scripts/tiny_model/build.py          # prints the model dir last
+    $(scripts/vllm/vllm_env.sh) scripts/models/tiny_model/build.py  # prints the model dir last
 
 Cache: ${GUARD_CACHE:-$HOME/.cache/guard}/models/tiny-chat-<hash of this file, dialogues.py and
 the data recipe>. A complete cached build (marker file ``.complete``) is reused at once.

@@ -48,7 +48,7 @@ def _data_dir() -> Path:
     env = os.environ.get("GUARD_DATA_DIR")
     if env:
         return Path(env)
-    beside = Path(__file__).resolve().parents[3] / "shared" / "data"
+    beside = Path(__file__).resolve().parents[4] / "shared" / "data"
     return beside if beside.is_dir() else Path("/work/shared/data")
 
 

@@ -1,7 +1,7 @@
 """Record raw wire bytes from a running vLLM server into tests/fixtures/vllm/ (replay data).
 
-    scripts/vllm_server.sh start                         # tiny model on :8000
-    .venv/bin/python scripts/record_vllm.py              # --base-url, --out, --only NAME ...
+    scripts/vllm/vllm_server.sh start                         # tiny model on :8000
+    .venv/bin/python scripts/vllm/record_vllm.py              # --base-url, --out, --only NAME ...
 
 For every case it writes
     <name>.request.json   the request body (null for GET)
@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MODEL = "tiny"
 
 SUPPORT = [

@@ -1,4 +1,4 @@
-# Process management shared by scripts/vllm_server.sh and scripts/classifier_server.sh (sourced).
+# Process management shared by scripts/vllm/vllm_server.sh and scripts/vllm/classifier_server.sh (sourced).
 # The caller sets URL, PIDFILE, LOGFILE, TIMEOUT and defines log().
 
 is_running() {
@@ -69,5 +69,5 @@ cmd_status() {
 
 
 pin_engine() {  # small machines: keep vLLM's busy-waiting engine core off the API server's core
-  "$1" "$ROOT/scripts/vllm_pin_engine.py" "$(cat "$PIDFILE")" | while read -r l; do log "$l"; done || true
+  "$1" "$ROOT/scripts/vllm/vllm_pin_engine.py" "$(cat "$PIDFILE")" | while read -r l; do log "$l"; done || true
 }

@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
 # Start/stop the real vLLM (CPU) server with the tiny local model, for e2e tests and recordings.
 #
-#   scripts/vllm_server.sh start    # env + model (cached) + server in the background, waits, warms up
-#   scripts/vllm_server.sh wait     # wait until /health answers (timeout GUARD_VLLM_TIMEOUT, 180 s)
-#   scripts/vllm_server.sh status   # "running pid P on port N" / "stopped" (exit 0 / 1)
-#   scripts/vllm_server.sh stop     # kill the whole process group, wait for it to go
+#   scripts/vllm/vllm_server.sh start    # env + model (cached) + server in the background, waits, warms up
+#   scripts/vllm/vllm_server.sh wait     # wait until /health answers (timeout GUARD_VLLM_TIMEOUT, 180 s)
+#   scripts/vllm/vllm_server.sh status   # "running pid P on port N" / "stopped" (exit 0 / 1)
+#   scripts/vllm/vllm_server.sh stop     # kill the whole process group, wait for it to go
 #
-# Env: GUARD_VLLM_PORT (8000), GUARD_VLLM_MODEL_DIR (default: built by scripts/tiny_model/build.py),
+# Env: GUARD_VLLM_PORT (8000), GUARD_VLLM_MODEL_DIR (default: built by scripts/models/tiny_model/build.py),
 #      GUARD_CACHE (~/.cache/guard), GUARD_VLLM_TIMEOUT (180), GUARD_VLLM_EXTRA_ARGS (appended).
 # Pid and log files: $GUARD_CACHE/vllm-server-<port>.{pid,log}. The served model name is "tiny".
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 CACHE="${GUARD_CACHE:-$HOME/.cache/guard}"
 PORT="${GUARD_VLLM_PORT:-8000}"
 TIMEOUT="${GUARD_VLLM_TIMEOUT:-180}"
@@ -21,8 +21,8 @@ URL="http://127.0.0.1:$PORT"
 
 log() { echo "[vllm_server] $*" >&2; }
 
-# shellcheck source=scripts/vllm_proc.sh
-source "$ROOT/scripts/vllm_proc.sh"
+# shellcheck source=scripts/vllm/vllm_proc.sh
+source "$ROOT/scripts/vllm/vllm_proc.sh"
 
 warmup() {
   # The first request with logprobs after start is slow: do one now.
@@ -47,10 +47,10 @@ cmd_start() {
     cmd_wait
     return 0
   fi
-  PY="$("$ROOT/scripts/vllm_env.sh")"
+  PY="$("$ROOT/scripts/vllm/vllm_env.sh")"
   local model="${GUARD_VLLM_MODEL_DIR:-}"
   if [[ -z "$model" ]]; then
-    model="$("$PY" "$ROOT/scripts/tiny_model/build.py" | tail -n 1)"
+    model="$("$PY" "$ROOT/scripts/models/tiny_model/build.py" | tail -n 1)"
   fi
   [[ -f "$model/config.json" ]] || { log "no model at '$model'"; return 1; }
   log "starting vLLM on $URL with model $model (log: $LOGFILE)"

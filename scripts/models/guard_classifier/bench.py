@@ -1,11 +1,12 @@
 """Measure the guard-model scorer: /classify latency per call and verdict calls per 100 tokens.
 
-    .venv/bin/python scripts/guard_classifier/bench.py --url http://127.0.0.1:8001 [--n 50]
+    .venv/bin/python scripts/models/guard_classifier/bench.py --url http://127.0.0.1:8001 [--n 50]
 
 Prints a JSON object: latency (median, p90 in ms) of one /classify call with 1 text and with 32
 texts (through ClassifyClient, sync, keep-alive), the same through the MicroBatcher with 32
 concurrent submits, and calls per 100 generated tokens of the default VerdictPolicy (k=16,
-sentence ends) over responses of scripts/tiny_model/dialogues.py tokenized roughly (~4 chars per
+sentence ends) over responses of scripts/models/tiny_model/dialogues.py tokenized roughly (~4 chars
+per
 token, one chunk per token).
 """
 
@@ -20,9 +21,9 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts" / "tiny_model"))
+sys.path.insert(0, str(ROOT / "scripts" / "models" / "tiny_model"))
 
 from guard.scoring import (  # noqa: E402
     ClassifyClient,

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Create (idempotently) the separate virtualenv that runs the real vLLM server for e2e tests.
 #
-#   scripts/vllm_env.sh            # create/finish the env; prints its python path last
-#   GUARD_CACHE=/some/dir scripts/vllm_env.sh
+#   scripts/vllm/vllm_env.sh            # create/finish the env; prints its python path last
+#   GUARD_CACHE=/some/dir scripts/vllm/vllm_env.sh
 #
 # Layout: ${GUARD_CACHE:-$HOME/.cache/guard}/vllm-venv, with a stamp file
 # vllm-venv/.guard-vllm-ready that makes a second run a no-op (well under a second).

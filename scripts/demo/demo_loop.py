@@ -6,7 +6,8 @@
 
 1. Start the guard in shadow mode (stream untouched, every decision logged with content) in front
    of vLLM, drive labelled scenario requests (support questions, harmful requests, jailbreaks,
-   prefilled harmful openers: scripts/tiny_model/dialogues.py, its held-out split) through it.
+   prefilled harmful openers: scripts/models/tiny_model/dialogues.py, its held-out split)
+   through it.
 2. Label the logged responses by construction (dialogues.label_response finds the unsafe content
    the tiny model was trained to produce, and where it starts).
 3. `guard fit` a risk model on those logs; `guard depth` picks the smallest depth that reaches the
@@ -18,7 +19,7 @@
 The figures are on the tiny model's own templated text: in-distribution and flattering. Cross-source
 quality figures are in docs/evaluation.md.
 
-    .venv/bin/python scripts/demo_loop.py [--vllm-url http://127.0.0.1:8000] [--out build/loop]
+    .venv/bin/python scripts/demo/demo_loop.py [--vllm-url http://127.0.0.1:8000] [--out build/loop]
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ from typing import Any
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts" / "tiny_model"))
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts" / "models" / "tiny_model"))
 sys.path.insert(0, str(ROOT))
 import dialogues  # noqa: E402
 
@@ -51,12 +52,13 @@ def vllm(url: str | None, port: int) -> Iterator[str]:
         yield url
         return
     env = dict(os.environ, GUARD_VLLM_PORT=str(port))
-    subprocess.run(["bash", str(ROOT / "scripts" / "vllm_env.sh")], check=True, env=env)
-    subprocess.run(["bash", str(ROOT / "scripts" / "vllm_server.sh"), "start"], check=True, env=env)
+    subprocess.run(["bash", str(ROOT / "scripts" / "vllm" / "vllm_env.sh")], check=True, env=env)
+    server = str(ROOT / "scripts" / "vllm" / "vllm_server.sh")
+    subprocess.run(["bash", server, "start"], check=True, env=env)
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
-        subprocess.run(["bash", str(ROOT / "scripts" / "vllm_server.sh"), "stop"], env=env)
+        subprocess.run(["bash", str(ROOT / "scripts" / "vllm" / "vllm_server.sh"), "stop"], env=env)
 
 
 def request_body(ex: Any, i: int, max_tokens: int) -> dict[str, Any]:
