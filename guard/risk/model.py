@@ -38,6 +38,30 @@ def _pair(x: Any) -> tuple[int, int]:
     return (int(x[0]), int(x[1]))
 
 
+def word_tables(
+    arrays: dict[str, npt.NDArray[Any]],
+) -> tuple[dict[str, float] | None, dict[str, float] | None]:
+    """The response and request scorers' embedding word tables (``None`` where absent).
+
+    Stored as ``vocab`` (the words, UTF-8, newline-separated, as a uint8 array: no pickle) and
+    ``resp_u`` / ``req_u`` (one weight per word). Every word stays in the table, weight 0 too: a
+    word in the table counts as one feature, exactly as it did in fitting.
+    """
+    if "vocab" not in arrays:
+        return None, None
+    words = bytes(np.asarray(arrays["vocab"], dtype=np.uint8)).decode("utf-8").split("\n")
+    out: list[dict[str, float] | None] = []
+    for key in ("resp_u", "req_u"):
+        if key not in arrays:
+            out.append(None)
+            continue
+        u = np.asarray(arrays[key], dtype=np.float64)
+        if u.shape != (len(words),):
+            raise RiskModelError(f"risk model: {key} does not match the vocabulary")
+        out.append(dict(zip(words, u.tolist(), strict=True)))
+    return out[0], out[1]
+
+
 def default_model_path() -> Path:
     """The default model shipped inside the package."""
     return Path(__file__).resolve().parent.parent / "data" / "default_model.npz"
@@ -82,6 +106,7 @@ class RiskModel:
             harm_logit = None if hs is None else float(hs)
             if harm_logit is not None and not np.isfinite(harm_logit):
                 raise RiskModelError("risk model: harm_score_logit is not finite")
+            resp_table, req_table = word_tables(arrays)
             p = smooth_transitions(counts, kappa, float(meta.get("end_floor", END_FLOOR)))
             h = hitting_table(p)
             resp = LexicalScorer(
@@ -90,12 +115,14 @@ class RiskModel:
                 name="lexical",
                 char_ngrams=_pair(meta.get("resp_char_ngrams")),
                 decay=float(meta.get("resp_decay", 1.0)),
+                word_table=resp_table,
             )
             req = LexicalScorer(
                 np.asarray(arrays["req_w"], dtype=np.float64).tolist(),
                 float(meta["req_bias"]),
                 name="lexical-request",
                 char_ngrams=_pair(meta.get("req_char_ngrams")),
+                word_table=req_table,
             )
             tables = TrackerTables(
                 space=space,
@@ -147,11 +174,6 @@ class RiskModel:
     def tracker(self, prompt: Any = "", prefill: str = "") -> Tracker:
         """A tracker for one generation of ``prompt`` (chat messages or a completions string)."""
         return Tracker(self.tables, prompt, prefill)
-
-    def with_threshold(self, threshold: float) -> RiskModel:
-        meta = dict(self.raw_meta)
-        meta["suggested_threshold"] = float(threshold)
-        return RiskModel(self.arrays, meta)
 
 
 def load_risk_model(path: str | Path | None = None) -> RiskModel:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Final, Protocol
 
 from guard.tracking.text import (
@@ -69,14 +69,6 @@ class Scorer(Protocol):
     def score_text(self, text: str) -> float: ...
 
 
-def feature_ids(prev: str, word: str, mask: int) -> tuple[int, int]:
-    """Bucket ids of the unigram ``word`` and the bigram ``prev word``."""
-    return (
-        zlib.crc32(word.encode("utf-8")) & mask,
-        zlib.crc32(f"{prev} {word}".encode()) & mask,
-    )
-
-
 #: namespace of character n-gram hashes (kept apart from word hashes)
 _CHAR_NS: Final = "\x01"
 
@@ -121,9 +113,25 @@ MEMO_MAX: Final = 1 << 17
 
 
 class LexicalScorer:
-    """Weights of a hashed-feature linear model (``weights`` has a power-of-two length)."""
+    """Weights of a hashed-feature linear model (``weights`` has a power-of-two length).
 
-    __slots__ = ("_memo", "_name", "bias", "char_ngrams", "decay", "mask", "weights")
+    ``word_table`` (optional) maps a word to one more weight: the linear read-out of a pretrained
+    word embedding, ``u(word) = w_e . e(word)``, precomputed at fit time. A word in the table counts
+    as one more feature with that weight, so the score stays a mean of feature weights and the
+    per-token work stays one memoised lookup per word. It carries meaning to wordings never seen
+    in fitting: a word unseen in the training data still has its embedding's weight.
+    """
+
+    __slots__ = (
+        "_memo",
+        "_name",
+        "bias",
+        "char_ngrams",
+        "decay",
+        "mask",
+        "weights",
+        "word_table",
+    )
 
     def __init__(
         self,
@@ -133,6 +141,7 @@ class LexicalScorer:
         *,
         char_ngrams: tuple[int, int] = (0, 0),
         decay: float = 1.0,
+        word_table: Mapping[str, float] | None = None,
     ) -> None:
         n = len(weights)
         if n == 0 or n & (n - 1):
@@ -148,7 +157,8 @@ class LexicalScorer:
         self.char_ngrams = (lo, hi) if lo > 0 else (0, 0)
         self.decay = float(decay)
         self._name = name
-        #: word -> (weight sum of its unigram + character n-grams, their number)
+        self.word_table: Mapping[str, float] = word_table if word_table is not None else {}
+        #: word -> (weight sum of its unigram + character n-grams (+ table weight), their number)
         self._memo: dict[str, tuple[float, int]] = {}
 
     def word_weight(self, word: str) -> tuple[float, int]:
@@ -159,6 +169,9 @@ class LexicalScorer:
         w = self.weights
         ids = word_feature_ids(word, self.mask, self.char_ngrams)
         res = (sum(w[i] for i in ids), len(ids))
+        u = self.word_table.get(word)
+        if u is not None:
+            res = (res[0] + u, res[1] + 1)
         if len(self._memo) >= MEMO_MAX:
             self._memo.clear()
         self._memo[word] = res
@@ -173,7 +186,7 @@ class LexicalScorer:
 
     def score_text(self, text: str) -> float:
         """Logit of a whole text (all its words count, including the last)."""
-        if self.decay == 1.0:
+        if self.decay == 1.0 and not self.word_table:
             ids = text_feature_ids(text, self.mask, self.char_ngrams)
             if not ids:
                 return self.bias
@@ -212,6 +225,7 @@ class LexicalStream:
         "phase",
         "prev",
         "record",
+        "record_vocab",
         "record_words",
         "since_you",
         "ssn_armed",
@@ -249,6 +263,8 @@ class LexicalStream:
         self.record: list[int] | None = None
         #: when a list, the feature count after every completed word is appended (fitting)
         self.record_words: list[int] | None = None
+        #: when a list, every completed word is appended (fitting: embedding rows)
+        self.record_vocab: list[str] | None = None
 
     def copy(self) -> LexicalStream:
         new = LexicalStream.__new__(LexicalStream)
@@ -275,6 +291,7 @@ class LexicalStream:
         new.harm_flag = self.harm_flag
         new.record = None
         new.record_words = None
+        new.record_vocab = None
         return new
 
     def logit(self) -> float:
@@ -334,6 +351,8 @@ class LexicalStream:
             self.record.append(i2)
             if self.record_words is not None:
                 self.record_words.append(len(self.record))
+            if self.record_vocab is not None:
+                self.record_vocab.append(w)
         self.n_feat += m
         self.n_words += 1
         self.line_words += 1

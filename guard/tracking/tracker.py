@@ -36,12 +36,6 @@ class StateSpace:
             (req * self.n_phases + phase) * self.n_risk_bins + risk
         ) * self.n_external_bins + ext
 
-    def unpack(self, idx: int) -> tuple[int, int, int, int]:
-        idx, ext = divmod(idx, self.n_external_bins)
-        idx, risk = divmod(idx, self.n_risk_bins)
-        req, phase = divmod(idx, self.n_phases)
-        return req, phase, risk, ext
-
 
 class TrackerTables:
     """Everything a tracker reads, prepared once per model as plain Python lists (fast indexing).

@@ -23,8 +23,15 @@ import numpy.typing as npt
 from guard.errors import DataError
 from guard.risk.chain import END_FLOOR
 from guard.risk.model import RiskModel
-from guard.tracking import LexicalScorer, StateSpace, prompt_text, text_feature_ids
+from guard.tracking import (
+    LexicalScorer,
+    StateSpace,
+    prompt_text,
+    split_words,
+    text_feature_ids,
+)
 from guard.tracking.text import N_PHASES
+from guard.training.embeddings import WordVectors, vocab_array
 from guard.training.external import (
     SCORER_MODES,
     ExternalScorer,
@@ -99,6 +106,23 @@ class FitConfig:
     #: further budgets ``(kind, share)`` the rule must also meet on held-back benign replies of
     #: that kind (s* is the highest of the per-kind choices)
     harm_score_budgets: tuple[tuple[str, float], ...] = ()
+    #: pretrained word embeddings (``fit(..., embeddings=...)``) join the response / request
+    #: scorer as a linear read-out of the mean word vector (shipped as a per-word table)
+    resp_embed: bool = False
+    req_embed: bool = False
+    #: false-halt budgets per benign kind the suggested threshold must meet on held-back data
+    #: (the highest per-kind choice wins); empty: ``target_fpr`` on ``threshold_kind``
+    threshold_budgets: tuple[tuple[str, float], ...] = ()
+
+
+def threshold_at_rate(scores: npt.ArrayLike, rate: float) -> float:
+    """The lowest threshold ``tau`` at which at most ``floor(rate * n)`` of the ``n`` scores reach
+    it (``score >= tau`` halts). The one definition of "threshold at a false-halt rate"."""
+    x = np.sort(np.asarray(scores, dtype=np.float64))[::-1]
+    if x.size == 0:
+        return 0.5
+    k = min(int(np.floor(rate * x.size + 1e-9)), x.size - 1)
+    return float(x[k]) + 1e-6
 
 
 def choose_harm_score(benign_logits: Sequence[FloatArray], fpr: float) -> float | None:
@@ -143,6 +167,15 @@ class Walk:
     #: completed words after t tokens, and the feature count at the end of every word
     nw: npt.NDArray[np.int32] | None = None
     wend: npt.NDArray[np.int32] | None = None
+    #: embedding row of every completed word (-1: not in the vocabulary), when fitting with one
+    wrow: npt.NDArray[np.int32] | None = None
+
+    def n_features(self) -> npt.NDArray[np.int32]:
+        """Features after t tokens as serving counts them (a vocabulary word adds one)."""
+        if self.wrow is None or self.nw is None:
+            return self.nf
+        kc = np.concatenate(([0], np.cumsum(self.wrow >= 0))).astype(np.int32)
+        return np.asarray(self.nf + kc[self.nw], dtype=np.int32)
 
 
 @dataclass(slots=True)
@@ -160,8 +193,14 @@ class FitResult:
 class _Recorder:
     """Runs the serving-time lexical stream over a trajectory and records its features/phases."""
 
-    def __init__(self, log2_buckets: int, char_ngrams: tuple[int, int] = (0, 0)) -> None:
+    def __init__(
+        self,
+        log2_buckets: int,
+        char_ngrams: tuple[int, int] = (0, 0),
+        word_index: dict[str, int] | None = None,
+    ) -> None:
         self.scorer = LexicalScorer([0.0] * (1 << log2_buckets), 0.0, char_ngrams=char_ngrams)
+        self.word_index = word_index
 
     def walk(self, traj: Trajectory, weight: float = 1.0) -> Walk:
         tokens = traj.generated_tokens()
@@ -178,6 +217,9 @@ class _Recorder:
         rec_w: list[int] = []
         st.record = rec
         st.record_words = rec_w
+        vocab: list[str] = []
+        if self.word_index is not None:
+            st.record_vocab = vocab
         if traj.prefill:
             st.feed(traj.prefill)
         nf = [len(rec)]
@@ -206,6 +248,9 @@ class _Recorder:
             flag=np.asarray(fl, dtype=bool),
             nw=np.asarray(nw, dtype=np.int32),
             wend=np.asarray(rec_w, dtype=np.int32),
+            wrow=None
+            if self.word_index is None
+            else np.asarray([self.word_index.get(w, -1) for w in vocab], dtype=np.int32),
         )
 
 
@@ -362,8 +407,13 @@ def _quantise(w: FloatArray) -> tuple[npt.NDArray[np.float16], FloatArray]:
 # helpers over walks
 
 
-def word_logits(walk: Walk, w: FloatArray, bias: float, decay: float = 1.0) -> FloatArray:
-    """Score after k completed words, k = 0..n_words (the serving stream's recursion)."""
+def word_logits(
+    walk: Walk, w: FloatArray, bias: float, decay: float = 1.0, u: FloatArray | None = None
+) -> FloatArray:
+    """Score after k completed words, k = 0..n_words (the serving stream's recursion).
+
+    ``u``: the embedding word table by vocabulary row (a vocabulary word adds ``u`` and counts
+    as one more feature)."""
     wend = walk.wend
     if wend is None or wend.size == 0:
         return np.full(1, bias)
@@ -371,10 +421,14 @@ def word_logits(walk: Walk, w: FloatArray, bias: float, decay: float = 1.0) -> F
     ends = cs[wend]
     s_w = np.diff(np.concatenate(([0.0], ends)))
     m_w = np.diff(np.concatenate(([0], wend))).astype(np.float64)
+    if u is not None and walk.wrow is not None:
+        known = walk.wrow >= 0
+        s_w = s_w + np.where(known, u[np.maximum(walk.wrow, 0)], 0.0)
+        m_w = m_w + known
     out = np.empty(wend.size + 1)
     out[0] = bias
     if decay == 1.0:
-        out[1:] = bias + ends / wend
+        out[1:] = bias + np.cumsum(s_w) / np.cumsum(m_w)
         return out
     num = den = 0.0
     vals = []
@@ -386,10 +440,12 @@ def word_logits(walk: Walk, w: FloatArray, bias: float, decay: float = 1.0) -> F
     return out
 
 
-def walk_logits(walk: Walk, w: FloatArray, bias: float, decay: float = 1.0) -> FloatArray:
+def walk_logits(
+    walk: Walk, w: FloatArray, bias: float, decay: float = 1.0, u: FloatArray | None = None
+) -> FloatArray:
     """Score after t generated tokens, t = 0..T."""
     assert walk.nw is not None
-    return np.asarray(word_logits(walk, w, bias, decay)[walk.nw], dtype=np.float64)
+    return np.asarray(word_logits(walk, w, bias, decay, u)[walk.nw], dtype=np.float64)
 
 
 def walk_states(walk: Walk, logits: FloatArray, edges: FloatArray, space: StateSpace) -> IntArray:
@@ -421,7 +477,7 @@ def walk_risks(
     d_max = h.shape[0] - 1
     t = np.arange(states.size)
     r = h[np.minimum(t, d_max), states]
-    hit = (walk.nf >= certain_min) & (logits >= certain_logit)
+    hit = (walk.n_features() >= certain_min) & (logits >= certain_logit)
     if harm_logit is not None:
         hit = hit | (logits >= harm_logit)
     if harm_rules and walk.flag is not None:
@@ -577,10 +633,17 @@ def _fold(key: str, k: int) -> int:
 
 
 def _response_docs(
-    walks: Sequence[Walk], cfg: FitConfig
-) -> tuple[list[npt.NDArray[np.int32]], list[FloatArray | None], FloatArray, FloatArray]:
+    walks: Sequence[Walk], cfg: FitConfig, vectors: FloatArray | None = None
+) -> tuple[
+    list[npt.NDArray[np.int32]], list[FloatArray | None], FloatArray, FloatArray, FloatArray | None
+]:
+    """Training documents of the response scorer: each walk's prefixes at ``PREFIX_POINTS``.
+
+    With ``vectors``, also each document's summed word vectors and vocabulary-word count
+    (column ``-1``) for the embedding read-out."""
     docs, ys, sws = [], [], []
     vals: list[FloatArray | None] = []
+    dense: list[FloatArray] = []
     g = cfg.resp_decay
     per_src = Counter((wk.source, wk.harmful) for wk in walks)
     for wk in walks:
@@ -593,6 +656,12 @@ def _response_docs(
         if g != 1.0 and nws:
             m = np.diff(np.concatenate(([0], wk.wend)))
             widx = np.repeat(np.arange(wk.wend.size), m)
+        cum = None
+        if vectors is not None and wk.wrow is not None and nws:
+            known = wk.wrow >= 0
+            rows = np.where(known[:, None], vectors[np.maximum(wk.wrow, 0)], 0.0)
+            ext = np.concatenate((rows, known[:, None].astype(np.float64)), axis=1)
+            cum = np.cumsum(ext, axis=0)
         for k in nws:
             nf = int(wk.wend[k - 1])
             docs.append(wk.ids[:nf])
@@ -601,50 +670,109 @@ def _response_docs(
             else:
                 v = g ** (k - 1 - widx[:nf]).astype(np.float64)
                 vals.append(v / v.sum())
+            if vectors is not None:
+                dense.append(
+                    cum[k - 1] if cum is not None else np.zeros(vectors.shape[1] + 1, np.float64)
+                )
             ys.append(1.0 if wk.harmful else 0.0)
             sws.append(tw / len(nws))
-    return docs, vals, np.asarray(ys), np.asarray(sws)
+    dmat = np.asarray(dense, dtype=np.float64) if vectors is not None else None
+    return docs, vals, np.asarray(ys), np.asarray(sws), dmat
 
 
-def _train_response(walks: Sequence[Walk], cfg: FitConfig) -> tuple[FloatArray, float]:
-    docs, vals, y, sw = _response_docs(walks, cfg)
+def _join_dense(
+    doc: IntArray,
+    feat: IntArray,
+    val: FloatArray,
+    n_ids: FloatArray,
+    dense: FloatArray,
+    n_hash: int,
+) -> tuple[IntArray, IntArray, FloatArray]:
+    """Hashed part re-normalised by (features + vocabulary words), plus the mean-vector columns.
+
+    ``dense[:, :-1]`` are summed word vectors, ``dense[:, -1]`` the vocabulary-word count: serving
+    counts every vocabulary word as one more feature, so both parts share that denominator."""
+    total = n_ids + dense[:, -1]
+    safe = np.where(total > 0, total, 1.0)
+    val = val * (n_ids / safe)[doc]
+    n_docs, d1 = dense.shape
+    dd = np.repeat(np.arange(n_docs, dtype=np.int64), d1 - 1)
+    ff = np.tile(np.arange(n_hash, n_hash + d1 - 1, dtype=np.int64), n_docs)
+    vv = (dense[:, :-1] / safe[:, None]).reshape(-1)
+    return (
+        np.concatenate((doc, dd)),
+        np.concatenate((feat, ff)),
+        np.concatenate((val, vv)),
+    )
+
+
+def _train_response(
+    walks: Sequence[Walk], cfg: FitConfig, vectors: FloatArray | None = None
+) -> tuple[FloatArray, float, FloatArray | None]:
+    """Hashed weights, bias and (with ``vectors``) the embedding read-out ``w_e``."""
+    n_hash = 1 << cfg.resp_buckets_log2
+    docs, vals, y, sw, dense = _response_docs(walks, cfg, vectors)
     if y.size == 0 or not 0 < y.sum() < y.size:
-        return np.zeros(1 << cfg.resp_buckets_log2), 0.0
+        return np.zeros(n_hash), 0.0, None if vectors is None else np.zeros(vectors.shape[1])
     doc, feat, val = _sparse_docs(docs, vals)
-    return train_logreg(
+    n_feat = n_hash
+    if dense is not None and vectors is not None:
+        n_ids = np.asarray([d.size for d in docs], dtype=np.float64)
+        doc, feat, val = _join_dense(doc, feat, val, n_ids, dense, n_hash)
+        n_feat += vectors.shape[1]
+    w, b = train_logreg(
         doc,
         feat,
         val,
         y,
         _balanced(y, sw),
-        1 << cfg.resp_buckets_log2,
+        n_feat,
         l2=cfg.l2,
         iterations=cfg.iterations,
         lr=cfg.learning_rate,
     )
+    return w[:n_hash], b, (w[n_hash:] if vectors is not None else None)
 
 
 def _train_request(
-    texts: Sequence[str], ry: FloatArray, rsrc: Sequence[str], cfg: FitConfig
-) -> tuple[FloatArray, float]:
-    rmask = (1 << cfg.req_buckets_log2) - 1
+    texts: Sequence[str],
+    ry: FloatArray,
+    rsrc: Sequence[str],
+    cfg: FitConfig,
+    vectors: FloatArray | None = None,
+    word_index: dict[str, int] | None = None,
+) -> tuple[FloatArray, float, FloatArray | None]:
+    n_hash = 1 << cfg.req_buckets_log2
+    rmask = n_hash - 1
     if not (ry.size and 0 < ry.sum() < ry.size):
-        return np.zeros(1 << cfg.req_buckets_log2), 0.0
+        return np.zeros(n_hash), 0.0, None if vectors is None else np.zeros(vectors.shape[1])
     rdocs = [
         np.asarray(text_feature_ids(s, rmask, cfg.req_char_ngrams), dtype=np.int32) for s in texts
     ]
     rdoc, rfeat, rval = _sparse_docs(rdocs)
-    return train_logreg(
+    n_feat = n_hash
+    if vectors is not None and word_index is not None:
+        dense = np.zeros((len(texts), vectors.shape[1] + 1))
+        for i, s in enumerate(texts):
+            rows = [r for r in (word_index.get(w, -1) for w in split_words(s)) if r >= 0]
+            if rows:
+                dense[i, :-1] = vectors[rows].sum(axis=0)
+                dense[i, -1] = len(rows)
+        n_ids = np.asarray([d.size for d in rdocs], dtype=np.float64)
+        rdoc, rfeat, rval = _join_dense(rdoc, rfeat, rval, n_ids, dense, n_hash)
+        n_feat += vectors.shape[1]
+    w, b = train_logreg(
         rdoc,
         rfeat,
         rval,
         ry,
         _balanced(ry, _source_weights(rsrc, ry) if cfg.balance_sources else np.ones(ry.size)),
-        1 << cfg.req_buckets_log2,
+        n_feat,
         l2=cfg.l2 if cfg.req_l2 is None else cfg.req_l2,
         iterations=cfg.iterations,
         lr=cfg.learning_rate,
     )
+    return w[:n_hash], b, (w[n_hash:] if vectors is not None else None)
 
 
 def _tail_levels(n_edges: int, first: float, ratio: float, top_is_max: bool) -> list[float]:
@@ -723,6 +851,7 @@ def fit(
     info: dict[str, Any] | None = None,
     progress: Progress | None = None,
     external_scorer: ExternalScorer | None = None,
+    embeddings: WordVectors | None = None,
 ) -> FitResult:
     """Fit a risk model. ``external_scorer`` is required when ``config.scorer`` is ``external``
     or ``combined``: it is called (batched) on response prefixes every ``config.external.every``
@@ -743,6 +872,15 @@ def fit(
         cfg.external.validate()
         if external_scorer is None:
             raise DataError(f"scorer {cfg.scorer!r} needs an external scorer (none was given)")
+    if (cfg.resp_embed or cfg.req_embed) and embeddings is None:
+        raise DataError("resp_embed / req_embed need word embeddings (fit(..., embeddings=...))")
+    use_emb = cfg.resp_embed or cfg.req_embed
+    emb_index = embeddings.index() if embeddings is not None and use_emb else None
+    vec = (
+        np.asarray(embeddings.vectors, dtype=np.float64)
+        if embeddings is not None and use_emb
+        else None
+    )
     train_t = [t for t in trajs if not _is_holdout(holdout_key(t), cfg.holdout, cfg.seed)]
     held_t = [t for t in trajs if _is_holdout(holdout_key(t), cfg.holdout, cfg.seed)]
     if not any(t.harmful for t in train_t):
@@ -750,7 +888,10 @@ def fit(
     if all(t.harmful for t in train_t):
         raise DataError("no safe trajectories in the training data: cannot fit a risk model")
 
-    rec = _Recorder(cfg.resp_buckets_log2, cfg.resp_char_ngrams)
+    rec = _Recorder(
+        cfg.resp_buckets_log2, cfg.resp_char_ngrams, emb_index if cfg.resp_embed else None
+    )
+    resp_vec = vec if cfg.resp_embed else None
     say(f"extracting {len(train_t)} training + {len(held_t)} held-back trajectories")
 
     def walks_of(ts: Sequence[Trajectory], label: str) -> list[Walk]:
@@ -790,37 +931,63 @@ def fit(
     k_folds = cfg.cross_fit if cfg.cross_fit >= 2 else 0
 
     # -- response scorer ------------------------------------------------------------------
+    def table(w_e: FloatArray | None) -> tuple[npt.NDArray[np.float16] | None, FloatArray | None]:
+        if w_e is None or vec is None:
+            return None, None
+        return _quantise(vec @ w_e)
+
     if use_lex:
         say("training the response scorer")
-        w_raw, resp_bias = _train_response(train_w, cfg)
+        w_raw, resp_bias, resp_we = _train_response(train_w, cfg, resp_vec)
     else:
-        w_raw, resp_bias = np.zeros(1 << cfg.resp_buckets_log2), 0.0
+        w_raw, resp_bias, resp_we = np.zeros(1 << cfg.resp_buckets_log2), 0.0, None
     resp_w16, resp_w = _quantise(w_raw)
+    resp_u16, resp_u = table(resp_we)
     # out-of-fold scorer weights for the training walks (honest bins and counts)
-    oof_resp: dict[int, tuple[FloatArray, float]] = {}
+    oof_resp: dict[int, tuple[FloatArray, float, FloatArray | None]] = {}
     if use_lex and k_folds:
         for f in range(k_folds):
             say(f"  cross-fit response scorer, fold {f + 1}/{k_folds}")
-            wf, bf = _train_response([wk for wk in train_w if _fold(wk.tid, k_folds) != f], cfg)
-            oof_resp[f] = (_quantise(wf)[1], bf)
+            wf, bf, wef = _train_response(
+                [wk for wk in train_w if _fold(wk.tid, k_folds) != f], cfg, resp_vec
+            )
+            oof_resp[f] = (_quantise(wf)[1], bf, table(wef)[1])
 
     # -- request scorer -------------------------------------------------------------------
     say("training the request scorer")
     texts, ry, rsrc = _request_examples(train_t, requests)
-    rw_raw, req_bias = _train_request(texts, ry, rsrc, cfg)
+    req_vec = vec if cfg.req_embed else None
+    rw_raw, req_bias, req_we = _train_request(texts, ry, rsrc, cfg, req_vec, emb_index)
     req_w16, req_w = _quantise(rw_raw)
-    req_scorer = LexicalScorer(req_w.tolist(), req_bias, char_ngrams=cfg.req_char_ngrams)
+    req_u16, req_u = table(req_we)
+
+    def word_table(u: FloatArray | None) -> dict[str, float] | None:
+        if u is None or embeddings is None:
+            return None
+        return dict(zip(embeddings.words, u.tolist(), strict=True))
+
+    req_scorer = LexicalScorer(
+        req_w.tolist(), req_bias, char_ngrams=cfg.req_char_ngrams, word_table=word_table(req_u)
+    )
     text_fold: dict[str, int] = {}
     oof_req: dict[int, LexicalScorer] = {}
     if k_folds:
         text_fold = {s: _fold(s, k_folds) for s in texts}
         for f in range(k_folds):
             keep = [i for i, s in enumerate(texts) if text_fold[s] != f]
-            wf, bf = _train_request(
-                [texts[i] for i in keep], ry[keep], [rsrc[i] for i in keep], cfg
+            wf, bf, wef = _train_request(
+                [texts[i] for i in keep],
+                ry[keep],
+                [rsrc[i] for i in keep],
+                cfg,
+                req_vec,
+                emb_index,
             )
             oof_req[f] = LexicalScorer(
-                _quantise(wf)[1].tolist(), bf, char_ngrams=cfg.req_char_ngrams
+                _quantise(wf)[1].tolist(),
+                bf,
+                char_ngrams=cfg.req_char_ngrams,
+                word_table=word_table(table(wef)[1]),
             )
 
     def req_logit(text: str, oof: bool) -> float:
@@ -857,9 +1024,9 @@ def fit(
 
     def train_logits(wk: Walk) -> FloatArray:
         if oof_resp:
-            wf, bf = oof_resp[_fold(wk.tid, k_folds)]
-            return walk_logits(wk, wf, bf, cfg.resp_decay)
-        return walk_logits(wk, resp_w, resp_bias, cfg.resp_decay)
+            wf, bf, uf = oof_resp[_fold(wk.tid, k_folds)]
+            return walk_logits(wk, wf, bf, cfg.resp_decay, uf)
+        return walk_logits(wk, resp_w, resp_bias, cfg.resp_decay, resp_u)
 
     logits_all = [train_logits(wk) for wk in all_train]
     logits_train = logits_all[: len(train_w)]
@@ -874,11 +1041,11 @@ def fit(
     else:
         edges = _quantile_edges(lg, dd, cfg.depth, n_risk_bins, top=cfg.bin_mode == "top")
     # HARM-like: beyond every benign training prefix with enough words
-    nf_all = np.concatenate([wk.nf for wk in train_w])
+    nf_all = np.concatenate([wk.n_features() for wk in train_w])
     # "enough words" in features: cfg.certain_min_features counts word uni+bigram features (2 per
     # word); with character n-grams a word has more, so scale by the mean features per word
     n_words_tot = sum(int(wk.wend.size) for wk in train_w if wk.wend is not None)
-    n_feat_tot = sum(int(wk.ids.size) for wk in train_w)
+    n_feat_tot = sum(int(wk.n_features()[-1]) for wk in train_w)
     per_word = n_feat_tot / n_words_tot if n_words_tot else 2.0
     certain_min = max(1, round(cfg.certain_min_features * per_word / 2.0))
     ok = (nf_all >= certain_min) & benign_mask
@@ -953,12 +1120,25 @@ def fit(
         "req_edges": np.asarray(req_edges, dtype=np.float64),
         "ext_edges": np.asarray(cfg.external.edges if use_ext else (), dtype=np.float64),
     }
+    if embeddings is not None and use_emb:
+        arrays["vocab"] = vocab_array(embeddings.words)
+        if resp_u16 is not None:
+            arrays["resp_u"] = resp_u16
+        if req_u16 is not None:
+            arrays["req_u"] = req_u16
+        meta["embeddings"] = {
+            "name": embeddings.name,
+            "words": len(embeddings.words),
+            "dim": embeddings.dim,
+            "response": resp_u16 is not None,
+            "request": req_u16 is not None,
+        }
     model = RiskModel(arrays, meta)
 
     # -- report on held-back data ----------------------------------------------------------
     say("evaluating on the held-back split")
     eval_w = held_w if held_w else train_w
-    ev_logits = [walk_logits(wk, resp_w, resp_bias, cfg.resp_decay) for wk in eval_w]
+    ev_logits = [walk_logits(wk, resp_w, resp_bias, cfg.resp_decay, resp_u) for wk in eval_w]
     harm_logit: float | None = None
     if cfg.harm_score_fpr is not None and use_lex:
         sel = [
@@ -1006,6 +1186,12 @@ def fit(
     else:
         benign_tau = benign
     tau = float(np.quantile(benign_tau, 1 - cfg.target_fpr)) + 1e-6 if benign_tau.size else 0.5
+    if cfg.threshold_budgets:
+        tau_set = ", ".join(f"{k} {b:.1%}" for k, b in cfg.threshold_budgets)
+        for k, budget in cfg.threshold_budgets:
+            bk = mr[(kind_arr == k) & (yy == 0)]
+            if bk.size >= 20:
+                tau = max(tau, threshold_at_rate(bk, budget))
     tau = float(min(max(tau, 0.05), 0.99))
     meta["suggested_threshold"] = tau
     model = RiskModel(arrays, meta)
