@@ -123,6 +123,7 @@ class RiskModel:
                 name="lexical-request",
                 char_ngrams=_pair(meta.get("req_char_ngrams")),
                 word_table=req_table,
+                norm=str(meta.get("req_norm", "mean")),
             )
             tables = TrackerTables(
                 space=space,
@@ -137,6 +138,8 @@ class RiskModel:
                 certain_min_features=int(meta["certain_min_features"]),
                 harm_rules=bool(meta.get("harm_rules", False)),
                 harm_logit=harm_logit,
+                req_max_chars=int(meta.get("req_max_chars", 0)),
+                harm_min_features=int(meta.get("harm_score_min_features", 0)),
             )
             self.meta = ModelMeta(
                 version=str(meta.get("version", "unsaved")),

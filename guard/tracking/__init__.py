@@ -18,6 +18,7 @@ from guard.tracking.text import (
     PHASE_START,
     content_text,
     prompt_text,
+    request_text,
     tokenize_approx,
 )
 from guard.tracking.tracker import StateSpace, Tracker, TrackerTables
@@ -39,6 +40,7 @@ __all__ = [
     "TrackerTables",
     "content_text",
     "prompt_text",
+    "request_text",
     "split_words",
     "text_feature_ids",
     "tokenize_approx",

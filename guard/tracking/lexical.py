@@ -18,6 +18,7 @@ value after any split of the text into pieces equals the value for the whole tex
 
 from __future__ import annotations
 
+import math
 import re
 import zlib
 from collections.abc import Mapping, Sequence
@@ -108,6 +109,9 @@ def text_feature_ids(text: str, mask: int, char_ngrams: tuple[int, int] = (0, 0)
     return ids
 
 
+#: how a text's feature weights combine (see ``LexicalScorer.norm``)
+NORMS: Final = ("mean", "l2")
+
 #: memo entries per scorer before the memo is cleared (bounded memory)
 MEMO_MAX: Final = 1 << 17
 
@@ -129,6 +133,7 @@ class LexicalScorer:
         "char_ngrams",
         "decay",
         "mask",
+        "norm",
         "weights",
         "word_table",
     )
@@ -142,6 +147,7 @@ class LexicalScorer:
         char_ngrams: tuple[int, int] = (0, 0),
         decay: float = 1.0,
         word_table: Mapping[str, float] | None = None,
+        norm: str = "mean",
     ) -> None:
         n = len(weights)
         if n == 0 or n & (n - 1):
@@ -151,6 +157,12 @@ class LexicalScorer:
             raise ValueError("char_ngrams must be (0, 0) or (lo, hi) with 1 <= lo <= hi")
         if not 0.0 < decay <= 1.0:
             raise ValueError("decay must be in (0, 1]")
+        if norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}")
+        #: "mean": mean weight of the text's features, incremental (response streams); "l2": the
+        #: distinct features' weights over sqrt(their number) plus the mean word-table weight of
+        #: the words in the table (whole texts only: the request scorer)
+        self.norm = norm
         self.weights: list[float] = [float(x) for x in weights]
         self.bias = float(bias)
         self.mask = n - 1
@@ -182,10 +194,14 @@ class LexicalScorer:
         return self._name
 
     def stream(self) -> LexicalStream:
+        if self.norm != "mean":
+            raise ValueError("only a 'mean' scorer runs incrementally")
         return LexicalStream(self)
 
     def score_text(self, text: str) -> float:
         """Logit of a whole text (all its words count, including the last)."""
+        if self.norm == "l2":
+            return self._score_l2(text)
         if self.decay == 1.0 and not self.word_table:
             ids = text_feature_ids(text, self.mask, self.char_ngrams)
             if not ids:
@@ -196,6 +212,19 @@ class LexicalScorer:
         st.feed(text)
         st.flush()
         return st.logit()
+
+    def _score_l2(self, text: str) -> float:
+        ids = set(text_feature_ids(text, self.mask, self.char_ngrams))
+        logit = self.bias
+        if ids:
+            w = self.weights
+            logit += sum(w[i] for i in ids) / math.sqrt(len(ids))
+        if self.word_table:
+            table = self.word_table
+            us = [u for u in (table.get(x) for x in split_words(text)) if u is not None]
+            if us:
+                logit += sum(us) / len(us)
+        return logit
 
 
 class LexicalStream:

@@ -140,6 +140,15 @@ def prompt_text(prompt: Any) -> str:
     return ""
 
 
+def request_text(prompt: Any, max_chars: int = 0) -> str:
+    """What the request scorer scores: ``prompt_text`` cut to its last ``max_chars`` characters
+    (0: whole). The tail holds the latest user message; the cut bounds the per-request work of
+    scoring (a multi-megabyte prompt costs no more than a short one) and keeps a long, constant
+    system prompt or history from diluting the request."""
+    text = prompt_text(prompt)
+    return text[-max_chars:] if max_chars and len(text) > max_chars else text
+
+
 #: Unmistakable harm in a support reply, checked per completed word (O(1)): an insult aimed at the
 #: reader ("you" then an insult within 3 words, or two insults), or a payment-card number written
 #: in 4-digit groups (3 consecutive groups, e.g. "4111 1111 1111 1111"; long order numbers in one

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from guard.tracking.lexical import LexicalScorer, LexicalStream
-from guard.tracking.text import N_PHASES, PHASE_NAMES, prompt_text
+from guard.tracking.text import N_PHASES, PHASE_NAMES, request_text
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +52,10 @@ class TrackerTables:
         "ext_offset",
         "h",
         "harm_logit",
+        "harm_min_features",
         "harm_rules",
         "req_edges",
+        "req_max_chars",
         "request_scorer",
         "response_scorer",
         "space",
@@ -74,6 +76,8 @@ class TrackerTables:
         ext_edges: Sequence[float] = (),
         harm_rules: bool = False,
         harm_logit: float | None = None,
+        req_max_chars: int = 0,
+        harm_min_features: int = 0,
     ) -> None:
         if len(h) != depth + 1 or len(edges) != depth + 1:
             raise ValueError("h and edges need depth + 1 rows")
@@ -95,12 +99,26 @@ class TrackerTables:
         self.certain_logit = float(certain_logit)
         self.certain_min_features = int(certain_min_features)
         self.harm_rules = bool(harm_rules)
+        self.req_max_chars = int(req_max_chars)
         #: scorer threshold s*: a response score at or above it is HARM-like at any length (h = 1);
         #: ``None`` (models without it): off
         self.harm_logit = math.inf if harm_logit is None else float(harm_logit)
+        #: features the response needs before s* applies (a two-word prefix is no evidence)
+        self.harm_min_features = int(harm_min_features)
+
+    def harm_like(self, logit: float, n_features: int, flag: bool) -> bool:
+        """Does this response state behave like HARM (h = 1)? The one definition, used by the
+        tracker at serve time and by fitting/evaluation: a score at or above the scorer rule s*
+        (with enough features), a score beyond every benign training prefix (with enough
+        features), or a serve-time harm rule (when the model enables them)."""
+        return (
+            (n_features >= self.harm_min_features and logit >= self.harm_logit)
+            or (n_features >= self.certain_min_features and logit >= self.certain_logit)
+            or (flag and self.harm_rules)
+        )
 
     def request_bin(self, prompt: Any) -> tuple[int, float]:
-        logit = self.request_scorer.score_text(prompt_text(prompt))
+        logit = self.request_scorer.score_text(request_text(prompt, self.req_max_chars))
         return bisect_right(self.req_edges, logit), logit
 
 
@@ -133,11 +151,7 @@ class Tracker:
         n = st.n_feat
         den = st.den
         logit = st.bias + st.sum_w / den if den else st.bias
-        if (
-            logit >= tab.harm_logit
-            or (n >= tab.certain_min_features and logit >= tab.certain_logit)
-            or (st.harm_flag and tab.harm_rules)
-        ):
+        if tab.harm_like(logit, n, st.harm_flag):
             return 1.0
         d = self._t if self._t < tab.depth else tab.depth
         sp = tab.space
@@ -199,13 +213,7 @@ class Tracker:
             "tokens": self._t,
             "state": self.state_index(),
             "score": round(logit, 4),
-            "harm_like": bool(
-                logit >= self._tab.harm_logit
-                or (
-                    st.n_feat >= self._tab.certain_min_features and logit >= self._tab.certain_logit
-                )
-                or (st.harm_flag and self._tab.harm_rules)
-            ),
+            "harm_like": self._tab.harm_like(logit, st.n_feat, st.harm_flag),
             "external_score": self._ext,
             "external_bin": self._ext_bin,
         }

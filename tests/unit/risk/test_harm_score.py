@@ -97,15 +97,7 @@ def test_fit_path_equals_tracker_with_rule(rule_fit: FitResult) -> None:
         wk.req_bin = int(np.searchsorted(rule_fit.arrays["req_edges"], req_logit, "right"))
         lg = walk_logits(wk, w, meta["resp_bias"])
         st = walk_states(wk, lg, rule_fit.arrays["edges"], model.space)
-        rk = walk_risks(
-            wk,
-            lg,
-            st,
-            model.H,
-            meta["certain_logit"],
-            meta["certain_min_features"],
-            harm_logit=meta["harm_score_logit"],
-        )
+        rk = walk_risks(wk, lg, st, model)
         fired += int((lg >= meta["harm_score_logit"]).any())
         tr = model.tracker(t.prompt)
         for i, tok in enumerate(t.generated_tokens(), 1):

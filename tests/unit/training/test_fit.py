@@ -76,7 +76,7 @@ def test_vectorised_fit_path_equals_tracker(small_fit: FitResult) -> None:
         wk.req_bin = int(np.searchsorted(small_fit.arrays["req_edges"], req_logit, "right"))
         lg = walk_logits(wk, w, meta["resp_bias"])
         st = walk_states(wk, lg, small_fit.arrays["edges"], model.space)
-        rk = walk_risks(wk, lg, st, model.H, meta["certain_logit"], meta["certain_min_features"])
+        rk = walk_risks(wk, lg, st, model)
         tr = model.tracker(t.prompt)
         assert tr.risk() == pytest.approx(rk[0])
         for i, tok in enumerate(t.generated_tokens(), 1):
@@ -134,7 +134,7 @@ def test_fit_path_equals_tracker_with_char_ngrams_and_decay(
         wk.req_bin = int(np.searchsorted(res.arrays["req_edges"], req_logit, "right"))
         lg = walk_logits(wk, w, meta["resp_bias"], decay)
         st = walk_states(wk, lg, res.arrays["edges"], model.space)
-        rk = walk_risks(wk, lg, st, model.H, meta["certain_logit"], meta["certain_min_features"])
+        rk = walk_risks(wk, lg, st, model)
         tr = model.tracker(t.prompt)
         for i, tok in enumerate(t.generated_tokens(), 1):
             tr.feed(tok)

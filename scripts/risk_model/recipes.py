@@ -1,0 +1,199 @@
+"""Fitting recipes of the shipped risk model, by name, and the data they are fitted on.
+
+``shipped`` is what ``build.py`` fits ``guard/data/default_model.npz`` with; the others are the
+alternatives measured against it with the leave-one-family-out protocol (``lofo.py``), kept so the
+comparison in docs/evaluation.md can be rerun. ``cb96e4601149`` is the recipe of the model shipped
+before (old data and settings): the "before" of the before/after.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from sources import FAMILIES, load_corpus
+
+from guard.risk.model import RiskModel
+from guard.training.embeddings import WordVectors, load_glove
+from guard.training.fit import FitConfig, RequestExample, fit
+from guard.training.trajectories import Trajectory, parse_trajectory
+
+#: the false-halt budgets the default threshold must meet: support 1 %, general 1 % (coding and
+#: role-play answers are general answers), alarming-but-benign 5 %
+BUDGETS = (
+    ("support", 0.01),
+    ("general", 0.01),
+    ("coding", 0.01),
+    ("roleplay", 0.01),
+    ("alarming", 0.05),
+)
+#: the scorer rule s* gets half of each budget
+RULE_BUDGETS = tuple((k, b / 2) for k, b in BUDGETS if k != "support")
+#: kind of a safe reply in a family that is not benign-side (a refusal, or a harmless answer, to a
+#: harmful or adversarial request): reported, but no false-halt budget applies to it
+ADVERSARIAL_SAFE = "adversarial"
+#: benign texts that are not assistant answers (OpenAI moderation samples: user/web prose used as
+#: "responses"): reported, but not held to the general-answer budget
+WEB_TEXT = {"moderation": "web-text"}
+
+
+@dataclass(frozen=True, slots=True)
+class Recipe:
+    name: str
+    config: FitConfig
+    embeddings: bool = False
+    #: families whose data the recipe may use (None: all)
+    families: frozenset[str] | None = None
+    description: str = ""
+
+
+_OLD_FAMILIES = frozenset(
+    {
+        "jbb-pair",
+        "jbb-gcg",
+        "jbb-jbc",
+        "gptfuzz",
+        "bitext",
+        "self-instruct",
+        "toxigen",
+        "advbench-refusal",
+        "moderation",
+        "constructed-support",
+        "advbench",
+        "mt-bench",
+    }
+)
+
+_OLD = FitConfig(
+    depth=32,
+    n_risk_bins=10,
+    n_request_bins=3,
+    kappa=20.0,
+    holdout=0.15,
+    bin_mode="top",
+    request_bin_mode="probability",
+    iterations=400,
+    threshold_kind="support",
+    harm_rules=True,
+    harm_score_fpr=0.005,
+    harm_score_budgets=(("alarming", 0.025),),
+)
+
+_NEW = replace(
+    _OLD,
+    n_request_bins=6,
+    harm_rules=False,
+    certain_rule=False,
+    harm_score_min_features=True,
+    n_risk_bins=8,
+    request_bin_mode="benign-tail",
+    req_char_ngrams=(3, 5),
+    req_buckets_log2=18,
+    req_max_chars=1000,
+    req_norm="l2",
+    req_l2=1e-5,
+    iterations=150,
+    threshold_kind="support",
+    threshold_budgets=BUDGETS,
+    harm_score_fpr=0.005,
+    harm_score_budgets=RULE_BUDGETS,
+)
+
+RECIPES: dict[str, Recipe] = {
+    r.name: r
+    for r in (
+        Recipe(
+            "cb96e4601149",
+            _OLD,
+            families=_OLD_FAMILIES,
+            description="the model shipped before: its 9 sources and settings",
+        ),
+        Recipe("old-config-all-data", _OLD, description="old settings on every family"),
+        Recipe("lexical", _NEW, description="all data, request char n-grams, 5 request bins"),
+        Recipe(
+            "glove",
+            replace(_NEW, resp_embed=True, req_embed=True),
+            embeddings=True,
+            description="as lexical + GloVe read-out in both scorers",
+        ),
+        Recipe(
+            "glove-request",
+            replace(_NEW, req_embed=True),
+            embeddings=True,
+            description="as lexical + GloVe read-out in the request scorer only",
+        ),
+    )
+}
+SHIPPED = "glove"
+
+
+def trajectories(rows: Sequence[dict[str, Any]]) -> list[Trajectory]:
+    """Parsed rows; safe replies of families that are not benign-side get kind ``adversarial``."""
+    out = []
+    for i, r in enumerate(rows):
+        meta = r["meta"]
+        side = FAMILIES.get(meta.get("family", ""), {}).get("side")
+        if r["label"] == "safe" and side != "benign":
+            r = {**r, "meta": {**meta, "kind": ADVERSARIAL_SAFE}}
+        elif meta.get("family") in WEB_TEXT:
+            r = {**r, "meta": {**meta, "kind": WEB_TEXT[meta["family"]]}}
+        out.append(parse_trajectory(r, "corpus", i))
+    return out
+
+
+def request_examples(rows: Sequence[dict[str, Any]]) -> list[RequestExample]:
+    return [RequestExample(r["text"], r["label"] == "harmful", r["family"]) for r in rows]
+
+
+def load(
+    data: Path, max_per_family: int | None, progress: Callable[[str], None] | None = None
+) -> tuple[list[Trajectory], list[RequestExample]]:
+    corpus = load_corpus(data, max_per_family=max_per_family, progress=progress)
+    return trajectories(corpus.trajectories), request_examples(corpus.requests)
+
+
+_GLOVE: list[WordVectors] = []
+
+
+def glove() -> WordVectors:
+    if not _GLOVE:
+        _GLOVE.append(load_glove())
+    return _GLOVE[0]
+
+
+def fitter(
+    recipe: Recipe,
+    info: dict[str, Any] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Callable[[Sequence[Trajectory], Sequence[RequestExample]], RiskModel]:
+    """A function (trajectories, request examples) -> fitted model for ``recipe``."""
+
+    cache: dict[tuple[int, int], RiskModel] = {}
+
+    def run(trajs: Sequence[Trajectory], reqs: Sequence[RequestExample]) -> RiskModel:
+        fams = recipe.families
+        if fams is not None:
+            trajs = [t for t in trajs if str(t.meta.get("family")) in fams]
+            reqs = [r for r in reqs if r.source in fams]
+        # a recipe restricted to some families fits the same data for every other left-out
+        # family: fit once
+        key = (hash(tuple(t.id for t in trajs)), hash(tuple(r.text for r in reqs)))
+        if key in cache:
+            return cache[key]
+        res = fit(
+            trajs,
+            recipe.config,
+            requests=reqs,
+            info=info,
+            progress=progress,
+            embeddings=glove() if recipe.embeddings else None,
+        )
+        cache[key] = res.model
+        return res.model
+
+    return run
+
+
+__all__ = ["FAMILIES", "RECIPES", "SHIPPED", "Recipe", "fitter", "load"]
