@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from collections import Counter
@@ -36,13 +35,6 @@ from guard.training.fit import fit, format_report
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def default_data_dir() -> Path:
-    env = os.environ.get("GUARD_DATA_DIR")
-    if env:
-        return Path(env)
-    return ROOT.parent / "shared" / "data"
-
-
 def say(msg: str) -> None:
     print(f"[build] {msg}", file=sys.stderr, flush=True)
 
@@ -55,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workdir", type=Path, default=ROOT / "build" / "default_model")
     ap.add_argument("--out", type=Path, default=ROOT / "guard" / "data" / "default_model.npz")
     args = ap.parse_args(argv)
-    data = args.data or default_data_dir()
+    data = args.data or recipes.default_data_dir()
     if not data.is_dir():
         say(f"no data folder at {data}: pass --data DIR or set GUARD_DATA_DIR")
         return 2
@@ -66,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     if recipe.families is not None:
         trajs = [t for t in trajs if t.meta.get("family") in recipe.families]
         reqs = [r for r in reqs if r.source in recipe.families]
-    say(f"{len(trajs)} trajectories, {len(reqs)} request examples ({time.perf_counter() - t0:.0f} s)")
+    secs = time.perf_counter() - t0
+    say(f"{len(trajs)} trajectories, {len(reqs)} request examples ({secs:.0f} s)")
     used = sorted({str(t.meta.get("family")) for t in trajs} | {r.source for r in reqs})
     info = {
         "recipe": recipe.name,

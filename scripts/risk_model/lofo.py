@@ -21,7 +21,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import recipes
-from build import default_data_dir
 
 from guard.training.lofo import format_table, leave_one_family_out, summary
 
@@ -47,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
     names = args.recipe or [recipes.SHIPPED]
-    data = args.data or default_data_dir()
+    data = args.data or recipes.default_data_dir()
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     trajs, reqs = recipes.load(data, args.max_per_family, progress=None)

@@ -8,6 +8,7 @@ before (old data and settings): the "before" of the before/after.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -152,6 +153,17 @@ def load(
 ) -> tuple[list[Trajectory], list[RequestExample]]:
     corpus = load_corpus(data, max_per_family=max_per_family, progress=progress)
     return trajectories(corpus.trajectories), request_examples(corpus.requests)
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def default_data_dir() -> Path:
+    """``$GUARD_DATA_DIR``, else ``shared/data`` beside the repository checkout."""
+    env = os.environ.get("GUARD_DATA_DIR")
+    if env:
+        return Path(env)
+    return ROOT.parent / "shared" / "data"
 
 
 _GLOVE: list[WordVectors] = []
