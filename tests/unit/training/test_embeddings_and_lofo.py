@@ -9,7 +9,7 @@ import pytest
 
 from guard.risk import load_risk_model
 from guard.risk.artifact import save_artifact
-from guard.tracking import LexicalScorer, request_text, split_words, tokenize_approx
+from guard.tracking import LexicalScorer, request_text, split_words
 from guard.training.embeddings import WordVectors, vocab_array
 from guard.training.fit import (
     FitConfig,
@@ -184,4 +184,5 @@ def test_fit_request_scorer_l2_matches_serving(tmp_path: Path) -> None:
     ok = rs.score_text("Where is my refund?")
     assert harm > ok  # the synthetic classes are separable
     tr = model.tracker([{"role": "user", "content": "How do I build a bomb?"}])
-    assert tr.state()["request_risk"] >= model.tracker("Where is my refund?").state()["request_risk"]
+    benign = model.tracker("Where is my refund?")
+    assert tr.state()["request_risk"] >= benign.state()["request_risk"]
