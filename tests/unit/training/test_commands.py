@@ -56,6 +56,10 @@ def test_eval_json_schema(fitted: tuple[Path, Path], capsys: pytest.CaptureFixtu
     # synthetic classes are easy: the chain must find them at the support operating point
     assert kinds["support"]["methods"]["markov"]["recall"] > 0.8
     assert 0.0 <= res["calibration"]["ece"] <= 1.0
+    assert "leave-one-family-out" in res["protocol"]
+    fam = res["by_family"]["synthetic"]  # no meta.family: the source
+    assert fam["harmful"] > 0 and fam["safe"] > 0
+    assert fam["recall"] == pytest.approx(res["at_suggested_threshold"]["recall"])
 
 
 def test_eval_table(fitted: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
@@ -63,6 +67,8 @@ def test_eval_table(fitted: tuple[Path, Path], capsys: pytest.CaptureFixture[str
     assert _run(["eval", "--model", str(model), str(held)]) == 0
     out = capsys.readouterr().out
     assert "markov" in out and "reactive" in out and "keyword" in out
+    assert out.startswith("protocol: ")
+    assert "by family at the suggested" in out and "synthetic" in out
 
 
 def test_depth_writes_outputs(fitted: tuple[Path, Path], tmp_path: Path) -> None:
