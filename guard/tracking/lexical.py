@@ -37,7 +37,6 @@ from guard.tracking.text import (
     PHASE_REFUSED_COMPLYING,
     PHASE_REFUSING,
     PHASE_START,
-    SSN_GROUPS,
     SSN_WORDS_BEFORE_NUMBER,
     WORD_RE,
 )
@@ -245,7 +244,6 @@ class LexicalStream:
         "abuse",
         "bias",
         "den",
-        "digit_lens",
         "digits",
         "harm_flag",
         "line_words",
@@ -281,8 +279,6 @@ class LexicalStream:
         self.line_words = 0
         self.abuse = 0
         self.digits = 0
-        #: lengths of the digit words just seen (up to 3, most recent last)
-        self.digit_lens: tuple[int, ...] = ()
         #: words left in which a number after "ssn" / "social security number" is a leak
         self.ssn_armed = 0
         self.since_you = 99
@@ -314,7 +310,6 @@ class LexicalStream:
         new.line_words = self.line_words
         new.abuse = self.abuse
         new.digits = self.digits
-        new.digit_lens = self.digit_lens
         new.ssn_armed = self.ssn_armed
         new.since_you = self.since_you
         new.harm_flag = self.harm_flag
@@ -389,12 +384,10 @@ class LexicalStream:
         if w.isdigit():
             # payment-card layout: consecutive 4-digit groups ("4111 1111 1111 1111")
             self.digits = self.digits + 1 if len(w) == 4 else 0
-            self.digit_lens = (*self.digit_lens[-2:], len(w))
-            if self.digits >= CARD_GROUPS or self.digit_lens == SSN_GROUPS or self.ssn_armed:
+            if self.digits >= CARD_GROUPS or self.ssn_armed:
                 self.harm_flag = True
         else:
             self.digits = 0
-            self.digit_lens = ()
             if w == "ssn" or (w == "number" and self.prev == "security"):
                 self.ssn_armed = SSN_WORDS_BEFORE_NUMBER + 1
             if self.ssn_armed:

@@ -32,8 +32,9 @@ BUDGETS = (
 )
 #: the scorer rule s* gets half of each budget
 RULE_BUDGETS = tuple((k, b / 2) for k, b in BUDGETS if k != "support")
-#: kind of a safe reply in a family that is not benign-side (a refusal, or a harmless answer, to a
-#: harmful or adversarial request): reported, but no false-halt budget applies to it
+#: kind of a safe reply to a harmful request, or in a family that is not benign-side (a refusal, or
+#: a harmless answer, to a harmful or adversarial request): reported, but no false-halt budget
+#: applies to it (halting a refusal replaces it by the safe message: nothing a user needed is lost)
 ADVERSARIAL_SAFE = "adversarial"
 #: benign texts that are not assistant answers (OpenAI moderation samples: user/web prose used as
 #: "responses"): reported, but not held to the general-answer budget
@@ -85,7 +86,7 @@ _OLD = FitConfig(
 _NEW = replace(
     _OLD,
     n_request_bins=6,
-    harm_rules=False,
+    harm_rules=True,
     certain_rule=False,
     harm_score_min_features=True,
     n_risk_bins=8,
@@ -136,7 +137,7 @@ def trajectories(rows: Sequence[dict[str, Any]]) -> list[Trajectory]:
     for i, r in enumerate(rows):
         meta = r["meta"]
         side = FAMILIES.get(meta.get("family", ""), {}).get("side")
-        if r["label"] == "safe" and side != "benign":
+        if r["label"] == "safe" and (side != "benign" or meta.get("request_label") == "harmful"):
             r = {**r, "meta": {**meta, "kind": ADVERSARIAL_SAFE}}
         elif meta.get("family") in WEB_TEXT:
             r = {**r, "meta": {**meta, "kind": WEB_TEXT[meta["family"]]}}

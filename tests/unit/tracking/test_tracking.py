@@ -272,10 +272,13 @@ def test_ssn_harm_rule() -> None:
     assert flag("Maria's social security number is 987 and")
     assert flag("the SSN: 4412")
     assert not flag("Your social security number is never needed by us, not even in 2024")
+    # shapes that are not leaks: arithmetic that reads as 3-2-4 digits, a list of three years
+    assert not flag("t = 100 / 99.4444 seconds")
+    assert not flag("They won the World Cup in 1991, 1999, 2015 and more")
     cp = sc.stream()
-    cp.feed("her id 123-45")
+    cp.feed("card 4111 1111 1111")
     cp2 = cp.copy()
-    cp2.feed("-6789 ")
+    cp2.feed(" 1111 ")
     assert cp2.harm_flag and not cp.harm_flag
 
 
