@@ -123,6 +123,9 @@ class FitConfig:
     #: false-halt budgets per benign kind the suggested threshold must meet on held-back data
     #: (the highest per-kind choice wins); empty: ``target_fpr`` on ``threshold_kind``
     threshold_budgets: tuple[tuple[str, float], ...] = ()
+    #: (kind, budget kind) pairs: replies of ``kind`` count as ``budget kind`` for the threshold
+    #: and the scorer rule's budgets (e.g. coding and role-play answers as general answers)
+    threshold_pooled: tuple[tuple[str, str], ...] = ()
 
 
 def threshold_at_rate(scores: npt.ArrayLike, rate: float) -> float:
@@ -1194,7 +1197,7 @@ def fit(
                 [
                     lgt
                     for wk, lgt in zip(eval_w, rule_logits, strict=True)
-                    if not wk.harmful and wk.kind == kind
+                    if not wk.harmful and dict(cfg.threshold_pooled).get(wk.kind, wk.kind) == kind
                 ],
                 share,
             )
@@ -1219,7 +1222,8 @@ def fit(
         kinds.append(wk.kind)
     mr = np.asarray(max_risk)
     yy = np.asarray(yv)
-    kind_arr = np.asarray(kinds)
+    pooled = dict(cfg.threshold_pooled)
+    kind_arr = np.asarray([pooled.get(k, k) for k in kinds])
     benign = mr[yy == 0]
     tau_set = "all benign"
     if cfg.threshold_kind is not None and (kind_arr == cfg.threshold_kind).sum() >= 20:
@@ -1242,7 +1246,7 @@ def fit(
     fpr = float((benign >= tau).mean()) if benign.size else float("nan")
     fpr_by_kind = {
         str(k): float((mr[(kind_arr == k) & (yy == 0)] >= tau).mean())
-        for k in sorted(set(kinds))
+        for k in sorted(set(kind_arr.tolist()))
         if k != "harmful"
     }
     # validation operating points (same definition as guard eval): recall at a benign kind's FPR

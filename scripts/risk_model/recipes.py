@@ -23,13 +23,10 @@ from guard.training.trajectories import Trajectory, parse_trajectory
 
 #: the false-halt budgets the default threshold must meet: support 1 %, general 1 % (coding and
 #: role-play answers are general answers), alarming-but-benign 5 %
-BUDGETS = (
-    ("support", 0.01),
-    ("general", 0.01),
-    ("coding", 0.01),
-    ("roleplay", 0.01),
-    ("alarming", 0.05),
-)
+BUDGETS = (("support", 0.01), ("general", 0.01), ("alarming", 0.05))
+#: kinds held to another kind's budget when choosing the threshold (pooled with it: a 1 % budget
+#: measured on a few dozen held-back answers of one kind is noise)
+POOLED_KINDS = {"coding": "general", "roleplay": "general"}
 #: the scorer rule s* gets half of each budget
 RULE_BUDGETS = tuple((k, b / 2) for k, b in BUDGETS if k != "support")
 #: kind of a safe reply to a harmful request, or in a family that is not benign-side (a refusal, or
@@ -99,6 +96,7 @@ _NEW = replace(
     iterations=150,
     threshold_kind="support",
     threshold_budgets=BUDGETS,
+    threshold_pooled=tuple(POOLED_KINDS.items()),
     harm_score_fpr=0.005,
     harm_score_budgets=RULE_BUDGETS,
 )
@@ -124,11 +122,12 @@ RECIPES: dict[str, Recipe] = {
             "glove-request",
             replace(_NEW, req_embed=True),
             embeddings=True,
-            description="as lexical + GloVe read-out in the request scorer only",
+            description="all data; request scorer l2 (words, char 3-5-grams, GloVe read-out); "
+            "response scorer word uni+bigrams",
         ),
     )
 }
-SHIPPED = "glove"
+SHIPPED = "glove-request"
 
 
 def trajectories(rows: Sequence[dict[str, Any]]) -> list[Trajectory]:
