@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Side-by-side leave-one-family-out table of two recipes (from ``lofo.py``'s JSON files).
 
-    .venv/bin/python scripts/risk_model/compare.py build/lofo/cb96e4601149.json build/lofo/glove.json
+    .venv/bin/python scripts/risk_model/compare.py build/lofo/A.json build/lofo/B.json
 
 Harmful families first (worst recall of the second recipe first), then benign families (worst
 false-halt rate against its budget first). Markdown on stdout.
