@@ -46,6 +46,8 @@ from guard.training.trajectories import Trajectory
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 Progress = Callable[[str], None]
+#: progress of a long fitting step: ``(label, done, total)`` (e.g. a progress bar in the CLI)
+Steps = Callable[[str, int, int], None]
 
 PREFIX_POINTS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
@@ -346,8 +348,11 @@ def train_logreg(
     l2: float,
     iterations: int,
     lr: float,
+    step: Callable[[int, int], None] | None = None,
 ) -> tuple[FloatArray, float]:
-    """Weighted L2 logistic regression on a sparse (doc, feat, val) matrix, full-batch Adam."""
+    """Weighted L2 logistic regression on a sparse (doc, feat, val) matrix, full-batch Adam.
+
+    ``step(done, total)`` is called every 10 iterations (progress)."""
     n_docs = y.shape[0]
     sw = sw / sw.sum()
     w = np.zeros(n_feat)
@@ -369,6 +374,8 @@ def train_logreg(
         c2 = 1 - b2**it
         w -= lr * (mw / c1) / (np.sqrt(vw / c2) + eps)
         b -= lr * (mb / c1) / (math.sqrt(vb / c2) + eps)
+        if step is not None and (it % 10 == 0 or it == iterations):
+            step(it, iterations)
     return w, b
 
 
@@ -717,7 +724,10 @@ def _join_dense(
 
 
 def _train_response(
-    walks: Sequence[Walk], cfg: FitConfig, vectors: FloatArray | None = None
+    walks: Sequence[Walk],
+    cfg: FitConfig,
+    vectors: FloatArray | None = None,
+    step: Callable[[int, int], None] | None = None,
 ) -> tuple[FloatArray, float, FloatArray | None]:
     """Hashed weights, bias and (with ``vectors``) the embedding read-out ``w_e``."""
     n_hash = 1 << cfg.resp_buckets_log2
@@ -740,6 +750,7 @@ def _train_response(
         l2=cfg.l2,
         iterations=cfg.iterations,
         lr=cfg.learning_rate,
+        step=step,
     )
     return w[:n_hash], b, (w[n_hash:] if vectors is not None else None)
 
@@ -751,6 +762,7 @@ def _train_request(
     cfg: FitConfig,
     vectors: FloatArray | None = None,
     word_index: dict[str, int] | None = None,
+    step: Callable[[int, int], None] | None = None,
 ) -> tuple[FloatArray, float, FloatArray | None]:
     n_hash = 1 << cfg.req_buckets_log2
     rmask = n_hash - 1
@@ -795,6 +807,7 @@ def _train_request(
         l2=cfg.l2 if cfg.req_l2 is None else cfg.req_l2,
         iterations=cfg.iterations,
         lr=cfg.learning_rate,
+        step=step,
     )
     return w[:n_hash], b, (w[n_hash:] if vectors is not None else None)
 
@@ -876,6 +889,7 @@ def fit(
     progress: Progress | None = None,
     external_scorer: ExternalScorer | None = None,
     embeddings: WordVectors | None = None,
+    steps: Steps | None = None,
 ) -> FitResult:
     """Fit a risk model. ``external_scorer`` is required when ``config.scorer`` is ``external``
     or ``combined``: it is called (batched) on response prefixes every ``config.external.every``
@@ -927,7 +941,14 @@ def fit(
             out.append(rec.walk(t))
             if progress and (i + 1) % 5000 == 0:
                 say(f"  {label}: {i + 1}/{len(ts)}")
+            if steps is not None and ((i + 1) % 500 == 0 or i + 1 == len(ts)):
+                steps(f"replaying {label} trajectories", i + 1, len(ts))
         return out
+
+    def stepper(label: str) -> Callable[[int, int], None] | None:
+        if steps is None:
+            return None
+        return lambda done, total: steps(label, done, total)
 
     train_w = walks_of(train_t, "train")
     held_w = walks_of(held_t, "held-back")
@@ -965,7 +986,9 @@ def fit(
 
     if use_lex:
         say("training the response scorer")
-        w_raw, resp_bias, resp_we = _train_response(train_w, cfg, resp_vec)
+        w_raw, resp_bias, resp_we = _train_response(
+            train_w, cfg, resp_vec, stepper("training the response scorer")
+        )
     else:
         w_raw, resp_bias, resp_we = np.zeros(1 << cfg.resp_buckets_log2), 0.0, None
     resp_w16, resp_w = _quantise(w_raw)
@@ -984,7 +1007,9 @@ def fit(
     say("training the request scorer")
     texts, ry, rsrc = _request_examples(train_t, requests, cfg.req_max_chars)
     req_vec = vec if cfg.req_embed else None
-    rw_raw, req_bias, req_we = _train_request(texts, ry, rsrc, cfg, req_vec, emb_index)
+    rw_raw, req_bias, req_we = _train_request(
+        texts, ry, rsrc, cfg, req_vec, emb_index, stepper("training the request scorer")
+    )
     req_w16, req_w = _quantise(rw_raw)
     req_u16, req_u = table(req_we)
 

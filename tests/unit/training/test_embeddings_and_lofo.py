@@ -186,3 +186,13 @@ def test_fit_request_scorer_l2_matches_serving(tmp_path: Path) -> None:
     tr = model.tracker([{"role": "user", "content": "How do I build a bomb?"}])
     benign = model.tracker("Where is my refund?")
     assert tr.state()["request_risk"] >= benign.state()["request_risk"]
+
+
+def test_fit_reports_step_progress_for_its_long_steps() -> None:
+    trajs = [parse_trajectory(r, "synth", i) for i, r in enumerate(make_rows(120))]
+    seen: dict[str, tuple[int, int]] = {}
+    fit(trajs, SMALL, steps=lambda label, done, total: seen.__setitem__(label, (done, total)))
+    assert seen["training the response scorer"] == (SMALL.iterations, SMALL.iterations)
+    assert seen["training the request scorer"] == (SMALL.iterations, SMALL.iterations)
+    done, total = seen["replaying train trajectories"]
+    assert done == total and total > 50
