@@ -125,6 +125,33 @@ def _read_requests(path: str) -> list[Any]:
     return out
 
 
+def _budgets(text: str) -> tuple[tuple[str, float], ...]:
+    """``support:0.01,general:0.01`` -> ((kind, share), ...)."""
+    out = []
+    for part in filter(None, (x.strip() for x in text.split(","))):
+        kind, sep, share = part.partition(":")
+        try:
+            value = float(share)
+        except ValueError:
+            value = -1.0
+        if not sep or not kind or not 0.0 <= value < 1.0:
+            raise DataError(
+                f"--threshold-budget: expected KIND:SHARE with 0 <= SHARE < 1: {part!r}"
+            )
+        out.append((kind, value))
+    return tuple(out)
+
+
+def _ngrams(text: str) -> tuple[int, int]:
+    """``3,5`` -> (3, 5); ``0`` or ``off`` -> (0, 0)."""
+    if text in ("0", "off", ""):
+        return (0, 0)
+    lo, sep, hi = text.partition(",")
+    if not sep or not lo.isdigit() or not hi.isdigit() or not 1 <= int(lo) <= int(hi):
+        raise DataError(f"--request-char-ngrams: expected LO,HI (e.g. 3,5) or off: {text!r}")
+    return (int(lo), int(hi))
+
+
 def make_scorer(args: argparse.Namespace, needed: bool) -> Any:
     """The external scorer for ``--scorer external|combined`` (or a model that needs one).
 
@@ -188,9 +215,24 @@ def cmd_fit(args: argparse.Namespace) -> int:
         request_bin_mode=args.request_bin_mode,
         cross_fit=args.cross_fit,
         threshold_kind=args.threshold_kind or None,
+        threshold_budgets=_budgets(args.threshold_budget),
+        threshold_pooled=(("coding", "general"), ("roleplay", "general")),
+        req_norm=args.request_features,
+        req_char_ngrams=_ngrams(args.request_char_ngrams),
+        req_buckets_log2=18 if args.request_features == "l2" else 16,
+        req_max_chars=args.request_max_chars,
+        req_l2=1e-5 if args.request_features == "l2" else None,
+        req_embed=args.glove in ("request", "both"),
+        resp_embed=args.glove == "both",
+        harm_rules=args.harm_rules,
         scorer=args.scorer,
         external=_external_spec(args) if args.scorer != "lexical" else FitConfig().external,
     )
+    embeddings = None
+    if args.glove != "off":
+        from guard.training.embeddings import load_glove
+
+        embeddings = load_glove()
     scorer = make_scorer(args, args.scorer != "lexical")
     t0 = time.perf_counter()
     info = {"inputs": [str(p) for p in args.logs], "licences": {}}
@@ -209,6 +251,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
             progress=None if steps is not None else _progress(len(trajs)),
             external_scorer=scorer,
             steps=steps,
+            embeddings=embeddings,
         )
     meta = save_artifact(args.output, res.arrays, res.meta)
     print(format_report(res.report))
@@ -394,18 +437,50 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--seed", type=int, default=0, help="seed of the held-back split")
     p.add_argument("--requests", default=None, help="extra request examples JSONL {text,label}")
     p.add_argument("--report-json", default=None, help="also write the fit report as JSON")
-    p.add_argument("--request-bins", type=int, default=3, help="request risk bins")
+    p.add_argument("--request-bins", type=int, default=6, help="request risk bins")
+    p.add_argument(
+        "--request-features",
+        choices=("l2", "mean"),
+        default="l2",
+        help="request scorer: distinct features over sqrt(count) (l2, generalises to unseen "
+        "request families) or the l1 mean of earlier models",
+    )
+    p.add_argument(
+        "--request-char-ngrams", default="3,5", help="character n-grams of the request (or off)"
+    )
+    p.add_argument(
+        "--request-max-chars",
+        type=int,
+        default=1000,
+        help="the request scorer reads the last N characters of the prompt (0: all)",
+    )
+    p.add_argument(
+        "--glove",
+        choices=("off", "request", "both"),
+        default="off",
+        help="GloVe read-out in the request scorer (and the response scorer); needs "
+        "pip install 'guard[embeddings]'",
+    )
+    p.add_argument(
+        "--threshold-budget",
+        default="support:0.01,general:0.01,alarming:0.05",
+        help="false-halt budgets per benign meta.kind the suggested τ meets on held-back data "
+        "(coding and roleplay count as general; '' : --threshold-kind at 1 %%)",
+    )
+    p.add_argument(
+        "--harm-rules", action="store_true", help="serve-time harm rules (insults, card, SSN)"
+    )
     p.add_argument(
         "--bin-mode",
         choices=("quantile", "benign-tail", "top"),
-        default="quantile",
+        default="top",
         help="risk-bin edges per depth: quantiles of all prefixes, of benign ones' upper tail, or "
         "quantiles of all prefixes fine at the top (the shipped model)",
     )
     p.add_argument(
         "--request-bin-mode",
         choices=("probability", "benign-tail"),
-        default="probability",
+        default="benign-tail",
         help="request-bin edges: scorer probabilities 1/n.., or benign requests' upper tail",
     )
     p.add_argument(

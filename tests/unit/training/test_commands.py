@@ -155,3 +155,28 @@ def test_augment_without_harmful_is_an_error(
     rc = _run(["augment", str(safe), "--model", str(model), "-o", str(tmp_path / "o.jsonl")])
     assert rc == 2
     assert "no harmful or halted" in capsys.readouterr().err
+
+
+def test_fit_defaults_are_the_shipped_recipe_shape(fitted: tuple[Path, Path]) -> None:
+    from guard.risk import load_risk_model
+
+    model = load_risk_model(fitted[0])
+    assert model.raw_meta["req_norm"] == "l2"
+    assert model.raw_meta["req_max_chars"] == 1000
+    assert model.space.n_request_bins == 6
+    assert model.tables.request_scorer.norm == "l2"
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [("--threshold-budget", "support=0.01"), ("--threshold-budget", "general:2"),
+     ("--request-char-ngrams", "5,3")],
+)  # fmt: skip
+def test_fit_rejects_malformed_options(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str
+) -> None:
+    logs = write_rows(tmp_path / "t.jsonl", make_rows(60, seed=5))
+    rc = _run(["fit", str(logs), "-o", str(tmp_path / "m.npz"), flag, value])
+    assert rc == 2
+    assert flag in capsys.readouterr().err
+    assert not (tmp_path / "m.npz").exists()
