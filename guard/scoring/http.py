@@ -39,11 +39,8 @@ __all__ = [
     "make_external_scorer",
 ]
 
+from guard.errors import ScorerError
 from guard.risk.verdict_text import DEFAULT_REQUEST_TEMPLATE, DEFAULT_RESPONSE_TEMPLATE
-
-
-class ScorerError(Exception):
-    """A guard-model call failed (network, timeout, HTTP status or malformed response)."""
 
 
 class ScoringClient(Protocol):

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
+import anyio
 import httpx
 
 from guard.config import Settings
@@ -86,8 +87,57 @@ def create_clients(
     ]
 
 
+class UpstreamResponse:
+    """An upstream response whose body has not been read yet; its transport errors are mapped.
+
+    The one place transport failures become guard errors is here: around sending (``Upstream.open``)
+    and around reading the body (``aiter_raw``, ``aread``). Nothing above this layer sees httpx.
+    """
+
+    __slots__ = ("_resp", "latency_s")
+
+    def __init__(self, resp: httpx.Response, latency_s: float) -> None:
+        self._resp = resp
+        self.latency_s = latency_s  # seconds to the response headers
+
+    @property
+    def status_code(self) -> int:
+        return self._resp.status_code
+
+    @property
+    def content_type(self) -> str:
+        return str(self._resp.headers.get("content-type", "application/json"))
+
+    async def aiter_raw(self) -> AsyncIterator[bytes]:
+        """The body as it arrives. A stall past the read timeout is ``UpstreamTimeout``; a
+        connection lost or garbled mid-body is ``UpstreamUnreachable``."""
+        try:
+            async for chunk in self._resp.aiter_raw():
+                yield chunk
+        except httpx.TimeoutException:
+            raise UpstreamTimeout("upstream stalled mid-stream") from None
+        except httpx.TransportError:
+            raise UpstreamUnreachable("upstream connection failed") from None
+
+    async def aread(self) -> bytes:
+        try:
+            return await self._resp.aread()
+        except httpx.TimeoutException:
+            raise UpstreamTimeout("upstream did not answer in time") from None
+        except httpx.TransportError as exc:
+            raise UpstreamUnreachable(f"upstream failed: {type(exc).__name__}") from None
+
+    async def aclose(self) -> None:
+        """Close the response. Shielded: closing is what makes vLLM abort the generation and free
+        its KV cache, so it must happen even while we are being cancelled (client went away)."""
+        with anyio.CancelScope(shield=True):
+            await self._resp.aclose()
+
+
 class Upstream:
     """Opens upstream requests; maps transport failures to UpstreamUnreachable/UpstreamTimeout."""
+
+    __slots__ = ("_turn", "api_key", "base_url", "clients")
 
     def __init__(
         self, clients: Sequence[httpx.AsyncClient], base_url: str, api_key: str | None
@@ -128,8 +178,8 @@ class Upstream:
         content: bytes | None = None,
         headers: Mapping[str, str] | None = None,
         base_url: str | None = None,
-    ) -> tuple[httpx.Response, float]:
-        """Send and return (response with body unread, seconds to headers)."""
+    ) -> UpstreamResponse:
+        """Send; return the response with its body unread."""
         url = (base_url or self.base_url) + path
         hdrs = dict(headers or {})
         if content is not None:
@@ -153,7 +203,7 @@ class Upstream:
                 raise UpstreamUnreachable(f"upstream unreachable: {type(exc).__name__}") from None
             except (httpx.TransportError, OSError) as exc:
                 raise UpstreamUnreachable(f"upstream unreachable: {type(exc).__name__}") from None
-        return resp, time.perf_counter() - t0
+        return UpstreamResponse(resp, time.perf_counter() - t0)
 
     async def json(
         self, method: str, path: str, body: Any | None = None, base_url: str | None = None
@@ -162,15 +212,11 @@ class Upstream:
         import json as _json
 
         content = None if body is None else _json.dumps(body).encode()
-        resp, _ = await self.open(
+        resp = await self.open(
             method, path, content=content, headers=self.headers({}, False), base_url=base_url
         )
         try:
             raw = await resp.aread()
-        except httpx.TimeoutException:
-            raise UpstreamTimeout("upstream did not answer in time") from None
-        except httpx.TransportError as exc:
-            raise UpstreamUnreachable(f"upstream failed: {type(exc).__name__}") from None
         finally:
             await resp.aclose()
         try:

@@ -50,19 +50,19 @@ def install(h, score_fn, timeout_s: float = 1.0) -> list[list[str]]:  # type: ig
         return await score_fn(texts)
 
     svc = h.app.state.services
-    _, policy, client = svc.guard_model
+    from dataclasses import replace
+
     from guard.scoring.wiring import _MetricsObserver
 
-    svc.guard_model = (
-        MicroBatcher(
+    svc.guard_model = replace(
+        svc.guard_model,
+        batcher=MicroBatcher(
             fn,
             name="classify",
             timeout_s=timeout_s,
             window_ms=0,
             observer=_MetricsObserver(h.metrics),
         ),
-        policy,
-        client,
     )
     return calls
 
