@@ -20,6 +20,7 @@ import anyio
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from guard import __version__, jsonfast, wire
@@ -27,15 +28,12 @@ from guard.config import Settings
 from guard.decision.policy import RiskModelLike
 from guard.errors import ClientError, GuardError, NotFound, UpstreamError
 from guard.generation.handler import error_response, generate
-from guard.models import ModelHolder
 from guard.observability.decision_log import DecisionLog
-from guard.observability.metrics import Metrics, create_metrics
-from guard.observability.tracing import create_tracer
+from guard.observability.metrics import Metrics
 from guard.relay import chunks
-from guard.request.auth import Auth
 from guard.request.schema import ChatCompletionRequest, CompletionRequest
-from guard.services import Services
-from guard.upstream.client import Upstream, create_clients
+from guard.services import Services, build_services
+from guard.upstream.client import create_clients
 
 log = logging.getLogger("guard")
 
@@ -55,46 +53,30 @@ def create_app(
     span_exporter: Any = None,
 ) -> FastAPI:
     """Build the app. Every dependency is passed in or built here: no module-level state."""
-    metrics = metrics if metrics is not None else create_metrics()
-    models = ModelHolder(settings, metrics, risk_model, config_path, config_overrides)
-    if decision_log is None and settings.decision_log.path:
-        dl = settings.decision_log
-        decision_log = DecisionLog(
-            dl.path,  # type: ignore[arg-type]
-            max_bytes=dl.max_bytes,
-            backups=dl.backups,
-            retention_days=dl.retention_days,
-            queue_size=dl.queue_size,
-            on_drop=metrics.decision_log_dropped.inc,
-        )
-    clients = create_clients(settings, transport)
-    key = settings.upstream_api_key.get_secret_value() if settings.upstream_api_key else None
-    tracer = None
-    if settings.tracing.enabled:
-        tracer = create_tracer(
-            settings.tracing.endpoint, settings.tracing.service_name, span_exporter
-        )
-    guard_model = None
-    if settings.guard_model is not None:
-        from guard.scoring.wiring import build_guard_model
-
-        guard_model = build_guard_model(settings.guard_model, metrics)
-    svc = Services(
-        settings,
-        Upstream(clients, settings.upstream, key),
-        metrics,
-        models,
-        Auth(settings),
-        decision_log,
-        tracer,
-        guard_model,
+    svc = build_services(
+        settings, risk_model, transport, metrics, decision_log, config_path, config_overrides,
+        span_exporter,
+    )  # fmt: skip
+    app = FastAPI(
+        title="guard",
+        version=__version__,
+        lifespan=_lifespan(svc, transport, reload_poll_seconds),
+        docs_url=None,
+        redoc_url=None,
     )
+    app.state.services = svc
+    _error_handlers(app)
+    _generation_routes(app, svc)
+    _service_routes(app, svc)
+    _admin_routes(app, svc)
+    _refuse_unguarded(app)
+    return app
 
-    def _swap_keys(fresh: Settings) -> None:
-        # Keys (client and admin) rotate with a reload, like policies: no restart.
-        svc.auth = Auth(fresh, previous=svc.auth)
 
-    models.on_reload.append(_swap_keys)
+def _lifespan(
+    svc: Services, transport: httpx.AsyncBaseTransport | None, reload_poll_seconds: float
+) -> Any:
+    settings = svc.settings
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -128,11 +110,10 @@ def create_app(
                 if svc.guard_model is not None:
                     await svc.guard_model.aclose()
 
-    app = FastAPI(
-        title="guard", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None
-    )
-    app.state.services = svc
+    return lifespan
 
+
+def _error_handlers(app: FastAPI) -> None:
     @app.exception_handler(GuardError)
     async def _guard_error(request: Request, exc: GuardError) -> Response:
         return error_response(exc, request.headers.get("x-request-id"))
@@ -152,32 +133,24 @@ def create_app(
             GuardError("internal error in the guard"), request.headers.get("x-request-id")
         )
 
-    @app.post(
-        "/v1/chat/completions",
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "application/json": {"schema": ChatCompletionRequest.model_json_schema()}
-                },
-            }
-        },
-    )
+
+def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The OpenAPI request body of a generation route (read by schemathesis and clients)."""
+    content = {"application/json": {"schema": model.model_json_schema()}}
+    return {"requestBody": {"required": True, "content": content}}
+
+
+def _generation_routes(app: FastAPI, svc: Services) -> None:
+    @app.post("/v1/chat/completions", openapi_extra=_body_schema(ChatCompletionRequest))
     async def chat_completions(request: Request) -> Response:
         return await generate(svc, request, wire.CHAT)
 
-    @app.post(
-        "/v1/completions",
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": CompletionRequest.model_json_schema()}},
-            }
-        },
-    )
+    @app.post("/v1/completions", openapi_extra=_body_schema(CompletionRequest))
     async def completions(request: Request) -> Response:
         return await generate(svc, request, wire.COMPLETIONS)
 
+
+def _service_routes(app: FastAPI, svc: Services) -> None:
     @app.get("/v1/models")
     async def list_models(request: Request) -> Response:
         svc.auth.client(request.headers)
@@ -219,6 +192,8 @@ def create_app(
         body, ctype = render(svc.metrics.registry)
         return Response(body, media_type=ctype)
 
+
+def _admin_routes(app: FastAPI, svc: Services) -> None:
     @app.post("/admin/reload")
     async def admin_reload(request: Request) -> Response:
         svc.auth.admin(request.headers)
@@ -261,21 +236,6 @@ def create_app(
             media_type="application/json",
         )
 
-    @app.api_route(
-        "/v1/{rest:path}",
-        methods=["GET", "POST", "PUT", "DELETE", "PATCH"],
-        include_in_schema=False,
-    )
-    async def unguarded(rest: str) -> Response:
-        # Generation routes the guard does not check (e.g. /v1/responses) are refused, never
-        # passed through silently.
-        raise NotFound(
-            f"/v1/{rest} is not served by the guard (only chat/completions,"
-            " completions and models are)"
-        )
-
-    return app
-
 
 def _mark_worker_dead() -> None:
     # Multiprocess metrics: drop this worker's live gauges (active streams, model info).
@@ -293,3 +253,19 @@ async def _watch_files(svc: Services, every: float) -> None:
         await anyio.sleep(every)
         with contextlib.suppress(Exception):
             await anyio.to_thread.run_sync(svc.models.poll)
+
+
+def _refuse_unguarded(app: FastAPI) -> None:
+    # Registered last: the routes above take precedence.
+    @app.api_route(
+        "/v1/{rest:path}",
+        methods=["GET", "POST", "PUT", "DELETE", "PATCH"],
+        include_in_schema=False,
+    )
+    async def unguarded(rest: str) -> Response:
+        # Generation routes the guard does not check (e.g. /v1/responses) are refused, never
+        # passed through silently.
+        raise NotFound(
+            f"/v1/{rest} is not served by the guard (only chat/completions,"
+            " completions and models are)"
+        )
