@@ -15,14 +15,17 @@ from typing import Any, Final
 
 from guard import wire
 
-#: Top-level fields of vLLM's non-streaming response, in its order, with their defaults.
+#: Fields of vLLM's non-streaming response besides id/object/created/model/choices, in its order;
+#: null unless the stream carried them.
 _CHAT_TOP: Final = (
     "service_tier",
     "system_fingerprint",
     "usage",
     "prompt_logprobs",
     "prompt_token_ids",
+    "prompt_text",
     "kv_transfer_params",
+    "ec_transfer_params",
     "metrics",
 )
 _COMPLETION_TOP: Final = (
@@ -30,17 +33,33 @@ _COMPLETION_TOP: Final = (
     "system_fingerprint",
     "usage",
     "kv_transfer_params",
+    "ec_transfer_params",
     "metrics",
 )
 #: Fields of a non-streaming message besides role/content (vLLM's defaults: null).
 _MESSAGE: Final = ("refusal", "annotations", "audio", "function_call", "reasoning")
-_CHOICE_DEFAULTS: Final = ("stop_reason", "token_ids")
+#: Fields of a choice after finish_reason (completions carry the prompt's per choice).
+_CHAT_CHOICE: Final = ("stop_reason", "token_ids", "routed_experts")
+_COMPLETION_CHOICE: Final = (
+    "stop_reason",
+    "token_ids",
+    "prompt_logprobs",
+    "prompt_token_ids",
+    "routed_experts",
+)
 _USAGE_DETAILS: Final = ("prompt_tokens_details", "completion_tokens_details")
 #: Fields vLLM computes only for a non-streaming request: never in a stream, so an assembled
-#: response carries vLLM's default (null) for them. ``prompt_logprobs``: vLLM refuses them with
-#: ``stream: true`` (the guard passes that 400 on); ``kv_transfer_params`` (disaggregated prefill)
-#: and ``metrics`` are per-request results of the non-streaming path.
-NON_STREAMING_ONLY: Final = ("prompt_logprobs", "kv_transfer_params", "metrics")
+#: response carries vLLM's default (null) for them (docs/wire.md). ``prompt_logprobs``: vLLM
+#: refuses them with ``stream: true`` (the guard passes that 400 on); ``kv_transfer_params`` and
+#: ``ec_transfer_params`` (disaggregated serving), ``metrics`` and ``routed_experts`` are results
+#: of vLLM's non-streaming path only.
+NON_STREAMING_ONLY: Final = (
+    "prompt_logprobs",
+    "kv_transfer_params",
+    "ec_transfer_params",
+    "metrics",
+    "routed_experts",
+)
 
 _CHOICE_OWN: Final = frozenset({"index", "delta", "logprobs", "finish_reason", "text"})
 _TOP_OWN: Final = frozenset({"id", "object", "created", "model", "choices", "usage", "guard"})
@@ -152,7 +171,7 @@ def _choice(idx: int, acc: _Acc, chat: bool) -> dict[str, Any]:
         item["text"] = "".join(acc.parts)
     item["logprobs"] = acc.lp
     item["finish_reason"] = acc.finish
-    for k in _CHOICE_DEFAULTS:
+    for k in _CHAT_CHOICE if chat else _COMPLETION_CHOICE:
         item[k] = acc.extra.pop(k, None)
     item.update(acc.extra)
     return item

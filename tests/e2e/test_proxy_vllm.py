@@ -70,6 +70,36 @@ def test_chat_non_streaming_equal(direct: openai.OpenAI, guarded: openai.OpenAI)
     assert b.usage.prompt_tokens == a.usage.prompt_tokens
 
 
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/chat/completions", {"messages": BENIGN, "return_token_ids": True}),
+        (
+            "/v1/completions",
+            {"prompt": "<|user|>\nHow do I reset my password?<|end|>\n<|assistant|>\n"},
+        ),
+    ],
+)
+def test_non_streaming_response_field_by_field(
+    vllm_url: str, guard_url: str, path: str, body: dict[str, Any]
+) -> None:
+    """The guard assembles a non-streaming response from a stream; it must be vLLM's own shape,
+    every field, every value (id and created are per request)."""
+    req = {"model": "tiny", "max_tokens": 24, "temperature": 0, "seed": 1, **body}
+    a = httpx.post(vllm_url + path, json=req, timeout=120).json()
+    r = httpx.post(guard_url + path, json=req, timeout=120)
+    b = r.json()
+    assert r.status_code == 200 and "x-guard-decision" in r.headers
+    for obj in (a, b):
+        obj.pop("id")
+        obj.pop("created")
+    assert list(b) == list(a)
+    assert list(b["choices"][0]) == list(a["choices"][0])
+    if "message" in a["choices"][0]:
+        assert b["choices"][0]["message"] == a["choices"][0]["message"]
+    assert b == a
+
+
 def test_chat_streaming_equal_with_usage(direct: openai.OpenAI, guarded: openai.OpenAI) -> None:
     def run(c: openai.OpenAI) -> Any:
         return chat_text(
