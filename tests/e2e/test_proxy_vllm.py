@@ -9,7 +9,6 @@ enforcing guard has its own tests in test_guarding_vllm.py.
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,7 +16,8 @@ import httpx
 import openai
 import pytest
 
-from tests.e2e.guard_proc import guard_server
+from tests.support.guard_proc import guard_server
+from tests.support.vllm_metrics import settle
 
 BENIGN = [{"role": "user", "content": "Where is my order 12345678? It has not arrived."}]
 
@@ -248,26 +248,6 @@ def test_upstream_errors_pass_through(guarded: openai.OpenAI, direct: openai.Ope
 
     a, b = both(direct, guarded, run)
     assert a == b == 400
-
-
-def generation_tokens(vllm_url: str) -> float:
-    text = httpx.get(vllm_url + "/metrics", timeout=10).text
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith("vllm:generation_tokens_total"):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
-def settle(vllm_url: str) -> float:
-    last = generation_tokens(vllm_url)
-    for _ in range(50):
-        time.sleep(0.3)
-        cur = generation_tokens(vllm_url)
-        if cur == last:
-            return cur
-        last = cur
-    return last
 
 
 def test_client_disconnect_stops_generation(guard_url: str, vllm_url: str) -> None:

@@ -8,33 +8,7 @@ from typing import Any
 import pytest
 
 from tests.support.scripted import DONE, Script, chat_events, completion_events
-
-CHAT = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "stream": True}
-
-
-def events_of(body: bytes) -> list[Any]:
-    out = []
-    for block in body.split(b"\n\n"):
-        if not block.strip():
-            continue
-        assert block.startswith(b"data: "), block
-        data = block[6:]
-        out.append("[DONE]" if data == b"[DONE]" else json.loads(data))
-    return out
-
-
-def text_of(events: list[Any], index: int = 0) -> str:
-    return "".join(
-        c["delta"].get("content") or ""
-        for e in events
-        if isinstance(e, dict)
-        for c in e.get("choices", [])
-        if c["index"] == index
-    )
-
-
-BENIGN = ["Hello", "!", " How", " can", " I", " help", " you", " today", "?"]
-HARMFUL = ["Sure", ",", " here", " HARM", " is", " the", " card", " number"]
+from tests.support.sse import BENIGN, CHAT, HARMFUL, events_of, text_of
 
 
 @pytest.mark.parametrize("split", [None, 1, 7])
