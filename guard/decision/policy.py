@@ -11,7 +11,7 @@ from guard.request.parse import GenerationRequest
 from guard.wire import CHAT
 
 
-class Tracker(Protocol):
+class TrackerLike(Protocol):
     """What the decision layer needs from a risk-model tracker (guard.risk implements it)."""
 
     def feed(self, text: str, n_tokens: int = 1) -> None: ...
@@ -26,7 +26,7 @@ class RiskModelLike(Protocol):
     def depth(self) -> int: ...
     @property
     def suggested_threshold(self) -> float: ...
-    def tracker(self, prompt: Any, prefill: str = "") -> Tracker: ...
+    def tracker(self, prompt: Any, prefill: str = "") -> TrackerLike: ...
 
 
 @dataclass(frozen=True, slots=True)
