@@ -285,8 +285,10 @@ class Server:
         health: str,
         logdir: Path,
         env: dict[str, str] | None = None,
+        cwd: Path = ROOT,
     ) -> None:
         self.name, self.cmd, self.port, self.health = name, cmd, port, health
+        self.cwd = cwd
         self.url = f"http://127.0.0.1:{port}"
         self.log = logdir / f"{name}.log"
         self.env = env
@@ -300,7 +302,7 @@ class Server:
                 self.cmd,
                 stdout=fh,
                 stderr=subprocess.STDOUT,
-                cwd=ROOT,
+                cwd=self.cwd,
                 env=env,
                 start_new_session=True,
             )
@@ -684,6 +686,9 @@ CATEGORIES = [
         "guard app / _pump / request",
         (
             "guard/app.py",
+            "guard/generation/",
+            "guard/services.py",
+            "guard/streaming.py",
             "guard/request/",
             "guard/upstream/client",
             "guard/observability/",

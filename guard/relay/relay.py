@@ -152,7 +152,7 @@ class _Choice:
         self.generated = 0  # tokens the model generated for this choice, all attempts
         self.released_tokens = 0
         self.delivered = False  # some text reached the client
-        self.held: HoldBack[Any] = HoldBack()
+        self.held = HoldBack()
         self.tool_mode = False
         # Released text, kept only where a reroute needs the safe prefix.
         self.released: list[str] | None = [] if keep_text else None
@@ -190,6 +190,8 @@ class Relay:
         self._keep_text = keep_text or self.reroutable
         self._verdicts = verdicts if self.tracking else None
         self.verdict_hold = verdict_hold if self.enforce else 0
+        # No window of any kind: a chunk that passed its check leaves at once (the fast path).
+        self._release_at_once = self.hold_back == 0 and self.verdict_hold == 0
         self._asks: list[tuple[int, str]] = []
         self.choices: list[_Choice | None] = [None] * req.n
         self.open_choices = req.n
@@ -308,12 +310,15 @@ class Relay:
         if not isinstance(choice, dict):
             raise UpstreamProtocolError("upstream sent a choice that is not a JSON object")
         index = choice.get("index", 0)
-        if not isinstance(index, int) or index < 0 or index > 1024:
+        if index.__class__ is not int or index < 0 or index > 1024:
             raise UpstreamProtocolError("upstream sent a choice with a bad index")
-        cs = self._choice(index)
+        choices = self.choices
+        cs = choices[index] if index < len(choices) else None
+        if cs is None:
+            cs = self._choice(index)
         if cs.done:
             return b""
-        if cs.reason == REASON_MODEL_ERROR and cs.guard is None and self.enforce:
+        if cs.guard is None and cs.reason == REASON_MODEL_ERROR and self.enforce:
             return self._halt(cs, REASON_MODEL_ERROR)
         finish = choice.get("finish_reason")
         text, ntok, has_tool = wire.generated(choice, self.chat)
@@ -335,7 +340,7 @@ class Relay:
         cs.generated += ntok
         if text and self.first_arrival_ns == 0:
             self.first_arrival_ns = time.perf_counter_ns()
-        if (text or ntok) and cs.schedule is not None:
+        if cs.schedule is not None and (text or ntok):
             ask = cs.schedule.observe(text, ntok)
             if ask is not None:
                 self._asks.append((cs.index, ask))
@@ -359,6 +364,18 @@ class Relay:
             payload: Any = obj
         else:
             payload = chunks.sse(obj) if rewrite else raw
+            if (
+                finish is None
+                and not has_tool
+                and self._release_at_once
+                and not cs.held
+                and not cs.tool_mode
+            ):
+                # The common case, inline: nothing held, no window: release this chunk now.
+                cs.released_tokens += ntok
+                if text:
+                    self._mark_text(cs, text)
+                return payload  # type: ignore[no-any-return]
         out = self._release(cs, payload, ntok, text, final=finish is not None, tool=has_tool)
         if finish is not None:
             cs.done = True
@@ -417,11 +434,15 @@ class Relay:
     def _mark_released(self, cs: _Choice, ntok: int, text: str) -> None:
         cs.released_tokens += ntok
         if text:
+            self._mark_text(cs, text)
+
+    def _mark_text(self, cs: _Choice, text: str) -> None:
+        if not cs.delivered:
             cs.delivered = True
             if self.first_content_ns == 0:
                 self.first_content_ns = time.perf_counter_ns()
-            if cs.released is not None:
-                cs.released.append(text)
+        if cs.released is not None:
+            cs.released.append(text)
 
     # ------------------------------------------------------------------ decisions
 

@@ -4,7 +4,7 @@ from guard.relay.holdback import HoldBack
 
 
 def test_release_keeps_the_window_and_flush_empties() -> None:
-    h: HoldBack[bytes] = HoldBack()
+    h = HoldBack()
     assert not h
     for i, n in enumerate([1, 2, 1, 1]):
         h.push(b"%d" % i, n, str(i))
@@ -18,7 +18,7 @@ def test_release_keeps_the_window_and_flush_empties() -> None:
 
 
 def test_clear_drops_everything() -> None:
-    h: HoldBack[str] = HoldBack()
+    h = HoldBack()
     h.push("a", 3, "a")
     h.clear()
     assert not h and h.tokens == 0 and h.flush() == []
