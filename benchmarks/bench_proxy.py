@@ -542,9 +542,13 @@ def hold_rss(server: Server, model: str, n: int) -> dict[str, Any]:
 def inproc_on_event(streams: int, tokens: int) -> dict[str, Any]:
     """Per-event cost of Relay.on_event on recorded-shape chunks (as loadtests/fake_vllm.py and
     vLLM send them), tracking on (enforce, default model) vs mode off."""
-    sys.path.insert(0, str(ROOT))
-    sys.path.insert(0, str(ROOT / "loadtests"))
-    from fake_vllm import SUPPORT_TEXT, tokenize
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("fake_vllm", ROOT / "loadtests/fake_vllm.py")
+    assert spec and spec.loader
+    fake_vllm = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fake_vllm)
+    SUPPORT_TEXT, tokenize = fake_vllm.SUPPORT_TEXT, fake_vllm.tokenize
 
     from guard.config import load_settings
     from guard.decision.policy import PolicyBook

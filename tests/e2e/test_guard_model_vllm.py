@@ -26,12 +26,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import dialogues
 import httpx
 import pytest
 
 from tests.support import classifier as _helpers
+from tests.support import modules as support_modules
 from tests.support.guard_proc import free_port, guard_server
+
+dialogues = support_modules.dialogues()  # scripts/models/tiny_model/dialogues.py
 
 # fixtures from the classifier helper module (tests/e2e/conftest.py belongs to the proxy tests)
 classifier_url = _helpers.classifier_url
