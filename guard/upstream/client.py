@@ -4,8 +4,8 @@ Requests are spread over a few ``httpx.AsyncClient`` pools ("shards") rather tha
 httpcore re-scans every connection of a pool (and, for idle ones, polls the socket) on each
 request and each response close, and one of those scans is quadratic in the pool's size. With
 one pool of 64 busy connections that bookkeeping was ~6 ms of CPU per request, more than relaying
-the 128 tokens; 16 connections per pool make it negligible. A request goes to the first pool with
-fewer than 16 requests in flight (per request, never per chunk): at low concurrency everything
+the 128 tokens; a few connections per pool make it negligible. A request goes to the first pool
+with fewer than ``PER_POOL`` (4) requests in flight (per request, never per chunk): at low concurrency everything
 reuses one pool's warm connections (no new TCP connect per request, as round-robin over 32 pools
 caused), and pools fill up one after the other as concurrency grows. Each pool may grow to the
 configured maximum of concurrent streams (the guard's own admission control bounds the total).
@@ -149,7 +149,7 @@ class Upstream:
     __slots__ = ("_in_flight", "api_key", "base_url", "clients")
 
     #: Requests in flight per pool before the next pool is used.
-    PER_POOL = 16
+    PER_POOL = 4
 
     def __init__(
         self, clients: Sequence[httpx.AsyncClient], base_url: str, api_key: str | None
