@@ -1,4 +1,4 @@
-"""Reading and validating trajectory logs (DESIGN section 6), and the per-token view of one."""
+"""Reading and validating trajectory logs (format: docs/decision-log.md), and one per token."""
 
 from __future__ import annotations
 
