@@ -5,10 +5,11 @@ httpcore re-scans every connection of a pool (and, for idle ones, polls the sock
 request and each response close, and one of those scans is quadratic in the pool's size. With
 one pool of 64 busy connections that bookkeeping was ~6 ms of CPU per request, more than relaying
 the 128 tokens; a few connections per pool make it negligible. A request goes to the first pool
-with fewer than ``PER_POOL`` (4) requests in flight (per request, never per chunk): at low concurrency everything
-reuses one pool's warm connections (no new TCP connect per request, as round-robin over 32 pools
-caused), and pools fill up one after the other as concurrency grows. Each pool may grow to the
-configured maximum of concurrent streams (the guard's own admission control bounds the total).
+with fewer than ``PER_POOL`` (4) requests in flight (per request, never per chunk): at low
+concurrency everything reuses one pool's warm connections (no new TCP connect per request, as
+round-robin over 32 pools caused), and pools fill up one after the other as concurrency grows.
+Each pool may grow to the configured maximum of concurrent streams (the guard's own admission
+control bounds the total).
 Transport errors are mapped to the guard's error hierarchy here, once.
 """
 
