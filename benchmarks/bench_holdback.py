@@ -15,6 +15,7 @@ Writes benchmarks/results/holdback.json and .md.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import statistics
 import sys
@@ -25,11 +26,20 @@ from typing import Any
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts" / "models" / "tiny_model"))
-import dialogues  # noqa: E402
 
-from tests.e2e.guard_proc import guard_server  # noqa: E402
+
+def _load(relpath: str) -> Any:
+    """A helper module of the repository, by path (the benchmark runs as a plain script)."""
+    spec = importlib.util.spec_from_file_location(Path(relpath).stem, ROOT / relpath)
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    return mod
+
+
+guard_server = _load("tests/support/guard_proc.py").guard_server
+dialogues = _load("scripts/models/tiny_model/dialogues.py")
 
 SAFE = "I'm sorry, but I can't help with that."
 

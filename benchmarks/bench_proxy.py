@@ -285,8 +285,10 @@ class Server:
         health: str,
         logdir: Path,
         env: dict[str, str] | None = None,
+        cwd: Path = ROOT,
     ) -> None:
         self.name, self.cmd, self.port, self.health = name, cmd, port, health
+        self.cwd = cwd
         self.url = f"http://127.0.0.1:{port}"
         self.log = logdir / f"{name}.log"
         self.env = env
@@ -300,7 +302,7 @@ class Server:
                 self.cmd,
                 stdout=fh,
                 stderr=subprocess.STDOUT,
-                cwd=ROOT,
+                cwd=self.cwd,
                 env=env,
                 start_new_session=True,
             )
@@ -540,9 +542,13 @@ def hold_rss(server: Server, model: str, n: int) -> dict[str, Any]:
 def inproc_on_event(streams: int, tokens: int) -> dict[str, Any]:
     """Per-event cost of Relay.on_event on recorded-shape chunks (as loadtests/fake_vllm.py and
     vLLM send them), tracking on (enforce, default model) vs mode off."""
-    sys.path.insert(0, str(ROOT))
-    sys.path.insert(0, str(ROOT / "loadtests"))
-    from fake_vllm import SUPPORT_TEXT, tokenize
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("fake_vllm", ROOT / "loadtests/fake_vllm.py")
+    assert spec and spec.loader
+    fake_vllm = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fake_vllm)
+    SUPPORT_TEXT, tokenize = fake_vllm.SUPPORT_TEXT, fake_vllm.tokenize
 
     from guard.config import load_settings
     from guard.decision.policy import PolicyBook
@@ -684,6 +690,9 @@ CATEGORIES = [
         "guard app / _pump / request",
         (
             "guard/app.py",
+            "guard/generation/",
+            "guard/services.py",
+            "guard/streaming.py",
             "guard/request/",
             "guard/upstream/client",
             "guard/observability/",

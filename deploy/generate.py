@@ -128,15 +128,16 @@ def hq(quantile: str, metric: str, sel: str, by: str = "le") -> str:
     )
 
 
-def overview() -> dict[str, Any]:
-    b = Builder()
-    stat_opts = {
-        "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
-        "colorMode": "value",
-        "graphMode": "area",
-        "textMode": "auto",
-    }
+STAT_OPTS: dict[str, Any] = {
+    "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+    "colorMode": "value",
+    "graphMode": "area",
+    "textMode": "auto",
+}
 
+
+def _traffic(b: Builder) -> None:
+    """The "Traffic" row."""
     b.row("Traffic")
     b.panel(
         "Requests / s",
@@ -145,7 +146,7 @@ def overview() -> dict[str, Any]:
         kind="stat",
         w=6,
         h=4,
-        options=stat_opts,
+        options=STAT_OPTS,
         description="All requests handled by the selected guard replicas.",
     )
     b.panel(
@@ -155,7 +156,7 @@ def overview() -> dict[str, Any]:
         kind="stat",
         w=6,
         h=4,
-        options=stat_opts,
+        options=STAT_OPTS,
         description="Generations in flight through guard (the HPA scales on this per pod).",
     )
     b.panel(
@@ -171,7 +172,7 @@ def overview() -> dict[str, Any]:
         kind="stat",
         w=6,
         h=4,
-        options=stat_opts,
+        options=STAT_OPTS,
         extra_defaults={
             "thresholds": {
                 "mode": "absolute",
@@ -191,7 +192,7 @@ def overview() -> dict[str, Any]:
         kind="stat",
         w=6,
         h=4,
-        options=stat_opts,
+        options=STAT_OPTS,
         extra_defaults={
             "mappings": [
                 {
@@ -233,6 +234,9 @@ def overview() -> dict[str, Any]:
         " after D). vLLM generated > relayed when halts abort generations.",
     )
 
+
+def _halts(b: Builder) -> None:
+    """The "Halts and reroutes" row."""
     b.row("Halts and reroutes")
     b.panel(
         "Halts by action and reason",
@@ -306,6 +310,9 @@ def overview() -> dict[str, Any]:
         "short",
     )
 
+
+def _risk(b: Builder) -> None:
+    """The "Risk" row."""
     b.row("Risk")
     b.panel(
         "Risk distribution (hitting probability at the final decision)",
@@ -331,6 +338,9 @@ def overview() -> dict[str, Any]:
         extra_defaults={"min": 0, "max": 1},
     )
 
+
+def _overhead(b: Builder) -> None:
+    """The "Guard overhead" row."""
     b.row("Guard overhead")
     b.panel(
         "Risk check cost p50 / p99",
@@ -351,6 +361,9 @@ def overview() -> dict[str, Any]:
         description="What guard adds before the first content delta; alert above 10 ms p99.",
     )
 
+
+def _upstream(b: Builder) -> None:
+    """The "Upstream (vLLM as seen by guard)" row."""
     b.row("Upstream (vLLM as seen by guard)")
     b.panel(
         "Upstream latency to response headers p50 / p99",
@@ -378,6 +391,9 @@ def overview() -> dict[str, Any]:
         description="Non-zero: the decision-log writer cannot keep up (disk or queue size).",
     )
 
+
+def _models(b: Builder) -> None:
+    """The "Risk model and scorers" row."""
     b.row("Risk model and scorers")
     b.panel(
         "Risk model in use",
@@ -435,6 +451,9 @@ def overview() -> dict[str, Any]:
         "s",
     )
 
+
+def _vllm(b: Builder) -> None:
+    """The "vLLM" row."""
     b.row("vLLM")
     b.panel(
         "vLLM requests running / waiting",
@@ -477,6 +496,16 @@ def overview() -> dict[str, Any]:
         w=24,
     )
 
+
+def overview() -> dict[str, Any]:
+    b = Builder()
+    _traffic(b)
+    _halts(b)
+    _risk(b)
+    _overhead(b)
+    _upstream(b)
+    _models(b)
+    _vllm(b)
     return {
         "uid": "guard-overview",
         "title": "guard — overview",

@@ -60,6 +60,8 @@ class PolicyConfig(_Strict):
     debounce: int = Field(default=1, ge=1, le=64)
     sparse_every: int = Field(default=16, ge=0, le=4096)
     safe_message: str | None = "I'm sorry, but I can't help with that."
+    # Put before the safe message when text already reached the client ("" for none).
+    halt_separator: str = Field(default="\n\n", max_length=64)
     fail_mode: FailMode = "open"
     max_n: int = Field(default=8, ge=1, le=128)
     max_tokens_limit: int = Field(default=8192, ge=1)
@@ -206,6 +208,7 @@ ENV_KEYS: dict[str, tuple[str, ...]] = {
     "SPARSE_EVERY": ("policy", "sparse_every"),
     "FAIL_MODE": ("policy", "fail_mode"),
     "SAFE_MESSAGE": ("policy", "safe_message"),
+    "HALT_SEPARATOR": ("policy", "halt_separator"),
     "DECISION_LOG": ("decision_log", "path"),
     "DECISION_LOG_CONTENT": ("decision_log", "include_content"),
     "TRACING": ("tracing", "enabled"),

@@ -1,4 +1,9 @@
-"""One error hierarchy for the whole package, mapped to HTTP/SSE once, at the edge (guard.app)."""
+"""One error hierarchy for the whole package, mapped to HTTP/SSE once, at the edge.
+
+Before a stream starts ``guard.app`` turns a ``GuardError`` into an OpenAI-shaped JSON error with
+``status_code``; after it started ``guard.generation`` writes it as an SSE error event and
+``[DONE]``. Transport failures are mapped into this tree in one place, ``guard.upstream.client``.
+"""
 
 from __future__ import annotations
 
@@ -102,6 +107,15 @@ class UpstreamProtocolError(UpstreamError):
     """Malformed SSE/JSON, or a stream that ended without ``[DONE]``."""
 
     code = "upstream_protocol_error"
+
+
+class ScorerError(UpstreamError):
+    """A guard-model call failed (network, timeout, HTTP status or malformed response).
+
+    Never reaches a client: the batcher turns it into a fallback to the lexical scorer.
+    """
+
+    code = "guard_model_error"
 
 
 class Overloaded(GuardError):

@@ -22,5 +22,7 @@ echo "test: ruff" >&2
 .venv/bin/ruff format --check guard tests
 echo "test: mypy --strict guard" >&2
 .venv/bin/mypy
+echo "test: import contracts (lint-imports, pyproject.toml)" >&2
+.venv/bin/lint-imports --no-cache >/dev/null || .venv/bin/lint-imports --no-cache
 echo "test: pytest" >&2
 exec .venv/bin/python -m pytest "$@"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from guard.decision.policy import Policy, Tracker
+from guard.decision.policy import Policy, TrackerLike
 
 # Reasons a choice is halted (bounded label values for metrics).
 REASON_RISK = "risk"
@@ -39,7 +39,7 @@ class ChoiceGuard:
         "tracker",
     )
 
-    def __init__(self, tracker: Tracker, policy: Policy, *, trace: bool = False) -> None:
+    def __init__(self, tracker: TrackerLike, policy: Policy, *, trace: bool = False) -> None:
         self.tracker = tracker
         self.depth = policy.depth
         self.threshold = policy.threshold

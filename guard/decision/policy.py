@@ -5,10 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from guard.config import PolicyConfig, Settings
+from guard.config import Action, FailMode, Mode, PolicyConfig, Settings
+from guard.errors import ClientError
+from guard.request.parse import GenerationRequest
+from guard.wire import CHAT
 
 
-class Tracker(Protocol):
+class TrackerLike(Protocol):
     """What the decision layer needs from a risk-model tracker (guard.risk implements it)."""
 
     def feed(self, text: str, n_tokens: int = 1) -> None: ...
@@ -23,7 +26,7 @@ class RiskModelLike(Protocol):
     def depth(self) -> int: ...
     @property
     def suggested_threshold(self) -> float: ...
-    def tracker(self, prompt: Any, prefill: str = "") -> Tracker: ...
+    def tracker(self, prompt: Any, prefill: str = "") -> TrackerLike: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,15 +40,16 @@ class Alternate:
 @dataclass(frozen=True, slots=True)
 class Policy:
     name: str
-    mode: str  # enforce | shadow | off
+    mode: Mode
     depth: int
     threshold: float
-    action: str  # halt | resample | alternate
+    action: Action
     hold_back: int
     debounce: int
     sparse_every: int
     safe_message: str | None
-    fail_mode: str  # open | closed
+    halt_separator: str
+    fail_mode: FailMode
     max_n: int
     max_tokens_limit: int
     max_top_logprobs: int
@@ -74,6 +78,7 @@ def build_policy(name: str, cfg: PolicyConfig, model: RiskModelLike) -> Policy:
         debounce=cfg.debounce,
         sparse_every=cfg.sparse_every,
         safe_message=cfg.safe_message,
+        halt_separator=cfg.halt_separator,
         fail_mode=cfg.fail_mode,
         max_n=cfg.max_n,
         max_tokens_limit=cfg.max_tokens_limit,
@@ -128,3 +133,23 @@ class PolicyBook:
         if len(self._cache) < 4096:  # bounded: model names come from clients
             self._cache[key] = chosen
         return chosen
+
+
+def check_limits(req: GenerationRequest, policy: Policy) -> None:
+    """Per-policy limits on what would otherwise fail upstream (or cost too much)."""
+    if req.n > policy.max_n:
+        raise ClientError(f"n must be at most {policy.max_n} under this policy", param="n")
+    if req.max_tokens is not None and req.max_tokens > policy.max_tokens_limit:
+        raise ClientError(
+            f"max_tokens must be at most {policy.max_tokens_limit} under this policy",
+            param="max_tokens",
+        )
+    body = req.body
+    top = body.get("top_logprobs") if req.route == CHAT else body.get("logprobs")
+    if isinstance(top, int) and not isinstance(top, bool) and top > policy.max_top_logprobs:
+        name = "top_logprobs" if req.route == CHAT else "logprobs"
+        raise ClientError(
+            f"{name} must be at most {policy.max_top_logprobs} under this policy", param=name
+        )
+    if req.route == CHAT and body.get("top_logprobs") and not body.get("logprobs"):
+        raise ClientError("top_logprobs needs logprobs: true", param="top_logprobs")

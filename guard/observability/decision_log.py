@@ -1,4 +1,4 @@
-"""The decision log: JSONL in the trajectory format (DESIGN.md section 6) plus the decision trace.
+"""The decision log: JSONL in the trajectory format (docs/decision-log.md) plus the decision trace.
 
 Writing never blocks the event loop: records go into a bounded queue drained by one thread; a full
 queue drops (and counts) rather than stall a stream. ``close()`` drains everything, so no record is

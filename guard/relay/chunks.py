@@ -26,7 +26,7 @@ def sse(obj: Any) -> bytes:
     return b"data: " + jsonfast.dumps(obj) + b"\n\n"
 
 
-def content_chunk(meta: StreamMeta, index: int, text: str) -> bytes:
+def content_obj(meta: StreamMeta, index: int, text: str) -> dict[str, Any]:
     choice: dict[str, Any]
     if meta.chat:
         choice = {
@@ -37,10 +37,12 @@ def content_chunk(meta: StreamMeta, index: int, text: str) -> bytes:
         }
     else:
         choice = {"index": index, "text": text, "logprobs": None, "finish_reason": None}
-    return sse(_chunk(meta, [choice]))
+    return _chunk(meta, [choice])
 
 
-def finish_chunk(meta: StreamMeta, index: int, reason: str, guard: dict[str, Any] | None) -> bytes:
+def finish_obj(
+    meta: StreamMeta, index: int, reason: str, guard: dict[str, Any] | None
+) -> dict[str, Any]:
     choice: dict[str, Any]
     if meta.chat:
         choice = {"index": index, "delta": {}, "logprobs": None, "finish_reason": reason}
@@ -49,13 +51,27 @@ def finish_chunk(meta: StreamMeta, index: int, reason: str, guard: dict[str, Any
     obj = _chunk(meta, [choice])
     if guard is not None:
         obj["guard"] = guard
-    return sse(obj)
+    return obj
+
+
+def usage_obj(
+    meta: StreamMeta, prompt_tokens: int | None, completion_tokens: int
+) -> dict[str, Any]:
+    obj = _chunk(meta, [])
+    obj["usage"] = usage(prompt_tokens, completion_tokens)
+    return obj
+
+
+def content_chunk(meta: StreamMeta, index: int, text: str) -> bytes:
+    return sse(content_obj(meta, index, text))
+
+
+def finish_chunk(meta: StreamMeta, index: int, reason: str, guard: dict[str, Any] | None) -> bytes:
+    return sse(finish_obj(meta, index, reason, guard))
 
 
 def usage_chunk(meta: StreamMeta, prompt_tokens: int | None, completion_tokens: int) -> bytes:
-    obj = _chunk(meta, [])
-    obj["usage"] = usage(prompt_tokens, completion_tokens)
-    return sse(obj)
+    return sse(usage_obj(meta, prompt_tokens, completion_tokens))
 
 
 def usage(prompt_tokens: int | None, completion_tokens: int) -> dict[str, Any]:

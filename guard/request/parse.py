@@ -7,13 +7,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from guard import jsonfast
-from guard.decision.policy import Policy
+from guard import jsonfast, wire
 from guard.errors import ClientError, InvalidJSON, UnsupportedMediaType
 from guard.request.schema import ChatCompletionRequest, CompletionRequest
+from guard.wire import CHAT, COMPLETIONS
 
-CHAT = "chat"
-COMPLETIONS = "completions"
+__all__ = ["CHAT", "COMPLETIONS", "GenerationRequest", "decode_json", "parse_generation"]
 _MAX_DEPTH = 64  # JSON nesting we accept: deeper is an attack, not a chat request
 
 
@@ -72,18 +71,9 @@ def _first_error(exc: ValidationError) -> ClientError:
     return ClientError(f"{loc}: {err['msg']}" if loc else err["msg"], param=loc or None)
 
 
-def _text_of(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(
-            p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"
-        )
-    return ""
-
-
 def parse_generation(route: str, body: dict[str, Any]) -> GenerationRequest:
-    """Validate the shape of a chat/completions body; limits are checked by ``check_limits``."""
+    """Validate the shape of a chat/completions body; limits are checked by
+    ``guard.decision.policy.check_limits``."""
     try:
         if route == CHAT:
             chat = ChatCompletionRequest.model_validate(body)
@@ -105,7 +95,7 @@ def parse_generation(route: str, body: dict[str, Any]) -> GenerationRequest:
                     "continue_final_message needs the last message to be the assistant's",
                     param="messages",
                 )
-            prefill = _text_of(last.content)
+            prefill = wire.content_text(last.content, "", typed_only=True)
         max_tokens = chat.max_completion_tokens or chat.max_tokens
         return GenerationRequest(
             route,
@@ -140,23 +130,3 @@ def parse_generation(route: str, body: dict[str, Any]) -> GenerationRequest:
         False,
         comp.max_tokens,
     )
-
-
-def check_limits(req: GenerationRequest, policy: Policy) -> None:
-    """Per-policy limits on what would otherwise fail upstream (or cost too much)."""
-    if req.n > policy.max_n:
-        raise ClientError(f"n must be at most {policy.max_n} under this policy", param="n")
-    if req.max_tokens is not None and req.max_tokens > policy.max_tokens_limit:
-        raise ClientError(
-            f"max_tokens must be at most {policy.max_tokens_limit} under this policy",
-            param="max_tokens",
-        )
-    body = req.body
-    top = body.get("top_logprobs") if req.route == CHAT else body.get("logprobs")
-    if isinstance(top, int) and not isinstance(top, bool) and top > policy.max_top_logprobs:
-        name = "top_logprobs" if req.route == CHAT else "logprobs"
-        raise ClientError(
-            f"{name} must be at most {policy.max_top_logprobs} under this policy", param=name
-        )
-    if req.route == CHAT and body.get("top_logprobs") and not body.get("logprobs"):
-        raise ClientError("top_logprobs needs logprobs: true", param="top_logprobs")

@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from guard import wire
+
 __all__ = [
     "DEFAULT_MAX_CHARS",
     "DEFAULT_PROMPT_CHARS",
@@ -36,22 +38,11 @@ DEFAULT_PROMPT_CHARS = 240
 
 
 def content_text(content: object) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, Sequence):  # OpenAI content parts
-        return " ".join(
-            str(p.get("text", ""))
-            for p in content
-            if isinstance(p, Mapping) and p.get("type") == "text"
-        )
-    return ""
+    return wire.content_text(content, " ", typed_only=True)
 
 
 def last_user_message(messages: Sequence[Mapping[str, Any]]) -> str:
-    for m in reversed(messages):
-        if m.get("role") == "user":
-            return content_text(m.get("content"))
-    return ""
+    return wire.last_user_message(messages, " ")
 
 
 def prompt_of(prompt: Any) -> str:

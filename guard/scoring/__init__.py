@@ -11,8 +11,8 @@ from guard.scoring.batcher import CountingObserver, MicroBatcher, ScorerObserver
 from guard.scoring.http import (
     DEFAULT_REQUEST_TEMPLATE,
     DEFAULT_RESPONSE_TEMPLATE,
+    BatchedHTTPScorer,
     ClassifyClient,
-    ExternalScorer,
     GenerativeScoringClient,
     ScorerError,
     ScoringClient,
@@ -23,9 +23,9 @@ from guard.scoring.verdicts import VerdictPolicy, VerdictSchedule, verdict_bin
 __all__ = [
     "DEFAULT_REQUEST_TEMPLATE",
     "DEFAULT_RESPONSE_TEMPLATE",
+    "BatchedHTTPScorer",
     "ClassifyClient",
     "CountingObserver",
-    "ExternalScorer",
     "GenerativeScoringClient",
     "MicroBatcher",
     "ScorerError",

@@ -31,23 +31,20 @@ import httpx
 __all__ = [
     "DEFAULT_REQUEST_TEMPLATE",
     "DEFAULT_RESPONSE_TEMPLATE",
+    "BatchedHTTPScorer",
     "ClassifyClient",
-    "ExternalScorer",
     "GenerativeScoringClient",
     "ScorerError",
     "ScoringClient",
     "make_external_scorer",
 ]
 
+from guard.errors import ScorerError
 from guard.risk.verdict_text import DEFAULT_REQUEST_TEMPLATE, DEFAULT_RESPONSE_TEMPLATE
 
 
-class ScorerError(Exception):
-    """A guard-model call failed (network, timeout, HTTP status or malformed response)."""
-
-
 class ScoringClient(Protocol):
-    """What the batcher and :class:`ExternalScorer` need from a client."""
+    """What the batcher and :class:`BatchedHTTPScorer` need from a client."""
 
     name: str
 
@@ -287,7 +284,7 @@ class GenerativeScoringClient(_HTTPScorer):
 ProgressFn = Callable[[int, int], None]
 
 
-class ExternalScorer:
+class BatchedHTTPScorer:
     """Synchronous, chunked scorer over a guard model, for offline use (``guard fit``).
 
     ``score_batch(texts)`` renders each text with ``template`` (``{text}`` placeholder), sends
@@ -359,13 +356,13 @@ class ExternalScorer:
 
 def make_external_scorer(
     url: str, kind: str = "classify", model: str | None = None, **kw: Any
-) -> ExternalScorer:
+) -> BatchedHTTPScorer:
     """Build the offline scorer ``guard fit --scorer ... --scorer-url URL`` uses.
 
     ``kind``: ``"classify"`` (``/classify``; kw ``unsafe_index`` (1), ``truncate_prompt_tokens``)
     or ``"generative"`` (``/generative_scoring``; kw ``unsafe_token_id`` (required),
     ``safe_token_id``, ``query``, ``item_template``, ``apply_softmax``). Common kw: ``timeout``
-    (default 30 s offline), ``headers``; ExternalScorer kw: ``batch_size`` (32), ``retries`` (2),
+    (default 30 s offline), ``headers``; BatchedHTTPScorer kw: ``batch_size`` (32), ``retries`` (2),
     ``progress``, ``template``. ``template`` wraps each text before sending; default ``"{text}"``:
     ``guard fit``/``guard eval`` already render the texts exactly as serving does
     (``guard.risk.verdict_text``: prompt summary + response prefix in the tiny-guard format).
@@ -382,4 +379,4 @@ def make_external_scorer(
         client = GenerativeScoringClient(url, model=model, **kw)
     else:
         raise ValueError(f"unknown scorer kind {kind!r} (classify | generative)")
-    return ExternalScorer(client, **ext)
+    return BatchedHTTPScorer(client, **ext)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from guard.config import GuardModelConfig
 from guard.observability.metrics import Metrics
 from guard.scoring.batcher import MicroBatcher
 from guard.scoring.http import ClassifyClient, GenerativeScoringClient
-from guard.scoring.verdicts import VerdictPolicy
+from guard.scoring.verdicts import VerdictPolicy, VerdictSchedule, last_user_message
 
 
 class _MetricsObserver:
@@ -21,9 +24,26 @@ class _MetricsObserver:
         self.metrics.scorer_calls.labels(scorer, "fallback").inc()
 
 
-def build_guard_model(
-    cfg: GuardModelConfig, metrics: Metrics
-) -> tuple[MicroBatcher, VerdictPolicy, ClassifyClient | GenerativeScoringClient]:
+@dataclass(frozen=True, slots=True)
+class GuardModel:
+    """The guard-model service of one app: the batcher, the verdict policy, the client."""
+
+    batcher: MicroBatcher
+    policy: VerdictPolicy
+    client: ClassifyClient | GenerativeScoringClient
+    hold_until_verdict: int
+
+    def schedule(self, prompt: Any, prefill: str) -> VerdictSchedule:
+        """A choice's verdict schedule (asks are made by the batcher)."""
+        text = prompt if isinstance(prompt, str) else last_user_message(prompt)
+        return VerdictSchedule(self.policy, text, prefill)
+
+    async def aclose(self) -> None:
+        await self.batcher.aclose()
+        await self.client.aclose()
+
+
+def build_guard_model(cfg: GuardModelConfig, metrics: Metrics) -> GuardModel:
     client: ClassifyClient | GenerativeScoringClient
     if cfg.kind == "classify":
         client = ClassifyClient(
@@ -54,4 +74,4 @@ def build_guard_model(
         at_sentence_end=cfg.at_sentence_end,
         score_request=False,
     )
-    return batcher, policy, client
+    return GuardModel(batcher, policy, client, cfg.hold_until_verdict)

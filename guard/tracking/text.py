@@ -9,6 +9,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
+from guard import wire
+
 #: Approximate BPE-like tokenizer used when a trajectory carries no ``tokens``. It splits text the
 #: way GPT-2/Llama byte-level BPE pre-tokenizers do: a leading space sticks to the following word,
 #: letters, digit groups of up to three, punctuation runs and whitespace runs are separate pieces.
@@ -110,21 +112,7 @@ def tokenize_approx(text: str) -> list[str]:
 
 def content_text(content: Any) -> str:
     """Text of a message ``content``: a string, or a list of parts ``{"type": "text", "text"}``."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, Sequence):
-        out = []
-        for part in content:
-            if isinstance(part, Mapping):
-                t = part.get("text")
-                if isinstance(t, str):
-                    out.append(t)
-            elif isinstance(part, str):
-                out.append(part)
-        return "\n".join(out)
-    return ""
+    return wire.content_text(content, "\n")
 
 
 def prompt_text(prompt: Any) -> str:
@@ -135,7 +123,7 @@ def prompt_text(prompt: Any) -> str:
         parts = []
         for msg in prompt:
             if isinstance(msg, Mapping) and msg.get("role") in ("user", "system", None):
-                parts.append(content_text(msg.get("content")))
+                parts.append(wire.content_text(msg.get("content"), "\n"))
         return "\n".join(parts)
     return ""
 

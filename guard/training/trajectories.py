@@ -1,4 +1,4 @@
-"""Reading and validating trajectory logs (DESIGN section 6), and the per-token view of one."""
+"""Reading and validating trajectory logs (format: docs/decision-log.md), and one per token."""
 
 from __future__ import annotations
 
@@ -192,17 +192,3 @@ def read_trajectories(
     rep = ReadReport()
     trajs = list(iter_trajectories(paths, skip_invalid=skip_invalid, report=rep))
     return trajs, rep
-
-
-def trajectory_to_json(t: Trajectory) -> dict[str, Any]:
-    return {
-        "id": t.id,
-        "source": t.source,
-        "prompt": t.prompt,
-        "prefill": t.prefill,
-        "response": t.response,
-        "tokens": list(t.tokens) if t.tokens is not None else None,
-        "label": t.label,
-        "harm_start_char": t.harm_start_char,
-        "meta": t.meta,
-    }

@@ -12,23 +12,37 @@ through the general line parser.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 _EOL = re.compile(rb"\r\n|\r|\n")
 _DONE = b"[DONE]"
 
 
-@dataclass(frozen=True, slots=True)
 class SSEEvent:
-    """One dispatched event.
+    """One dispatched event (a value: never changed after it is made).
 
     ``raw`` is the event's bytes as received, blank-line terminator included. ``data`` is the
-    joined ``data:`` field (None for a comment-only block, e.g. ``: keep-alive``).
+    joined ``data:`` field (None for a comment-only block, e.g. ``: keep-alive``). A plain slotted
+    class, not a frozen dataclass: one is made per streamed token, and a frozen dataclass's
+    ``__init__`` costs a ``object.__setattr__`` call per field.
     """
 
-    raw: bytes
-    data: bytes | None
-    event: str | None = None
+    __slots__ = ("data", "event", "raw")
+
+    def __init__(self, raw: bytes, data: bytes | None, event: str | None = None) -> None:
+        self.raw = raw
+        self.data = data
+        self.event = event
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SSEEvent):
+            return NotImplemented
+        return (self.raw, self.data, self.event) == (other.raw, other.data, other.event)
+
+    def __hash__(self) -> int:
+        return hash((self.raw, self.data, self.event))
+
+    def __repr__(self) -> str:
+        return f"SSEEvent(raw={self.raw!r}, data={self.data!r}, event={self.event!r})"
 
     @property
     def is_done(self) -> bool:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,9 +25,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 SCRIPTS = ROOT / "scripts"
-
-# dialogues.py (pure python) labels model output by construction
-sys.path.insert(0, str(SCRIPTS / "models" / "tiny_model"))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -1,6 +1,6 @@
 """The real guard classifier on vLLM (CPU): /classify through guard.scoring.
 
-Starts scripts/vllm/classifier_server.sh (see classifier_conftest_helpers.py); FAILS if it cannot.
+Starts scripts/vllm/classifier_server.sh (see tests/support/classifier.py); FAILS if it cannot.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from guard.scoring import (
     make_external_scorer,
 )
 from guard.training.external import prefix_texts
-from tests.e2e import classifier_conftest_helpers as _helpers
-from tests.e2e.classifier_conftest_helpers import ClassifierServer
+from tests.support import classifier as _helpers
+from tests.support.classifier import ClassifierServer
 
 # fixtures from our own helper module (tests/e2e/conftest.py belongs to the proxy tests)
 classifier_url = _helpers.classifier_url

@@ -10,7 +10,7 @@ chat model (vLLM), asking the real tiny guard classifier (vLLM ``/classify``) ev
   outcomes are counted, and no request hangs (every request has a hard timeout).
 
 Both servers come from fixtures that FAIL (never skip) when they cannot start: ``vllm_url``
-(tests/e2e/conftest.py) and ``classifier_url`` (tests/e2e/classifier_conftest_helpers.py).
+(tests/e2e/conftest.py) and ``classifier_url`` (tests/support/classifier.py).
 """
 
 from __future__ import annotations
@@ -26,12 +26,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import dialogues
 import httpx
 import pytest
 
-from tests.e2e import classifier_conftest_helpers as _helpers
-from tests.e2e.guard_proc import free_port, guard_server
+from tests.support import classifier as _helpers
+from tests.support import modules as support_modules
+from tests.support.guard_proc import free_port, guard_server
+
+dialogues = support_modules.dialogues()  # scripts/models/tiny_model/dialogues.py
 
 # fixtures from the classifier helper module (tests/e2e/conftest.py belongs to the proxy tests)
 classifier_url = _helpers.classifier_url

@@ -9,7 +9,6 @@ enforcing guard has its own tests in test_guarding_vllm.py.
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,7 +16,8 @@ import httpx
 import openai
 import pytest
 
-from tests.e2e.guard_proc import guard_server
+from tests.support.guard_proc import guard_server
+from tests.support.vllm_metrics import settle
 
 BENIGN = [{"role": "user", "content": "Where is my order 12345678? It has not arrived."}]
 
@@ -68,6 +68,36 @@ def test_chat_non_streaming_equal(direct: openai.OpenAI, guarded: openai.OpenAI)
     assert b.choices[0].finish_reason == a.choices[0].finish_reason
     assert b.usage.completion_tokens == a.usage.completion_tokens
     assert b.usage.prompt_tokens == a.usage.prompt_tokens
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/chat/completions", {"messages": BENIGN, "return_token_ids": True}),
+        (
+            "/v1/completions",
+            {"prompt": "<|user|>\nHow do I reset my password?<|end|>\n<|assistant|>\n"},
+        ),
+    ],
+)
+def test_non_streaming_response_field_by_field(
+    vllm_url: str, guard_url: str, path: str, body: dict[str, Any]
+) -> None:
+    """The guard assembles a non-streaming response from a stream; it must be vLLM's own shape,
+    every field, every value (id and created are per request)."""
+    req = {"model": "tiny", "max_tokens": 24, "temperature": 0, "seed": 1, **body}
+    a = httpx.post(vllm_url + path, json=req, timeout=120).json()
+    r = httpx.post(guard_url + path, json=req, timeout=120)
+    b = r.json()
+    assert r.status_code == 200 and "x-guard-decision" in r.headers
+    for obj in (a, b):
+        obj.pop("id")
+        obj.pop("created")
+    assert list(b) == list(a)
+    assert list(b["choices"][0]) == list(a["choices"][0])
+    if "message" in a["choices"][0]:
+        assert b["choices"][0]["message"] == a["choices"][0]["message"]
+    assert b == a
 
 
 def test_chat_streaming_equal_with_usage(direct: openai.OpenAI, guarded: openai.OpenAI) -> None:
@@ -218,26 +248,6 @@ def test_upstream_errors_pass_through(guarded: openai.OpenAI, direct: openai.Ope
 
     a, b = both(direct, guarded, run)
     assert a == b == 400
-
-
-def generation_tokens(vllm_url: str) -> float:
-    text = httpx.get(vllm_url + "/metrics", timeout=10).text
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith("vllm:generation_tokens_total"):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
-def settle(vllm_url: str) -> float:
-    last = generation_tokens(vllm_url)
-    for _ in range(50):
-        time.sleep(0.3)
-        cur = generation_tokens(vllm_url)
-        if cur == last:
-            return cur
-        last = cur
-    return last
 
 
 def test_client_disconnect_stops_generation(guard_url: str, vllm_url: str) -> None:

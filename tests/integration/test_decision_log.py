@@ -10,8 +10,8 @@ from typing import Any
 
 from guard.observability.decision_log import DecisionLog, redact
 from guard.training.trajectories import parse_trajectory
-from tests.integration.test_stream_guarding import BENIGN, CHAT, HARMFUL
 from tests.support.scripted import DONE, Script, chat_events
+from tests.support.sse import BENIGN, CHAT, HARMFUL
 
 PII_CHAT = dict(
     CHAT,

@@ -14,8 +14,8 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 
-from tests.integration.test_stream_guarding import BENIGN, CHAT
 from tests.support.scripted import DONE, Script, chat_events
+from tests.support.sse import BENIGN, CHAT
 
 
 async def call_and_leave(app: Any, body: dict[str, Any], leave_after: int) -> int:

@@ -11,8 +11,8 @@ import pytest
 
 from guard.app import create_app
 from guard.config import hash_key, load_settings
-from tests.integration.test_stream_guarding import BENIGN, CHAT, events_of
 from tests.support.scripted import DONE, KeywordRiskModel, Script, chat_events
+from tests.support.sse import BENIGN, CHAT, events_of
 
 
 def ok_handler(path: str, req: dict[str, Any]) -> Script:

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from guard.risk import load_risk_model
-from tests.integration.test_stream_guarding import events_of
 from tests.support.scripted import Script
+from tests.support.sse import events_of
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "vllm"
 CASES = json.loads((FIXTURES / "_recording.json").read_text())["cases"]

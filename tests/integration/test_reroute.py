@@ -7,8 +7,8 @@ from typing import Any
 
 import openai
 
-from tests.integration.test_stream_guarding import HARMFUL, events_of, text_of
 from tests.support.scripted import DONE, Script, chat_events
+from tests.support.sse import HARMFUL, events_of, text_of
 
 CHAT = {
     "model": "tiny",

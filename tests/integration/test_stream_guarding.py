@@ -8,33 +8,7 @@ from typing import Any
 import pytest
 
 from tests.support.scripted import DONE, Script, chat_events, completion_events
-
-CHAT = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "stream": True}
-
-
-def events_of(body: bytes) -> list[Any]:
-    out = []
-    for block in body.split(b"\n\n"):
-        if not block.strip():
-            continue
-        assert block.startswith(b"data: "), block
-        data = block[6:]
-        out.append("[DONE]" if data == b"[DONE]" else json.loads(data))
-    return out
-
-
-def text_of(events: list[Any], index: int = 0) -> str:
-    return "".join(
-        c["delta"].get("content") or ""
-        for e in events
-        if isinstance(e, dict)
-        for c in e.get("choices", [])
-        if c["index"] == index
-    )
-
-
-BENIGN = ["Hello", "!", " How", " can", " I", " help", " you", " today", "?"]
-HARMFUL = ["Sure", ",", " here", " HARM", " is", " the", " card", " number"]
+from tests.support.sse import BENIGN, CHAT, HARMFUL, events_of, text_of
 
 
 @pytest.mark.parametrize("split", [None, 1, 7])
@@ -73,7 +47,8 @@ async def test_harmful_stream_halted_at_trigger_token(harness, split) -> None:
     evs = events_of(r.content)
     assert evs[-1] == "[DONE]"
     text = text_of(evs)
-    assert text == "Sure, here" + "I'm sorry, but I can't help with that."
+    # Text reached the client before the halt: the safe message starts on its own.
+    assert text == "Sure, here" + "\n\n" + "I'm sorry, but I can't help with that."
     assert "HARM" not in r.text.replace('"HARM"', "")
     final = evs[-2]
     assert final["choices"][0]["finish_reason"] == "content_filter"
@@ -127,7 +102,7 @@ async def test_hold_back_never_releases_held_tokens(harness) -> None:
     r = await h.client.post("/v1/chat/completions", json=CHAT)
     evs = events_of(r.content)
     # "Sure" "," " here" were generated before HARM; the last 2 were still held back.
-    assert text_of(evs) == "Sure[stopped]"
+    assert text_of(evs) == "Sure\n\n[stopped]"
 
 
 async def test_hold_back_releases_everything_of_a_benign_stream(harness) -> None:
@@ -266,3 +241,48 @@ async def test_reasoning_content_is_checked(harness) -> None:
     r = await h.client.post("/v1/chat/completions", json=CHAT)
     assert "plan: HARM" not in r.text
     assert events_of(r.content)[-2]["choices"][0]["finish_reason"] == "content_filter"
+
+
+@pytest.mark.parametrize(
+    ("separator", "expected"),
+    [
+        (None, "Sure, here\n\n[stopped]"),
+        ("", "Sure, here[stopped]"),
+        (" -- ", "Sure, here -- [stopped]"),
+    ],
+)
+async def test_halt_separator_streaming(harness, tmp_path, separator, expected) -> None:
+    cfg = tmp_path / "guard.yaml"
+    policy: dict[str, Any] = {"safe_message": "[stopped]"}
+    if separator is not None:
+        policy["halt_separator"] = separator
+    cfg.write_text(json.dumps({"policy": policy}))  # JSON is YAML
+    h = harness(lambda path, req: Script(b"".join(chat_events(HARMFUL)) + DONE), config=str(cfg))
+    r = await h.client.post("/v1/chat/completions", json=CHAT)
+    evs = events_of(r.content)
+    assert text_of(evs) == expected
+    # The safe message is one chunk of its own, right before the content_filter finish.
+    assert evs[-3]["choices"][0]["delta"]["content"] == expected[len("Sure, here") :]
+
+
+async def test_halt_separator_non_streaming(harness) -> None:
+    h = harness(
+        lambda path, req: Script(b"".join(chat_events(HARMFUL)) + DONE),
+        env={"GUARD_SAFE_MESSAGE": "[stopped]"},
+    )
+    r = await h.client.post("/v1/chat/completions", json=dict(CHAT, stream=False))
+    choice = r.json()["choices"][0]
+    assert choice["message"]["content"] == "Sure, here\n\n[stopped]"
+    assert choice["finish_reason"] == "content_filter"
+
+
+async def test_no_separator_when_nothing_was_delivered(harness) -> None:
+    # Halted on the first generated token: nothing reached the client, so nothing is added.
+    h = harness(
+        lambda path, req: Script(b"".join(chat_events(["HARM", " later"])) + DONE),
+        env={"GUARD_SAFE_MESSAGE": "[stopped]"},
+    )
+    r = await h.client.post("/v1/chat/completions", json=CHAT)
+    assert text_of(events_of(r.content)) == "[stopped]"
+    r = await h.client.post("/v1/chat/completions", json=dict(CHAT, stream=False))
+    assert r.json()["choices"][0]["message"]["content"] == "[stopped]"

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from tests.integration.test_stream_guarding import CHAT, HARMFUL
 from tests.support.scripted import DONE, Script, chat_events
+from tests.support.sse import CHAT, HARMFUL
 
 
 async def test_span_per_request_with_decision_and_parent(harness) -> None:

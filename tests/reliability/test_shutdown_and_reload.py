@@ -13,10 +13,9 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 
 from guard.config import hash_key
-from tests.reliability.procs import ROOT, fake_upstream, free_port
+from tests.support.procs import ROOT, fake_upstream, free_port
 
 CHAT = {
     "model": "tiny",
@@ -68,19 +67,29 @@ def test_sigterm_finishes_in_flight_streams_and_flushes_log(tmp_path: Path) -> N
     with fake_upstream("--tokens-per-second", "20") as up:
         proc, url = start_guard(up, "--decision-log", str(log))
         result: dict[str, bytes] = {}
+        first_bytes = threading.Event()
 
         def stream() -> None:
             with httpx.stream("POST", url + "/v1/chat/completions", json=CHAT, timeout=30) as r:
-                result["body"] = r.read()
+                parts = []
+                for part in r.iter_raw():
+                    parts.append(part)
+                    first_bytes.set()
+                result["body"] = b"".join(parts)
 
         t = threading.Thread(target=stream)
         t.start()
-        time.sleep(0.5)  # the stream is in flight (40 tokens at 20/s)
+        assert first_bytes.wait(30)  # the stream is in flight (40 tokens at 20/s: ~2 s)
         proc.send_signal(signal.SIGTERM)
-        time.sleep(0.3)
-        # New connections are refused while draining...
-        with pytest.raises(httpx.HTTPError):
-            httpx.post(url + "/v1/chat/completions", json=CHAT, timeout=2)
+        # New connections are refused while draining (uvicorn stops listening at once)...
+        refused = False
+        deadline = time.monotonic() + 10
+        while not refused and time.monotonic() < deadline:
+            try:
+                httpx.post(url + "/health", timeout=0.5)
+            except httpx.HTTPError:
+                refused = True
+        assert refused and t.is_alive()  # ...while the in-flight stream is still going
         t.join(30)
         # uvicorn re-raises SIGTERM after a clean shutdown, so -15 is a clean exit too.
         assert proc.wait(30) in (0, -signal.SIGTERM)
@@ -155,15 +164,21 @@ def test_reload_keeps_old_model_on_bad_file_and_reaches_every_worker(tmp_path: P
             assert bad.status_code == 503 and "error" in bad.json()
             r = httpx.post(url + "/v1/chat/completions", json=CHAT, timeout=30)
             assert r.status_code == 200 and r.text.endswith("data: [DONE]\n\n")
-            # Every worker watches the file: both report the failed reload in metrics.
-            time.sleep(3)
-            text = httpx.get(url + "/metrics", timeout=10).text
-            errors = [
-                line
-                for line in text.splitlines()
-                if line.startswith('guard_risk_model_reloads_total{outcome="error"}')
-            ]
-            assert errors and float(errors[0].rsplit(" ", 1)[1]) >= 2, text[-3000:]
+            # Every worker watches the file (every 2 s): both report the failed reload.
+
+            def reload_errors() -> tuple[float, str]:
+                text = httpx.get(url + "/metrics", timeout=10).text
+                for line in text.splitlines():
+                    if line.startswith('guard_risk_model_reloads_total{outcome="error"}'):
+                        return float(line.rsplit(" ", 1)[1]), text
+                return 0.0, text
+
+            deadline = time.monotonic() + 20
+            errors, text = reload_errors()
+            while errors < 2 and time.monotonic() < deadline:
+                time.sleep(0.2)  # poll interval: the workers' own poll is every 2 s
+                errors, text = reload_errors()
+            assert errors >= 2, text[-3000:]
             assert "guard_risk_model_loaded 1.0" in text or "guard_risk_model_loaded 2.0" in text
         finally:
             proc.terminate()

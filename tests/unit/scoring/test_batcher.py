@@ -61,29 +61,43 @@ async def test_window_flushes_a_partial_batch() -> None:
     assert calls == [1, 2]
 
 
+class _SignallingObserver(CountingObserver):
+    """Counts like CountingObserver and sets ``called`` at every finished HTTP call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.called = asyncio.Event()
+
+    def on_call(self, scorer: str, outcome: str, latency_s: float, size: int) -> None:
+        super().on_call(scorer, outcome, latency_s, size)
+        self.called.set()
+
+
 async def test_timeout_gives_fallback_none_without_hanging() -> None:
-    release = asyncio.Event()
+    started: list[int] = []
 
     async def stuck(texts: Sequence[str]) -> list[float]:
-        await release.wait()
+        started.append(len(texts))
+        await asyncio.Event().wait()  # never answers
         return [0.5] * len(texts)
 
-    obs = CountingObserver()
+    obs = _SignallingObserver()
     b = MicroBatcher(stuck, timeout_s=0.05, window_ms=1, observer=obs)
     with anyio.fail_after(1):
         out = await asyncio.gather(*(b.score(f"t{i}") for i in range(10)))
     assert out == [None] * 10
     assert obs.drops["timeout"] == 10
     with anyio.fail_after(1):
-        await asyncio.sleep(0.1)  # let the call's own wait_for time out too
-    assert obs.calls["timeout"] >= 1
+        await obs.called.wait()  # the call's own wait_for timed out too, and was counted
+    assert obs.calls == {"timeout": 1}  # every call that finished timed out; none answered
+    assert started and sum(started) <= 10
     await b.aclose()
 
 
 async def test_queue_wait_is_bounded_by_the_per_request_timeout() -> None:
     # one slot, a slow call in flight: later texts wait in the queue, but never past timeout_s
     async def slow(texts: Sequence[str]) -> list[float]:
-        await asyncio.sleep(10)
+        await asyncio.Event().wait()  # never answers
         return [0.0] * len(texts)
 
     b = MicroBatcher(slow, timeout_s=0.1, max_concurrent_calls=1, window_ms=0, max_batch=1)
@@ -118,8 +132,10 @@ async def test_errors_fall_back_and_are_counted() -> None:
 
 async def test_overflow_answers_none_at_once() -> None:
     gate = asyncio.Event()
+    in_flight = asyncio.Event()
 
     async def blocked(texts: Sequence[str]) -> list[float]:
+        in_flight.set()
         await gate.wait()
         return [0.0] * len(texts)
 
@@ -134,7 +150,8 @@ async def test_overflow_answers_none_at_once() -> None:
         observer=obs,
     )
     futs = [b.submit(str(i)) for i in range(3)]
-    await asyncio.sleep(0.01)  # worker takes one into flight; 2 remain queued
+    with anyio.fail_after(1):
+        await in_flight.wait()  # the worker took one into flight; 2 remain queued
     more = [b.submit(str(i)) for i in range(3, 8)]
     over = [f for f in more if f.done()]
     assert over and all(f.result() is None for f in over)
@@ -163,14 +180,18 @@ async def test_cancelled_futures_are_not_sent() -> None:
 
 
 async def test_aclose_answers_waiters_none_and_rejects_new_submits() -> None:
+    in_flight = asyncio.Event()
+
     async def never(texts: Sequence[str]) -> list[float]:
-        await asyncio.sleep(60)
+        in_flight.set()
+        await asyncio.Event().wait()
         return []
 
     obs = CountingObserver()
     b = MicroBatcher(never, timeout_s=30, window_ms=0, observer=obs)
     futs = [b.submit(str(i)) for i in range(4)]
-    await asyncio.sleep(0.01)
+    with anyio.fail_after(1):
+        await in_flight.wait()
     with anyio.fail_after(1):
         await b.aclose()
         assert [await f for f in futs] == [None] * 4

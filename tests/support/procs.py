@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.e2e.guard_proc import free_port, guard_server
+from tests.support.guard_proc import free_port, guard_server
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,0 +1,1 @@
+"""A guarded generation: the HTTP exchange (handler), the generation itself (run), accounting."""
