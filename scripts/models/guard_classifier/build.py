@@ -81,7 +81,13 @@ PREFIXES = (8, 16, 32, 64)
 BATCH = 32
 STEPS = int(os.environ.get("GUARD_CLS_STEPS", "0")) or 420
 LR, WARMUP = 2e-3, 30
-THREADS = 2
+# Training threads (not part of the cache key). Two on an idle 2-core machine; one when the machine
+# is busy: two OpenMP threads then wait on each other at every barrier and the build runs ~4x
+# slower than with one. GUARD_BUILD_THREADS overrides.
+_CPUS = os.cpu_count() or 1
+THREADS = int(os.environ.get("GUARD_BUILD_THREADS", "0")) or (
+    1 if os.getloadavg()[0] > _CPUS - 0.5 else min(2, _CPUS)
+)
 HOLDOUT = 0.15
 N_DIALOGUES = 3000
 EVAL_MAX = 2000  # held-out examples evaluated per set (deterministic sample)
