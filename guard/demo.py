@@ -118,6 +118,12 @@ def cache_dir() -> Path:
     return Path(os.environ.get("GUARD_CACHE") or Path.home() / ".cache" / "guard")
 
 
+def _tilde(p: Path) -> str:
+    home = str(Path.home())
+    s = str(p)
+    return "~" + s[len(home) :] if home != "/" and s.startswith(home + "/") else s
+
+
 def say(msg: str) -> None:
     print(f"[demo] {msg}", file=sys.stderr, flush=True)
 
@@ -353,9 +359,10 @@ def run(args: argparse.Namespace) -> int:
             print_results(results)
             print(f"guard:     {url}/v1 (OpenAI-compatible; metrics at {url}/metrics)")
             print(f"upstream:  {upstream}")
-            print(f"logs:      {out.log_path}" + ("" if args.verbose else " (-v shows them here)"))
+            hint = "" if args.verbose else " (-v shows them here)"
+            print(f"logs:      {_tilde(out.log_path)}{hint}")
             if not args.upstream:
-                print(f"vLLM log:  {cache_dir() / f'vllm-server-{args.vllm_port}.log'}")
+                print(f"vLLM log:  {_tilde(cache_dir() / f'vllm-server-{args.vllm_port}.log')}")
             print()
             sys.stdout.flush()
             if args.no_wait:
