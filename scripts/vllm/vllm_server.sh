@@ -50,7 +50,7 @@ cmd_start() {
   PY="$("$ROOT/scripts/vllm/vllm_env.sh")"
   local model="${GUARD_VLLM_MODEL_DIR:-}"
   if [[ -z "$model" ]]; then
-    model="$("$PY" "$ROOT/scripts/models/tiny_model/build.py" | tail -n 1)"
+    model="$(HF_HUB_DISABLE_PROGRESS_BARS=1 "$PY" "$ROOT/scripts/models/tiny_model/build.py" | tail -n 1)"
   fi
   [[ -f "$model/config.json" ]] || { log "no model at '$model'"; return 1; }
   prune_logs 'vllm-server-*.log'
