@@ -2,7 +2,7 @@
 # The caller sets CACHE, URL, PIDFILE, LOGFILE, TIMEOUT and defines log().
 #
 # Per-run directory: vLLM puts its IPC sockets (UUID-named) and vllm_dist_* files in the temp dir;
-# make_rundir creates ${TMPDIR:-/tmp}/guard-vllm.XXXXXX for one server (TMPDIR and
+# make_rundir creates ${TMPDIR:-/tmp}/guard-vllm.XXXXXX for one server (/tmp if TMPDIR is long) (TMPDIR and
 # VLLM_RPC_BASE_PATH point there), remembered in "$PIDFILE.rundir", and cmd_stop removes it.
 # Logs: each start overwrites its port's log; at most GUARD_LOG_KEEP (default 6) server logs of each
 # kind stay in the cache (the oldest are removed on start).
@@ -41,8 +41,11 @@ cmd_wait() {
 
 
 make_rundir() {  # prints the new per-run temp directory
-  local d
-  d="$(mktemp -d "${TMPDIR:-/tmp}/guard-vllm.XXXXXX")"
+  # vLLM's IPC sockets are <dir>/<uuid>: a Unix socket path has at most 107 bytes, so a long
+  # TMPDIR (some CI runners, macOS) falls back to /tmp
+  local base="${TMPDIR:-/tmp}" d
+  if (( ${#base} > 48 )); then base=/tmp; fi
+  d="$(mktemp -d "$base/guard-vllm.XXXXXX")"
   echo "$d" >"$PIDFILE.rundir"
   echo "$d"
 }

@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -74,9 +75,9 @@ def _port_open(port: int) -> bool:
 def test_demo_ctrl_c_stops_everything_and_leaves_no_temp_files(
     vllm_url: str, tmp_path: Path
 ) -> None:
-    # vllm_url: the session's server is up, so the tiny model is built and cached already
-    tmp = tmp_path / "tmp"
-    tmp.mkdir()
+    # vllm_url: the session's server is up, so the tiny model is built and cached already.
+    # The demo's TMPDIR: a short path (vLLM's IPC socket paths must stay under 107 bytes).
+    tmp = Path(tempfile.mkdtemp(prefix="gdemo-"))
     gport, vport = free_port(), free_port()
     env = dict(os.environ, TMPDIR=str(tmp))
     env.pop("GUARD_VLLM_MODEL_DIR", None)
@@ -135,6 +136,7 @@ def test_demo_ctrl_c_stops_everything_and_leaves_no_temp_files(
         err.close()
     assert not _port_open(gport) and not _port_open(vport)
     left = sorted(p.name for p in tmp.iterdir())
+    tmp.rmdir()  # fails if anything is left
     assert left == [], f"left in TMPDIR after Ctrl-C: {left}"
     cache = Path(os.environ.get("GUARD_CACHE") or Path.home() / ".cache" / "guard")
     assert not (cache / f"vllm-server-{vport}.pid").exists()
