@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import queue
+import shutil
 import signal
 import socket
 import subprocess
@@ -136,7 +137,7 @@ def test_demo_ctrl_c_stops_everything_and_leaves_no_temp_files(
         err.close()
     assert not _port_open(gport) and not _port_open(vport)
     left = sorted(p.name for p in tmp.iterdir())
-    tmp.rmdir()  # fails if anything is left
+    shutil.rmtree(tmp)
     assert left == [], f"left in TMPDIR after Ctrl-C: {left}"
     cache = Path(os.environ.get("GUARD_CACHE") or Path.home() / ".cache" / "guard")
     assert not (cache / f"vllm-server-{vport}.pid").exists()
