@@ -20,7 +20,7 @@ http_ok() {  # curl if present, else python
 }
 
 cmd_wait() {
-  local t0 now
+  local t0 now last_beat=0
   t0=$(date +%s)
   while ! http_ok "$URL/health"; do
     if ! is_running; then
@@ -29,6 +29,10 @@ cmd_wait() {
       return 1
     fi
     now=$(date +%s)
+    if (( now - t0 > 0 && (now - t0) % 20 == 0 && now != last_beat )); then
+      last_beat=$now
+      log "waiting for $URL/health ($(( now - t0 )) s; the log: $LOGFILE)"
+    fi
     if (( now - t0 > TIMEOUT )); then
       log "not healthy after ${TIMEOUT}s; last log lines ($LOGFILE):"
       tail -n 40 "$LOGFILE" >&2 2>/dev/null || true
