@@ -20,8 +20,9 @@ http_ok() {  # curl if present, else python
 }
 
 cmd_wait() {
-  local t0 now last_beat=0
+  local t0 now last_beat
   t0=$(date +%s)
+  last_beat=$t0
   while ! http_ok "$URL/health"; do
     if ! is_running; then
       log "server process is gone; last log lines ($LOGFILE):"
@@ -29,7 +30,7 @@ cmd_wait() {
       return 1
     fi
     now=$(date +%s)
-    if (( now - t0 > 0 && (now - t0) % 20 == 0 && now != last_beat )); then
+    if (( now - last_beat >= 20 && now - t0 >= 20 )); then
       last_beat=$now
       log "waiting for $URL/health ($(( now - t0 )) s; the log: $LOGFILE)"
     fi
