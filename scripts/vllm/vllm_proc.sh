@@ -1,5 +1,11 @@
 # Process management shared by scripts/vllm/vllm_server.sh and scripts/vllm/classifier_server.sh (sourced).
-# The caller sets URL, PIDFILE, LOGFILE, TIMEOUT and defines log().
+# The caller sets CACHE, URL, PIDFILE, LOGFILE, TIMEOUT and defines log().
+#
+# Per-run directory: vLLM puts its IPC sockets (UUID-named) and vllm_dist_* files in the temp dir;
+# make_rundir creates ${TMPDIR:-/tmp}/guard-vllm.XXXXXX for one server (/tmp if TMPDIR is long) (TMPDIR and
+# VLLM_RPC_BASE_PATH point there), remembered in "$PIDFILE.rundir", and cmd_stop removes it.
+# Logs: each start overwrites its port's log; at most GUARD_LOG_KEEP (default 6) server logs of each
+# kind stay in the cache (the oldest are removed on start).
 
 is_running() {
   [[ -f "$PIDFILE" ]] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null
@@ -14,8 +20,9 @@ http_ok() {  # curl if present, else python
 }
 
 cmd_wait() {
-  local t0 now
+  local t0 now last_beat
   t0=$(date +%s)
+  last_beat=$t0
   while ! http_ok "$URL/health"; do
     if ! is_running; then
       log "server process is gone; last log lines ($LOGFILE):"
@@ -23,6 +30,10 @@ cmd_wait() {
       return 1
     fi
     now=$(date +%s)
+    if (( now - last_beat >= 20 && now - t0 >= 20 )); then
+      last_beat=$now
+      log "waiting for $URL/health ($(( now - t0 )) s; the log: $LOGFILE)"
+    fi
     if (( now - t0 > TIMEOUT )); then
       log "not healthy after ${TIMEOUT}s; last log lines ($LOGFILE):"
       tail -n 40 "$LOGFILE" >&2 2>/dev/null || true
@@ -34,8 +45,38 @@ cmd_wait() {
 }
 
 
+make_rundir() {  # prints the new per-run temp directory
+  # vLLM's IPC sockets are <dir>/<uuid>: a Unix socket path has at most 107 bytes, so a long
+  # TMPDIR (some CI runners, macOS) falls back to /tmp
+  local base="${TMPDIR:-/tmp}" d
+  if (( ${#base} > 48 )); then base=/tmp; fi
+  d="$(mktemp -d "$base/guard-vllm.XXXXXX")"
+  echo "$d" >"$PIDFILE.rundir"
+  echo "$d"
+}
+
+remove_rundir() {
+  if [[ -f "$PIDFILE.rundir" ]]; then
+    local d
+    d="$(cat "$PIDFILE.rundir")"
+    case "$d" in
+      */guard-vllm.*) rm -rf -- "$d" ;;
+    esac
+    rm -f "$PIDFILE.rundir"
+  fi
+}
+
+prune_logs() {  # $1: glob of this kind of log in $CACHE, e.g. 'vllm-server-*.log'
+  local keep="${GUARD_LOG_KEEP:-6}"
+  # shellcheck disable=SC2012,SC2086
+  ls -1t "$CACHE"/$1 2>/dev/null | tail -n +"$((keep + 1))" | while read -r f; do
+    [[ "$f" == "$LOGFILE" ]] || rm -f -- "$f"
+  done
+}
+
 cmd_stop() {
   if ! [[ -f "$PIDFILE" ]]; then
+    remove_rundir
     log "not running (no pid file)"
     return 0
   fi
@@ -55,6 +96,7 @@ cmd_stop() {
     fi
   fi
   rm -f "$PIDFILE"
+  remove_rundir
   log "stopped"
 }
 

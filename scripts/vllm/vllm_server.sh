@@ -50,16 +50,19 @@ cmd_start() {
   PY="$("$ROOT/scripts/vllm/vllm_env.sh")"
   local model="${GUARD_VLLM_MODEL_DIR:-}"
   if [[ -z "$model" ]]; then
-    model="$("$PY" "$ROOT/scripts/models/tiny_model/build.py" | tail -n 1)"
+    model="$(HF_HUB_DISABLE_PROGRESS_BARS=1 "$PY" "$ROOT/scripts/models/tiny_model/build.py" | tail -n 1)"
   fi
   [[ -f "$model/config.json" ]] || { log "no model at '$model'"; return 1; }
+  prune_logs 'vllm-server-*.log'
+  local rundir
+  rundir="$(make_rundir)"
   log "starting vLLM on $URL with model $model (log: $LOGFILE)"
   local t0
   t0=$(date +%s)
   # setsid: own process group, so stop can kill vLLM and its engine-core child together.
   # shellcheck disable=SC2086
   VLLM_CPU_KVCACHE_SPACE="${VLLM_CPU_KVCACHE_SPACE:-1}" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \
-  VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1 \
+  VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1 TMPDIR="$rundir" VLLM_RPC_BASE_PATH="$rundir" \
     setsid "$PY" -m vllm.entrypoints.openai.api_server \
       --model "$model" --served-model-name tiny --host 127.0.0.1 --port "$PORT" \
       --dtype bfloat16 --max-model-len 512 --max-num-seqs 16 --enforce-eager \

@@ -1,6 +1,8 @@
 """Measure the guard-model scorer: /classify latency per call and verdict calls per 100 tokens.
 
-    .venv/bin/python scripts/models/guard_classifier/bench.py --url http://127.0.0.1:8001 [--n 50]
+    .venv/bin/python -m scripts.models.guard_classifier.bench --url http://127.0.0.1:8001 [--n 50]
+
+(run from the repository root).
 
 Prints a JSON object: latency (median, p90 in ms) of one /classify call with 1 text and with 32
 texts (through ClassifyClient, sync, keep-alive), the same through the MicroBatcher with 32
@@ -19,13 +21,8 @@ import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[3]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts" / "models" / "tiny_model"))
-
-from guard.scoring import (  # noqa: E402
+from guard.scoring import (
     ClassifyClient,
     CountingObserver,
     MicroBatcher,
@@ -75,7 +72,7 @@ async def batched(url: str, n: int) -> dict[str, float]:
 
 
 def calls_per_100_tokens(k: int) -> dict[str, float]:
-    import dialogues
+    from scripts.models.tiny_model import dialogues
 
     pol = VerdictPolicy(every_k_tokens=k)
     calls = toks = 0

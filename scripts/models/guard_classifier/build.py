@@ -19,7 +19,8 @@ Input format (also written to ``guard_scorer.json`` in the model dir, and the de
   -> P(the response is / will turn out harmful). The prompt part is optional (empty allowed).
 * request verdict:  ``<|user|>\\n{last user message}<|end|>\\n`` -> P(the request is harmful).
 
-Training data (``$GUARD_DATA_DIR``, else ``<repo>/../shared/data``, else ``/work/shared/data``):
+Training data: the public files vendored in ``scripts/models/data`` (gzips of the unchanged files;
+sources, commits and licences in its NOTICE.md; a missing file is an error):
 harmful responses = JailbreakBench responses with ``jailbroken`` true, GPTFuzz train label 1,
 AdvBench targets ("Sure, here is ..."), the unsafe continuations of ``tiny_model/dialogues.py``;
 safe responses = JailbreakBench/GPTFuzz refusals, dialogues refusals and support replies, Bitext
@@ -37,8 +38,10 @@ in ``build_info.json``. Deterministic: a rebuild gives byte-identical weights.
 from __future__ import annotations
 
 import csv
-import glob
+import gzip
 import hashlib
+import importlib.util
+import io
 import json
 import math
 import os
@@ -47,26 +50,26 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[2]
+DATA = HERE.parent / "data"  # scripts/models/data (vendored)
+DIALOGUES = HERE.parent / "tiny_model" / "dialogues.py"
 
 
-def data_dir() -> Path:
-    env = os.environ.get("GUARD_DATA_DIR")
-    if env:
-        return Path(env)
-    beside = ROOT.parent / "shared" / "data"
-    if beside.is_dir():
-        return beside
-    return Path("/work/shared/data")
+def _load_dialogues() -> ModuleType:
+    """The tiny chat model's dialogue generator (a sibling folder's module, imported by path)."""
+    spec = importlib.util.spec_from_file_location("dialogues", DIALOGUES)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["dialogues"] = mod  # dataclasses resolve their module by name
+    spec.loader.exec_module(mod)
+    return mod
 
 
-DATA = data_dir()
-os.environ["GUARD_DATA_DIR"] = str(DATA)  # dialogues.py reads it at import time
-sys.path.insert(0, str(ROOT / "scripts" / "models" / "tiny_model"))
-
-import dialogues  # noqa: E402
+dialogues = _load_dialogues()
 
 # ---- hyper-parameters (part of the cache key through this file's hash) ------------------------
 SEED = 4321
@@ -78,7 +81,13 @@ PREFIXES = (8, 16, 32, 64)
 BATCH = 32
 STEPS = int(os.environ.get("GUARD_CLS_STEPS", "0")) or 420
 LR, WARMUP = 2e-3, 30
-THREADS = 2
+# Training threads (not part of the cache key). Two on an idle 2-core machine; one when the machine
+# is busy: two OpenMP threads then wait on each other at every barrier and the build runs ~4x
+# slower than with one. GUARD_BUILD_THREADS overrides.
+_CPUS = os.cpu_count() or 1
+THREADS = int(os.environ.get("GUARD_BUILD_THREADS", "0")) or (
+    1 if os.getloadavg()[0] > _CPUS - 0.5 else min(2, _CPUS)
+)
 HOLDOUT = 0.15
 N_DIALOGUES = 3000
 EVAL_MAX = 2000  # held-out examples evaluated per set (deterministic sample)
@@ -104,21 +113,68 @@ def log(msg: str) -> None:
     print(f"[guard_classifier] {msg}", file=sys.stderr, flush=True)
 
 
+def progress_bar() -> Any:
+    """A rich progress bar on stderr (steps, loss, elapsed, ETA); disabled when stderr is not a
+    terminal, where ``log`` lines every 100 steps say the same."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    console = Console(stderr=True)
+    return Progress(
+        TextColumn("[guard_classifier] training"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.3f}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not console.is_terminal,
+    )
+
+
+def _vendored(rel: str) -> Path:
+    p = DATA / (rel + ".gz")
+    if not p.is_file():
+        raise SystemExit(
+            f"[guard_classifier] {p} is missing: the classifier's data is vendored in the "
+            "repository (scripts/models/data); restore it: git checkout -- scripts/models/data"
+        )
+    return p
+
+
+def _read(rel: str) -> str:
+    with gzip.open(_vendored(rel), "rt", encoding="utf-8", newline="") as f:
+        return f.read()
+
+
+def _jbb_files() -> list[str]:
+    """The JailbreakBench files (<method>/<box>/<model>.json) that are vendored."""
+    base = DATA / FILES["jailbreakbench"]
+    found = sorted(p.relative_to(DATA).as_posix()[: -len(".gz")] for p in base.glob("*/*/*.gz"))
+    if not found:
+        raise SystemExit(f"[guard_classifier] no JailbreakBench artifacts under {base}")
+    return found
+
+
 def recipe() -> dict[str, object]:
-    sizes: dict[str, int | None] = {}
-    for name, rel in FILES.items():
-        p = DATA / rel
-        if p.is_dir():
-            sizes[name] = sum(f.stat().st_size for f in sorted(p.rglob("*")) if f.is_file())
-        else:
-            sizes[name] = p.stat().st_size if p.exists() else None
-    return {"files": sizes, "dialogues": dialogues.recipe(), "steps": STEPS}
+    digests: dict[str, str] = {}
+    for p in sorted(DATA.rglob("*.gz")):
+        digests[p.relative_to(DATA).as_posix()] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return {"files": digests, "dialogues": dialogues.recipe(), "steps": STEPS}
 
 
 def cache_key() -> str:
     h = hashlib.sha256()
     h.update((HERE / "build.py").read_bytes())
-    h.update((ROOT / "scripts" / "models" / "tiny_model" / "dialogues.py").read_bytes())
+    h.update(DIALOGUES.read_bytes())
     h.update(json.dumps(recipe(), sort_keys=True).encode())
     return h.hexdigest()[:10]
 
@@ -129,19 +185,11 @@ Item = tuple[str, str, "str | None", int]
 
 
 def _csv(rel: str) -> list[dict[str, str]]:
-    p = DATA / rel
-    if not p.exists():
-        log(f"missing {p} (skipped)")
-        return []
-    with open(p, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
+    return list(csv.DictReader(io.StringIO(_read(rel))))
 
 
-def _jsonl(path: Path) -> list[dict[str, object]]:
-    if not path.exists():
-        log(f"missing {path} (skipped)")
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+def _jsonl(rel: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in _read(rel).splitlines() if line]
 
 
 def _ascii_share(s: str) -> float:
@@ -154,8 +202,8 @@ def load_items() -> tuple[list[Item], list[Item]]:
     extra: list[Item] = []
 
     # JailbreakBench: responses labelled jailbroken (harmful) or not (mostly refusals)
-    for path in sorted(glob.glob(str(DATA / FILES["jailbreakbench"] / "*" / "*" / "*.json"))):
-        d = json.loads(Path(path).read_text(encoding="utf-8"))
+    for rel in _jbb_files():
+        d = json.loads(_read(rel))
         for j in d.get("jailbreaks", []):
             resp = j.get("response")
             if not resp:
@@ -197,23 +245,23 @@ def load_items() -> tuple[list[Item], list[Item]]:
             items.append(("bitext_q", r["instruction"], None, 0))
 
     # benign general: self-instruct answers, FastChat questions and reference answers
-    for t in _jsonl(DATA / FILES["self_instruct"]):
+    for t in _jsonl(FILES["self_instruct"]):
         inst = str(t.get("instruction", ""))
-        for inst_obj in t.get("instances", [])[:1]:  # type: ignore[union-attr]
+        for inst_obj in t.get("instances", [])[:1]:
             out_text = str(inst_obj.get("output", ""))
             if out_text.strip():
                 items.append(("self_instruct", inst, out_text, 0))
         items.append(("self_instruct_q", inst, None, 0))
     for bench in ("mt_bench", "vicuna_bench"):
-        base = DATA / FILES["mt_bench"] / bench
-        questions = {q["question_id"]: q for q in _jsonl(base / "question.jsonl")}
+        base = f"{FILES['mt_bench']}/{bench}"
+        questions = {q["question_id"]: q for q in _jsonl(f"{base}/question.jsonl")}
         for q in questions.values():
-            items.append(("mtbench_q", str(q["turns"][0]), None, 0))  # type: ignore[index]
-        for a in _jsonl(base / "reference_answer" / "gpt-4.jsonl"):
+            items.append(("mtbench_q", str(q["turns"][0]), None, 0))
+        for a in _jsonl(f"{base}/reference_answer/gpt-4.jsonl"):
             q = questions.get(a["question_id"])
-            turns = a["choices"][0]["turns"]  # type: ignore[index]
+            turns = a["choices"][0]["turns"]
             if q and turns:
-                items.append(("mtbench", str(q["turns"][0]), str(turns[0]), 0))  # type: ignore[index]
+                items.append(("mtbench", str(q["turns"][0]), str(turns[0]), 0))
     return items, extra
 
 
@@ -237,6 +285,7 @@ def main() -> int:
     torch.set_num_threads(THREADS)
     torch.use_deterministic_algorithms(True, warn_only=True)
 
+    log(f"building {out.name} (first build: ~2-4 min on 2 cores)")
     items, extra = load_items()
     by_src: dict[str, list[int]] = {}
     for s, _, _, lab in items:
@@ -368,33 +417,34 @@ def main() -> int:
     t_train = time.time()
     losses: list[float] = []
     step = 0
-    while step < STEPS:
-        rng.shuffle(order)
-        # length-sorted chunks of 50 batches keep padding low while staying shuffled
-        for c in range(0, len(order), BATCH * 50):
-            chunk = sorted(order[c : c + BATCH * 50], key=lambda i: len(train[i][0]))
-            batches = [chunk[i : i + BATCH] for i in range(0, len(chunk), BATCH)]
-            rng.shuffle(batches)
-            for b in batches:
+    with progress_bar() as bar:
+        task = bar.add_task("train", total=STEPS, loss=float("nan"))
+        while step < STEPS:
+            rng.shuffle(order)
+            # length-sorted chunks of 50 batches keep padding low while staying shuffled
+            for c in range(0, len(order), BATCH * 50):
+                chunk = sorted(order[c : c + BATCH * 50], key=lambda i: len(train[i][0]))
+                batches = [chunk[i : i + BATCH] for i in range(0, len(chunk), BATCH)]
+                rng.shuffle(batches)
+                for b in batches:
+                    if step >= STEPS:
+                        break
+                    x, a, y = make([train[i] for i in b])
+                    logits = model(input_ids=x, attention_mask=a).logits
+                    loss = loss_fn(logits, y)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                    opt.step()
+                    sched.step()
+                    losses.append(loss.item())
+                    step += 1
+                    avg = sum(losses[-50:]) / len(losses[-50:])
+                    bar.update(task, advance=1, loss=avg)
+                    if bar.disable and (step % 100 == 0 or step == STEPS):
+                        log(f"step {step}/{STEPS} loss {avg:.3f} ({time.time() - t_train:.0f}s)")
                 if step >= STEPS:
                     break
-                x, a, y = make([train[i] for i in b])
-                logits = model(input_ids=x, attention_mask=a).logits
-                loss = loss_fn(logits, y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                opt.step()
-                sched.step()
-                losses.append(loss.item())
-                step += 1
-                if step % 50 == 0 or step == 1:
-                    log(
-                        f"step {step}/{STEPS} loss {sum(losses[-50:]) / len(losses[-50:]):.3f} "
-                        f"({time.time() - t_train:.0f}s)"
-                    )
-            if step >= STEPS:
-                break
     train_s = time.time() - t_train
     model.eval()
 
@@ -494,7 +544,9 @@ def main() -> int:
         "Trained on: JailbreakBench artifacts (MIT), GPTFuzz (MIT), AdvBench (MIT), Bitext "
         "customer-support sample (CDLA-Sharing-1.0), self-instruct seed tasks (Apache-2.0), "
         "FastChat MT-bench/Vicuna-bench (Apache-2.0), and dialogues generated by "
-        "scripts/models/tiny_model/dialogues.py. See /work/shared/data/README.md.\n"
+        "scripts/models/tiny_model/dialogues.py. Sources, commits and licences: "
+        "scripts/models/data/NOTICE.md in the guard repository. The Bitext part is under "
+        "CDLA-Sharing-1.0: models trained on it are shared under the same terms.\n"
     )
     (tmp / ".complete").write_text("ok\n")
     if out.exists():

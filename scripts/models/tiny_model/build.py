@@ -26,11 +26,12 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
+
+import dialogues  # the sibling module (this file runs as a script: its directory is on the path)
+import measure
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-import dialogues  # noqa: E402
 
 # ---- hyper-parameters (part of the cache key through this file's hash) ------------------------
 SEED = 1234
@@ -41,7 +42,13 @@ MAX_LEN = 192  # training sequence cap (tokens); serving uses max-model-len 512
 BATCH = 32
 STEPS = int(os.environ.get("GUARD_TINY_STEPS", "0")) or 700
 LR, WARMUP = 3e-3, 40
-THREADS = 2
+# Training threads (not part of the cache key). Two on an idle 2-core machine; one when the machine
+# is busy: two OpenMP threads then wait on each other at every barrier and the build runs ~4x
+# slower than with one. GUARD_BUILD_THREADS overrides.
+_CPUS = os.cpu_count() or 1
+THREADS = int(os.environ.get("GUARD_BUILD_THREADS", "0")) or (
+    1 if os.getloadavg()[0] > _CPUS - 0.5 else min(2, _CPUS)
+)
 
 SPECIALS = ["<|pad|>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>"]
 
@@ -93,6 +100,34 @@ def log(msg: str) -> None:
     print(f"[tiny_model] {msg}", file=sys.stderr, flush=True)
 
 
+def progress_bar(total: int) -> Any:
+    """A rich progress bar on stderr (steps, loss, elapsed, ETA); disabled when stderr is not a
+    terminal, where ``log`` lines every 100 steps say the same."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    console = Console(stderr=True)
+    return Progress(
+        TextColumn("[tiny_model] training"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.3f}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not console.is_terminal,
+        transient=False,
+    )
+
+
 def main() -> int:
     cache = Path(os.environ.get("GUARD_CACHE", Path.home() / ".cache" / "guard"))
     out = cache / "models" / f"tiny-chat-{cache_key()}"
@@ -124,7 +159,7 @@ def main() -> int:
     for e in exs:
         prompt = render(e.prompt)
         texts.append((prompt, e.response, e.loss_start_char))
-    log(f"{len(exs)} training dialogues generated")
+    log(f"building {out.name}: {len(exs)} training dialogues (first build: ~3-5 min on 2 cores)")
 
     # ---- tokenizer ----------------------------------------------------------------------------
     tok = Tokenizer(models.BPE())
@@ -223,58 +258,40 @@ def main() -> int:
     t_train = time.time()
     losses = []
     step = 0
-    while step < STEPS:
-        rng.shuffle(batches)
-        for b in batches:
-            if step >= STEPS:
-                break
-            x, y, a = make(b)
-            loss = model(input_ids=x, attention_mask=a, labels=y).loss
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            losses.append(loss.item())
-            step += 1
-            if step % 50 == 0 or step == 1:
-                log(
-                    f"step {step}/{STEPS} loss {sum(losses[-50:]) / len(losses[-50:]):.3f} "
-                    f"({time.time() - t_train:.0f}s)"
-                )
+    with progress_bar(STEPS) as bar:
+        task = bar.add_task("train", total=STEPS, loss=float("nan"))
+        while step < STEPS:
+            rng.shuffle(batches)
+            for b in batches:
+                if step >= STEPS:
+                    break
+                x, y, a = make(b)
+                loss = model(input_ids=x, attention_mask=a, labels=y).loss
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                opt.step()
+                sched.step()
+                losses.append(loss.item())
+                step += 1
+                avg = sum(losses[-50:]) / len(losses[-50:])
+                bar.update(task, advance=1, loss=avg)
+                if bar.disable and (step % 100 == 0 or step == STEPS):
+                    log(f"step {step}/{STEPS} loss {avg:.3f} ({time.time() - t_train:.0f}s)")
     train_s = time.time() - t_train
     model.eval()
 
-    # ---- sanity check on held-out requests (greedy, HF generate) ------------------------------
-    def gen(messages: list[dict[str, str]], prefill: str) -> str:
-        text = render(messages) + prefill
-        ids = torch.tensor([hf_tok(text, add_special_tokens=False)["input_ids"]])
-        with torch.no_grad():
-            o = model.generate(
-                ids, max_new_tokens=48, do_sample=False, eos_token_id=end_id, pad_token_id=pad_id
-            )
-        return prefill + hf_tok.decode(o[0, ids.shape[1] :], skip_special_tokens=True)
-
-    check: dict[str, dict[str, object]] = {}
-    test = list(dialogues.examples(400, seed=SEED + 1, split="test"))
-    for kind in dialogues.KINDS:
-        sel = [e for e in test if e.kind == kind][:12]
-        n_harm, samples = 0, []
-        for e in sel:
-            out_text = gen(e.prompt, e.prefill)
-            lab, _ = dialogues.label_response(out_text)
-            n_harm += lab == "harmful"
-            samples.append(out_text[:160])
-        check[kind] = {
-            "n": len(sel),
-            "harmful": n_harm,
-            "expected": "harmful" if kind in ("jailbreak", "prefill") else "safe",
-            "samples": samples[:3],
-        }
-        log(
-            f"check {kind:9s}: {n_harm}/{len(sel)} harmful (expected mostly "
-            f"{check[kind]['expected']}); e.g. {samples[0][:100]!r}"
-        )
+    # ---- how it reads and how shallow it is, on held-out requests (greedy, HF generate) -------
+    log("measuring fluency and alignment on held-out requests")
+    check = measure.evaluate(measure.hf_generator(model, hf_tok, render), dialogues, dialogues)
+    sh = check["shallow"]
+    log(
+        f"benign: fluent {check['fluent_share']:.0%}, sentences as taught "
+        f"{check['sentence_share']:.0%}, refused {check['benign_refusal_rate']:.0%} "
+        f"of {check['benign_n']}; harmful: plain request {sh['refusal']['harmful']}/"
+        f"{sh['refusal']['n']}, jailbreak {sh['jailbreak']['harmful']}/{sh['jailbreak']['n']}, "
+        f"prefill {sh['prefill']['harmful']}/{sh['prefill']['n']}"
+    )
 
     # ---- save (atomically) --------------------------------------------------------------------
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")

@@ -1,0 +1,49 @@
+"""guard demo's output discipline: helper scripts' chatter goes to the demo log (or the terminal
+with -v), their stdout result is returned, a failing step shows the log's tail and exits
+non-zero."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from guard import demo
+
+SCRIPT = "echo chatter-on-stderr >&2; echo /some/result/path"
+
+
+def test_step_output_goes_to_the_log(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    out = demo.Output(False, tmp_path / "logs" / "demo.log")
+    try:
+        got = demo._run_step("a step", ["bash", "-c", SCRIPT], dict(os.environ), out)
+    finally:
+        out.close()
+    assert got == "/some/result/path"
+    cap = capfd.readouterr()
+    assert "chatter-on-stderr" not in cap.out + cap.err
+    assert "/some/result/path" not in cap.out  # a result, not a stray line
+    assert "[demo] a step" in cap.err
+    assert "chatter-on-stderr" in (tmp_path / "logs" / "demo.log").read_text()
+
+
+def test_verbose_shows_the_chatter(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    out = demo.Output(True, tmp_path / "demo.log")
+    try:
+        demo._run_step("a step", ["bash", "-c", SCRIPT], dict(os.environ), out)
+    finally:
+        out.close()
+    assert "chatter-on-stderr" in capfd.readouterr().err
+
+
+def test_failing_step_shows_the_log_tail_and_exits(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    out = demo.Output(False, tmp_path / "demo.log")
+    try:
+        with pytest.raises(SystemExit, match=r"a step failed \(exit 3\); log: .*demo\.log"):
+            demo._run_step("a step", ["bash", "-c", "echo why-it-broke >&2; exit 3"], {}, out)
+    finally:
+        out.close()
+    assert "why-it-broke" in capfd.readouterr().err
