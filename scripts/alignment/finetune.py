@@ -77,6 +77,7 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     if not tty:
         datasets.disable_progress_bars()
+        transformers.utils.logging.disable_progress_bar()
     base, out = Path(args.base), Path(args.out)
     tok = AutoTokenizer.from_pretrained(base)
     base_template = tok.chat_template
