@@ -179,7 +179,8 @@ def main() -> int:
         shutil.rmtree(out)
     tmp.rename(out)
     shutil.rmtree(str(out) + ".trainer", ignore_errors=True)
-    log(f"done in {time.time() - t0:.0f}s ({trainer.state.global_step} steps, {train_s:.0f}s): {out}")
+    steps = trainer.state.global_step
+    log(f"done in {time.time() - t0:.0f}s ({steps} steps, {train_s:.0f}s): {out}")
     print(out)
     return 0
 

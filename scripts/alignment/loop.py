@@ -159,7 +159,9 @@ def vllm_server(model_dir: Path, label: str) -> Iterator[str]:
         log(f"  vLLM up in {time.monotonic() - t0:.0f}s")
         yield f"http://127.0.0.1:{port}"
     finally:
-        subprocess.run(["bash", server, "stop"], env=env, cwd=ROOT, capture_output=True, check=False)
+        subprocess.run(
+            ["bash", server, "stop"], env=env, cwd=ROOT, capture_output=True, check=False
+        )
         log(f"  vLLM ({label}) stopped")
 
 
@@ -203,7 +205,9 @@ def pick(n: int, seed: int, kind: str, seen: Seen) -> list[dialogues.Example]:
     batch = 0
     while len(out) < n:
         for ex in dialogues.examples(4 * n, seed=seed * 100 + batch, mix={kind: 1.0}, split="test"):
-            if seen.fresh(ex.prompt) and all(user_text(ex.prompt) != user_text(o.prompt) for o in out):
+            if seen.fresh(ex.prompt) and all(
+                user_text(ex.prompt) != user_text(o.prompt) for o in out
+            ):
                 out.append(ex)
                 if len(out) == n:
                     break
@@ -607,8 +611,10 @@ def main() -> int:
                 items.append(Item(g, 0, tuple(ex.prompt), "", ex.response, 1000 + i))
         (out / "eval_requests.jsonl").write_text(
             "".join(
-                json.dumps({"group": it.group, "k": it.k, "messages": it.messages,
-                            "prefill": it.prefill}) + "\n"
+                json.dumps(
+                    {"group": it.group, "k": it.k, "messages": it.messages, "prefill": it.prefill}
+                )
+                + "\n"
                 for it in items
             )
         )
@@ -655,7 +661,12 @@ def main() -> int:
         )
         dj = json.loads((out / "logs" / "depth" / "depth.json").read_text())
         depth = int(dj["depth_for_coverage"] or dj["model"]["depth"])
-        fit_info = {"logged": n_log, "harmful": n_harm, "depth": depth, "threshold": dj["threshold"]}
+        fit_info = {
+            "logged": n_log,
+            "harmful": n_harm,
+            "depth": depth,
+            "threshold": dj["threshold"],
+        }
         log(f"  guard depth: D = {depth} tokens for {args.coverage:.0%} coverage")
         mark("fit_depth", s)
 
@@ -695,7 +706,9 @@ def main() -> int:
     for v in variants:
         s = stage(f"fine-tune ({v}) with TRL SFTTrainer: {steps} steps, lr {args.lr:g}")
         train = out / "data" / f"train_{v}.jsonl"
-        rows = [json.loads(x) for x in (out / "data" / f"augment_{v}.jsonl").read_text().splitlines()]
+        rows = [
+            json.loads(x) for x in (out / "data" / f"augment_{v}.jsonl").read_text().splitlines()
+        ]
         with train.open("w") as fh:
             for r in rows + mix_rows_all:
                 fh.write(json.dumps(r) + "\n")
@@ -738,7 +751,13 @@ def main() -> int:
         s = stage(f"serve the {v} model with vLLM, guarded; measure")
         with vllm_server(mdir, v) as upstream:
             results[f"after ({v})"] = measure(
-                upstream, items, out, f"after_{v}", loop_model, depth, args.max_tokens,
+                upstream,
+                items,
+                out,
+                f"after_{v}",
+                loop_model,
+                depth,
+                args.max_tokens,
                 args.coverage,
             )
         mark(f"measure_{v}", s)
@@ -779,7 +798,10 @@ def main() -> int:
     }
     loop = {
         "asr_prefill": {
-            str(k): {"before": before["asr_prefill"][str(k)], "after": primary["asr_prefill"][str(k)]}
+            str(k): {
+                "before": before["asr_prefill"][str(k)],
+                "after": primary["asr_prefill"][str(k)],
+            }
             for k in KS
         },
         "asr_plain": {"before": before["asr_plain"], "after": primary["asr_plain"]},
@@ -806,9 +828,10 @@ def main() -> int:
         f"{'yes' if halved else 'no'}; benign refusal +{100 * ref_up:.1f} points "
         f"({'ok' if ref_up <= 0.02 else 'more than 2'})"
     )
-    print(f"written: {out / 'loop.json'}, {out / 'report.json'}" + (
-        f", {out / 'asr_vs_k.png'}" if plotted else ""
-    ))
+    print(
+        f"written: {out / 'loop.json'}, {out / 'report.json'}"
+        + (f", {out / 'asr_vs_k.png'}" if plotted else "")
+    )
     return 0
 
 
