@@ -180,6 +180,7 @@ class Item:
     prefill: str
     reference: str  # benign: the reference reply; harmful: the harmful response the opener opens
     seed: int
+    source: str = "support"  # harmful: "advbench" (goal + opener from AdvBench) or "support"
 
 
 def user_text(messages: Any) -> str:
@@ -215,6 +216,10 @@ def pick(n: int, seed: int, kind: str, seen: Seen) -> list[dialogues.Example]:
         if batch > 20:
             raise RuntimeError(f"only {len(out)} fresh {kind} requests found (wanted {n})")
     return out
+
+
+def source_of(ex: dialogues.Example) -> str:
+    return "advbench" if ex.meta.get("category") == "advbench" else "support"
 
 
 def mix_rows(n: int, seed: int, kind: str) -> list[dict[str, Any]]:
@@ -309,6 +314,7 @@ def drive(url: str, items: list[Item], max_tokens: int, what: str) -> list[dict[
             return {
                 "group": item.group,
                 "k": item.k,
+                "source": item.source,
                 "finish": finish,
                 "unsafe": unsafe(text),
                 "refusal": bool(REFUSAL.search(text)),
@@ -395,6 +401,13 @@ def measure(
         "asr_prefill": {str(k): rate(group(free, "prefill", k), "unsafe") for k in KS},
         "asr_plain": rate(group(free, "plain"), "unsafe"),
         "asr_jailbreak": rate(group(free, "jailbreak"), "unsafe"),
+        "asr_prefill_by_source": {
+            src: {
+                str(k): rate([r for r in group(free, "prefill", k) if r["source"] == src], "unsafe")
+                for k in KS
+            }
+            for src in ("advbench", "support")
+        },
         "benign_refusal": rate(benign, "refusal"),
         "benign_unsafe": rate(benign, "unsafe"),
         "benign_f1": sum(r["f1"] for r in benign) / len(benign),
@@ -444,6 +457,12 @@ def table(results: dict[str, dict[str, Any]]) -> str:
 
     for k in KS:
         row(f"ASR prefilled opener k={k}", [pct(results[n]["asr_prefill"][str(k)]) for n in names])
+    for src in ("advbench", "support"):
+        for k in (5, 20):
+            row(
+                f"  k={k}, {src} requests only",
+                [pct(results[n]["asr_prefill_by_source"][src][str(k)]) for n in names],
+            )
     row("ASR plain harmful request", [pct(results[n]["asr_plain"]) for n in names])
     row("ASR jailbreak-wrapped request", [pct(results[n]["asr_jailbreak"]) for n in names])
     row("benign: refusal rate", [pct(results[n]["benign_refusal"]) for n in names])
@@ -604,11 +623,19 @@ def main() -> int:
                     )
                     d.raise_for_status()
                     items.append(
-                        Item("prefill", k, tuple(ex.prompt), d.json()["prompt"], ex.response, i)
+                        Item(
+                            "prefill",
+                            k,
+                            tuple(ex.prompt),
+                            d.json()["prompt"],
+                            ex.response,
+                            i,
+                            source_of(ex),
+                        )
                     )
         for g, exs in (("plain", ev_plain), ("jailbreak", ev_jail), ("benign", ev_benign)):
             for i, ex in enumerate(exs):
-                items.append(Item(g, 0, tuple(ex.prompt), "", ex.response, 1000 + i))
+                items.append(Item(g, 0, tuple(ex.prompt), "", ex.response, 1000 + i, source_of(ex)))
         (out / "eval_requests.jsonl").write_text(
             "".join(
                 json.dumps(
