@@ -2,9 +2,11 @@
 
 For each harmful (or guard-halted) trajectory the response is cut where harm is reached: at the
 labelled onset when known, else where ``h`` first crosses τ (not simply the end). The response
-prefix of ``k <= D`` tokens is followed by a refusal/redirect, in chat fine-tuning JSONL
-(``{"messages": [...]}``). Prefixes are also cyclically rotated by phrase so the recovery follows
-harmful text in several orders (deduplicated).
+prefix of ``k <= D`` tokens is followed by a refusal/redirect, in chat fine-tuning JSONL:
+``{"messages": [...], "chat_template_kwargs": {"prefix_chars": N}, "meta": {...}}``, which TRL's
+``SFTTrainer`` reads as is (``prefix_chars``: the prefix that must not be trained on; see
+docs/alignment.md). Prefixes are also cyclically rotated by phrase so the recovery follows harmful
+text in several orders (deduplicated).
 """
 
 from __future__ import annotations
@@ -88,6 +90,9 @@ def make_examples(
                 content = text + sep + rec
                 row = {
                     "messages": [*msgs, {"role": "assistant", "content": content}],
+                    # TRL SFTTrainer passes this to the chat template: a template with generation
+                    # markers can leave the prefix untrained (scripts/alignment/).
+                    "chat_template_kwargs": {"prefix_chars": len(text + sep)},
                     "meta": {
                         "source_id": tj.id,
                         "category": cat,
