@@ -178,6 +178,12 @@ class Relay:
         self.policy = policy
         self.model = model
         self.chat = req.route == wire.CHAT
+        # Structured output (JSON mode, a JSON schema): the separator's raw newlines inside a JSON
+        # string make the SDKs' partial parsers fail before they see content_filter.
+        rf = req.body.get("response_format")
+        self._separate = not (
+            isinstance(rf, dict) and rf.get("type") in ("json_object", "json_schema")
+        ) and not any(k in req.body for k in ("guided_json", "structured_outputs"))
         self.status = RUNNING
         self.meta: StreamMeta | None = None
         self.tracking = policy.tracking and model is not None
@@ -474,7 +480,7 @@ class Relay:
         out = []
         message = self.policy.safe_message
         if message:
-            if cs.delivered and self.policy.halt_separator:
+            if cs.delivered and self.policy.halt_separator and self._separate:
                 # Text already reached the client: the safe message starts on its own.
                 message = self.policy.halt_separator + message
             out.append(self._emit(chunks.content_obj(meta, cs.index, message)))
