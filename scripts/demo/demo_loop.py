@@ -51,14 +51,17 @@ def vllm(url: str | None, port: int) -> Iterator[str]:
     if url:
         yield url
         return
-    env = dict(os.environ, GUARD_VLLM_PORT=str(port))
-    subprocess.run(["bash", str(ROOT / "scripts" / "vllm" / "vllm_env.sh")], check=True, env=env)
+    env = dict(os.environ, GUARD_VLLM_PORT=str(port), HF_HUB_DISABLE_PROGRESS_BARS="1")
     server = str(ROOT / "scripts" / "vllm" / "vllm_server.sh")
-    subprocess.run(["bash", server, "start"], check=True, env=env)
+    # their stdout is a result (the python path, the URL), not something to print; the progress
+    # lines go to stderr
+    env_sh = str(ROOT / "scripts" / "vllm" / "vllm_env.sh")
+    subprocess.run(["bash", env_sh], check=True, env=env, stdout=subprocess.DEVNULL)
+    subprocess.run(["bash", server, "start"], check=True, env=env, stdout=subprocess.DEVNULL)
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
-        subprocess.run(["bash", str(ROOT / "scripts" / "vllm" / "vllm_server.sh"), "stop"], env=env)
+        subprocess.run(["bash", server, "stop"], env=env, stdout=subprocess.DEVNULL, check=False)
 
 
 def request_body(ex: Any, i: int, max_tokens: int) -> dict[str, Any]:
