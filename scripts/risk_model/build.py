@@ -46,6 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-per-family", type=int, default=3000)
     ap.add_argument("--workdir", type=Path, default=ROOT / "build" / "default_model")
     ap.add_argument("--out", type=Path, default=ROOT / "guard" / "data" / "default_model.npz")
+    ap.add_argument(
+        "--threshold-from",
+        type=Path,
+        default=None,
+        help="a lofo.py JSON of this recipe: the default τ becomes the lowest threshold that kept "
+        "every left-out benign family within its budget (if higher than the fit's own)",
+    )
     args = ap.parse_args(argv)
     data = args.data or recipes.default_data_dir()
     if not data.is_dir():
@@ -88,6 +95,26 @@ def main(argv: list[str] | None = None) -> int:
     )
     fit_s = time.perf_counter() - t1
     res.meta["info"]["fit_seconds"] = round(fit_s, 1)
+    if args.threshold_from is not None:
+        lofo = json.loads(args.threshold_from.read_text())
+        if lofo.get("recipe") != recipe.name:
+            say(f"{args.threshold_from} is for recipe {lofo.get('recipe')!r}, not {recipe.name!r}")
+            return 2
+        off = lofo["summary"]["threshold_within_budgets_off_distribution"]
+        own = float(res.meta["suggested_threshold"])
+        if off is not None and off > own:
+            res.meta["suggested_threshold"] = float(off)
+        res.meta["info"]["threshold_choice"] = {
+            "fit_held_back": own,
+            "leave_one_family_out": off,
+            "chosen": res.meta["suggested_threshold"],
+            "rule": "the higher of: the held-back split at the budgets, and the lowest threshold "
+            "that kept every left-out benign family within its budget (scripts/risk_model/lofo.py)",
+        }
+        say(
+            f"default τ: fit {own:.3f}, leave-one-family-out {off}, chosen "
+            f"{res.meta['suggested_threshold']:.3f}"
+        )
     meta = save_artifact(args.out, res.arrays, res.meta)
     report = format_report(res.report)
     (args.workdir / "fit_report.txt").write_text(report + "\n")
