@@ -39,6 +39,39 @@ def say(msg: str) -> None:
     print(f"[build] {msg}", file=sys.stderr, flush=True)
 
 
+def _threshold_only(args: argparse.Namespace) -> int:
+    from guard.risk.artifact import load_artifact
+
+    if args.threshold_from is None:
+        say("--threshold-only needs --threshold-from LOFO.json")
+        return 2
+    arrays, meta = load_artifact(args.out)
+    lofo = json.loads(args.threshold_from.read_text())
+    if lofo.get("recipe") != meta.get("info", {}).get("recipe"):
+        say(f"{args.threshold_from} is for recipe {lofo.get('recipe')!r}, not the artifact's")
+        return 2
+    info = meta.get("info", {})
+    own = float(info.get("threshold_choice", {}).get("fit_held_back", meta["suggested_threshold"]))
+    off = lofo["summary"]["threshold_within_budgets_off_distribution"]
+    meta["suggested_threshold"] = max(own, float(off)) if off is not None else own
+    info["threshold_choice"] = {
+        "fit_held_back": own,
+        "leave_one_family_out": off,
+        "chosen": meta["suggested_threshold"],
+        "rule": "the higher of: the held-back split at the budgets, and the lowest threshold that "
+        "kept every left-out benign family within its budget (scripts/risk_model/lofo.py)",
+    }
+    meta["info"] = info
+    for k in ("checksum", "version"):
+        meta.pop(k, None)
+    out = save_artifact(args.out, arrays, meta)
+    say(
+        f"default τ {meta['suggested_threshold']:.3f} (fit {own:.3f}, lofo {off}); "
+        f"version {out['version']}"
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=None)
@@ -53,7 +86,14 @@ def main(argv: list[str] | None = None) -> int:
         help="a lofo.py JSON of this recipe: the default τ becomes the lowest threshold that kept "
         "every left-out benign family within its budget (if higher than the fit's own)",
     )
+    ap.add_argument(
+        "--threshold-only",
+        action="store_true",
+        help="do not fit: apply --threshold-from to the existing --out artifact and re-save it",
+    )
     args = ap.parse_args(argv)
+    if args.threshold_only:
+        return _threshold_only(args)
     data = args.data or recipes.default_data_dir()
     if not data.is_dir():
         say(f"no data folder at {data}: pass --data DIR or set GUARD_DATA_DIR")
