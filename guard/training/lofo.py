@@ -265,8 +265,13 @@ def format_table(results: Sequence[FamilyResult]) -> str:
         key=lambda r: -(r.false_halt or 0) / (r.budget or 1),
     )
     for r in ben:
+        budget = (
+            "no budget"
+            if r.budget is None
+            else f"{r.budget:.0%}{'' if r.within_budget else ' OVER'}"
+        )
         lines.append(
             f"| {r.family} | 0 | - | - | {r.n_safe} {r.safe_kind or ''} | "
-            f"**{_f(r.false_halt)}** ({_f(r.budget, 2)}{'' if r.within_budget else ' OVER'}) |"
+            f"**{_f(r.false_halt)}** ({budget}) |"
         )
     return "\n".join(lines)
