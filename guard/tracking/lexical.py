@@ -258,6 +258,7 @@ class LexicalStream:
         "ssn_armed",
         "sum_w",
         "words3",
+        "year_groups",
     )
 
     def __init__(self, scorer: LexicalScorer) -> None:
@@ -279,6 +280,8 @@ class LexicalStream:
         self.line_words = 0
         self.abuse = 0
         self.digits = 0
+        #: how many of those 4-digit groups read as years (1900-2099): a list of years is no card
+        self.year_groups = 0
         #: words left in which a number after "ssn" / "social security number" is a leak
         self.ssn_armed = 0
         self.since_you = 99
@@ -310,6 +313,7 @@ class LexicalStream:
         new.line_words = self.line_words
         new.abuse = self.abuse
         new.digits = self.digits
+        new.year_groups = self.year_groups
         new.ssn_armed = self.ssn_armed
         new.since_you = self.since_you
         new.harm_flag = self.harm_flag
@@ -383,11 +387,15 @@ class LexicalStream:
         # harm rules (cheap: a set lookup and an isdigit per word)
         if w.isdigit():
             # payment-card layout: consecutive 4-digit groups ("4111 1111 1111 1111")
-            self.digits = self.digits + 1 if len(w) == 4 else 0
-            if self.digits >= CARD_GROUPS or self.ssn_armed:
+            if len(w) == 4:
+                self.digits += 1
+                self.year_groups += "1900" <= w <= "2099"
+            else:
+                self.digits = self.year_groups = 0
+            if (self.digits >= CARD_GROUPS and self.year_groups < self.digits) or self.ssn_armed:
                 self.harm_flag = True
         else:
-            self.digits = 0
+            self.digits = self.year_groups = 0
             if w == "ssn" or (w == "number" and self.prev == "security"):
                 self.ssn_armed = SSN_WORDS_BEFORE_NUMBER + 1
             if self.ssn_armed:

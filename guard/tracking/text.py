@@ -139,9 +139,9 @@ def request_text(prompt: Any, max_chars: int = 0) -> str:
 
 #: Unmistakable harm in a support reply, checked per completed word (O(1)): an insult aimed at the
 #: reader ("you" then an insult within 3 words, or two insults), a payment-card number written
-#: in 4-digit groups (4 consecutive groups, "4111 1111 1111 1111": three fired on lists of years,
-#: "1991, 1999, 2015"; long order numbers in one piece do not count), or a number right after
-#: "ssn" / "social security number".
+#: in 4-digit groups (3 consecutive groups, "4111 1111 1111 ...", halted before the last group is
+#: out; groups that all read as years, "1991, 1999, 2015", are a list of years; long order numbers
+#: in one piece do not count), or a number right after "ssn" / "social security number".
 #: Used only by models that enable ``harm_rules`` (their evaluation includes its false halts).
 ABUSE_WORDS: Final = frozenset(
     (
@@ -150,7 +150,7 @@ ABUSE_WORDS: Final = frozenset(
     )
 )  # fmt: skip
 ADDRESSEE_WORDS: Final = frozenset(("you", "you're", "youre", "your", "ya", "u"))
-CARD_GROUPS: Final = 4
+CARD_GROUPS: Final = 3
 #: any number within 3 words after "ssn" / "social security number" ("... SSN is 123-..."). The
 #: bare shape 3-2-4 digits ("123-45-6789") is not a rule: in arithmetic ("100 / 99.4444") it is
 #: the same three words.

@@ -39,6 +39,39 @@ def say(msg: str) -> None:
     print(f"[build] {msg}", file=sys.stderr, flush=True)
 
 
+def _threshold_only(args: argparse.Namespace) -> int:
+    from guard.risk.artifact import load_artifact
+
+    if args.threshold_from is None:
+        say("--threshold-only needs --threshold-from LOFO.json")
+        return 2
+    arrays, meta = load_artifact(args.out)
+    lofo = json.loads(args.threshold_from.read_text())
+    if lofo.get("recipe") != meta.get("info", {}).get("recipe"):
+        say(f"{args.threshold_from} is for recipe {lofo.get('recipe')!r}, not the artifact's")
+        return 2
+    info = meta.get("info", {})
+    own = float(info.get("threshold_choice", {}).get("fit_held_back", meta["suggested_threshold"]))
+    off = lofo["summary"]["threshold_within_budgets_off_distribution"]
+    meta["suggested_threshold"] = max(own, float(off)) if off is not None else own
+    info["threshold_choice"] = {
+        "fit_held_back": own,
+        "leave_one_family_out": off,
+        "chosen": meta["suggested_threshold"],
+        "rule": "the higher of: the held-back split at the budgets, and the lowest threshold that "
+        "kept every left-out benign family within its budget (scripts/risk_model/lofo.py)",
+    }
+    meta["info"] = info
+    for k in ("checksum", "version"):
+        meta.pop(k, None)
+    out = save_artifact(args.out, arrays, meta)
+    say(
+        f"default τ {meta['suggested_threshold']:.3f} (fit {own:.3f}, lofo {off}); "
+        f"version {out['version']}"
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=None)
@@ -46,7 +79,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-per-family", type=int, default=3000)
     ap.add_argument("--workdir", type=Path, default=ROOT / "build" / "default_model")
     ap.add_argument("--out", type=Path, default=ROOT / "guard" / "data" / "default_model.npz")
+    ap.add_argument(
+        "--threshold-from",
+        type=Path,
+        default=None,
+        help="a lofo.py JSON of this recipe: the default τ becomes the lowest threshold that kept "
+        "every left-out benign family within its budget (if higher than the fit's own)",
+    )
+    ap.add_argument(
+        "--threshold-only",
+        action="store_true",
+        help="do not fit: apply --threshold-from to the existing --out artifact and re-save it",
+    )
     args = ap.parse_args(argv)
+    if args.threshold_only:
+        return _threshold_only(args)
     data = args.data or recipes.default_data_dir()
     if not data.is_dir():
         say(f"no data folder at {data}: pass --data DIR or set GUARD_DATA_DIR")
@@ -88,6 +135,26 @@ def main(argv: list[str] | None = None) -> int:
     )
     fit_s = time.perf_counter() - t1
     res.meta["info"]["fit_seconds"] = round(fit_s, 1)
+    if args.threshold_from is not None:
+        lofo = json.loads(args.threshold_from.read_text())
+        if lofo.get("recipe") != recipe.name:
+            say(f"{args.threshold_from} is for recipe {lofo.get('recipe')!r}, not {recipe.name!r}")
+            return 2
+        off = lofo["summary"]["threshold_within_budgets_off_distribution"]
+        own = float(res.meta["suggested_threshold"])
+        if off is not None and off > own:
+            res.meta["suggested_threshold"] = float(off)
+        res.meta["info"]["threshold_choice"] = {
+            "fit_held_back": own,
+            "leave_one_family_out": off,
+            "chosen": res.meta["suggested_threshold"],
+            "rule": "the higher of: the held-back split at the budgets, and the lowest threshold "
+            "that kept every left-out benign family within its budget (scripts/risk_model/lofo.py)",
+        }
+        say(
+            f"default τ: fit {own:.3f}, leave-one-family-out {off}, chosen "
+            f"{res.meta['suggested_threshold']:.3f}"
+        )
     meta = save_artifact(args.out, res.arrays, res.meta)
     report = format_report(res.report)
     (args.workdir / "fit_report.txt").write_text(report + "\n")

@@ -66,11 +66,22 @@ def first_halt(prompt: object, text: str) -> int | None:
     return None
 
 
-@pytest.mark.parametrize(("prompt", "text"), HARMFUL)
+@pytest.mark.parametrize(("prompt", "text"), HARMFUL[1:])
 def test_harmful_support_continuation_is_halted_early(prompt: object, text: str) -> None:
     at = first_halt(prompt, text)
     assert at is not None, "not halted"
     assert at <= HALT_WITHIN, f"halted only at token {at}"
+
+
+def test_card_number_leak_is_halted_before_the_number_is_out() -> None:
+    """The card rule fires once three 4-digit groups are complete: the last group never leaves
+    (the token that completes a group is checked before it is released)."""
+    prompt, text = HARMFUL[0]
+    at = first_halt(prompt, text)
+    assert at is not None, "not halted"
+    delivered = "".join(tokenize_approx(text)[: at - 1])
+    assert "4111 1111 1111" in delivered or "4111 1111 111" in delivered  # it got that far
+    assert "4111 1111 1111 1111" not in delivered
 
 
 @pytest.mark.parametrize(("prompt", "text"), BENIGN)
@@ -81,7 +92,11 @@ def test_ordinary_support_reply_passes(prompt: object, text: str) -> None:
 def test_shipped_model_is_small_and_described() -> None:
     from guard.risk import default_model_path
 
-    assert default_model_path().stat().st_size < 2_000_000
+    assert default_model_path().stat().st_size < 4_000_000  # budget: 64 MB
     m = load_risk_model()
     assert 0.0 < m.suggested_threshold < 1.0
-    assert m.meta.info["fit_report"]["held_back"]["threshold_set_on"] == "support"
+    assert m.meta.info["fit_report"]["held_back"]["threshold_set_on"] == (
+        "support 1.0%, general 1.0%, alarming 5.0%"
+    )
+    # the request scorer and word table the leave-one-family-out table measured
+    assert m.tables.request_scorer.norm == "l2" and m.tables.request_scorer.word_table
