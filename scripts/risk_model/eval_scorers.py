@@ -59,8 +59,11 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts" / "models" / "tiny_model"))
 
-DATA = Path(os.environ.get("GUARD_DATA_DIR", "/work/shared/data"))
-os.environ.setdefault("GUARD_DATA_DIR", str(DATA))
+from guard.training.datasets import data_dir  # noqa: E402
+
+#: the public data, located and verified (GUARD_DATA_DIR, shared/data beside the checkout, or
+#: what `guard data fetch` downloaded)
+DATA = data_dir()
 
 import dialogues  # noqa: E402
 
@@ -727,7 +730,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "classifier": {
             "model": MODEL_NAME,
-            "model_dir": model_dir,
+            "model_dir": str(model_dir).replace(str(Path.home()), "~", 1),
             "scorer_every": SCORER_EVERY,
             "scorer_max_tokens": SCORER_MAX_TOKENS,
             **scored,

@@ -8,7 +8,6 @@ before (old data and settings): the "before" of the before/after.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -159,11 +158,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def default_data_dir() -> Path:
-    """``$GUARD_DATA_DIR``, else ``shared/data`` beside the repository checkout."""
-    env = os.environ.get("GUARD_DATA_DIR")
-    if env:
-        return Path(env)
-    return ROOT.parent / "shared" / "data"
+    """The public data, verified against the shipped manifest: ``$GUARD_DATA_DIR``, else
+    ``shared/data`` beside the checkout, else where ``guard data fetch`` put it (a clear error
+    naming ``guard data fetch`` when none has it)."""
+    from guard.training.datasets import data_dir
+
+    return data_dir()
 
 
 _GLOVE: list[WordVectors] = []

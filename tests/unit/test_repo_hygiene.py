@@ -24,13 +24,7 @@ CONTAINER_PATHS = {
 
 # Files of other work in progress (the risk-model rebuild, issue 12) that still name the data
 # folder of the development machines; remove each entry when its file is fixed.
-KNOWN_ELSEWHERE = {
-    "scripts/risk_model/build.py",
-    "scripts/risk_model/eval_scorers.py",
-    "docs/risk-model.md",
-    "benchmarks/results/scorers.json",
-    "benchmarks/results/scorers.md",
-}
+KNOWN_ELSEWHERE: set[str] = set()
 
 
 def tracked_files() -> list[Path]:
