@@ -39,6 +39,7 @@ from guard.errors import UpstreamProtocolError
 from guard.relay import chunks
 from guard.relay.chunks import StreamMeta
 from guard.relay.holdback import HoldBack
+from guard.relay.report import ChoiceReport, GuardReport, RelayReport
 from guard.request.parse import GenerationRequest
 from guard.upstream.sse import SSEEvent
 
@@ -84,45 +85,6 @@ class ReroutePlan:
     prefix_tokens: int
     crossing_text: str  # the chunk that crossed the threshold (never released)
     crossing_ids: tuple[int, ...]  # its token ids, when the client asked vLLM for them
-
-
-@dataclass(frozen=True, slots=True)
-class GuardReport:
-    failed: bool
-    checks: int
-    check_ns: int
-    last_risk: float
-    max_risk: float
-    tokens: int
-    crossed_at: int
-    trace: tuple[tuple[int, float], ...] | None
-    details: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class ChoiceReport:
-    index: int
-    halted: bool
-    reason: str | None
-    generated: int
-    released_tokens: int
-    released: tuple[str, ...] | None  # released text chunks, where kept
-    guard: GuardReport | None
-
-
-@dataclass(frozen=True, slots=True)
-class RelayReport:
-    """The frozen summary of one generation, for metrics, tracing and the decision log."""
-
-    policy: Policy
-    enforce: bool
-    outcome: str  # halted | rerouted | passed
-    choices: tuple[ChoiceReport, ...]
-    reroutes: tuple[dict[str, Any], ...]
-    shadow_halts: int
-    halted_any: bool
-    first_content_ns: int
-    first_arrival_ns: int
 
 
 class _Choice:
