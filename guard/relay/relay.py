@@ -6,14 +6,14 @@ reroute or continuation attempt was opened). Commands out: the bytes to send the
 (``on_event``'s return value), the verdicts to ask (``take_verdict_asks``), and ``status``, which
 says what the I/O layer (``guard.generation``) must do next:
 
-======================  ===========================================================================
-``Status.RUNNING``      keep reading the upstream
-``Status.UPSTREAM_ERROR`` upstream sent an error event (relayed); its ``[DONE]`` follows
-``Status.DONE``         upstream's ``[DONE]`` was relayed: the response is complete
-``Status.GUARD_ENDED``  every choice ended, at least one halted: abort the upstream, then ``finish``
-``Status.REROUTE``      abort the upstream; open another attempt as ``reroute_plan()`` says
-``Status.SEGMENT_END``  a resample's banned-token segment ended: continue without the bias
-======================  ===========================================================================
+* ``RUNNING``: keep reading the upstream;
+* ``UPSTREAM_ERROR``: upstream sent an error event (relayed); its ``[DONE]`` follows;
+* ``DONE``: upstream's ``[DONE]`` was relayed: the response is complete;
+* ``GUARD_ENDED``: every choice ended, at least one halted: abort the upstream, then ``finish()``;
+* ``REROUTE``: abort the upstream; open another attempt as ``reroute_plan()`` says, then
+  ``begin_attempt``;
+* ``SEGMENT_END``: a resample's banned-token segment ended: continue without the bias (or
+  ``end_segment()`` when that cannot be opened).
 
 No I/O happens here, so the whole decision logic is tested by feeding recorded wire bytes
 (tests/unit/relay). Per event, the fast path is one JSON parse, one tracker feed + table lookup,
