@@ -9,7 +9,7 @@ from typing import Any
 from guard.config import DecisionLogConfig
 from guard.observability.decision_log import redact
 from guard.observability.metrics import Metrics
-from guard.relay.relay import ChoiceReport, RelayReport
+from guard.relay.report import ChoiceReport, RelayReport
 from guard.request.parse import GenerationRequest
 
 

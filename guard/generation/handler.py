@@ -134,13 +134,18 @@ async def _complete(
     """Non-streaming: run the guarded generation to its end, then answer with one completion
     assembled from the relay's own chunk objects."""
     body = gen.stream(resp)
-    with anyio.move_on_after(svc.settings.total_timeout) as scope:
-        async for _ in body:
-            pass  # collecting: the relay keeps the chunks, only errors come out as bytes
-    if scope.cancelled_caught:
-        gen.on_deadline()
+    try:
+        with anyio.move_on_after(svc.settings.total_timeout) as scope:
+            async for _ in body:
+                pass  # collecting: the relay keeps the chunks, only errors come out as bytes
+        if scope.cancelled_caught:
+            gen.on_deadline()
+    finally:
+        # Whatever ends the loop (timeout, cancellation), the generation is closed now: the
+        # upstream response closed (vLLM aborts) and the request accounted, never at GC time.
         with anyio.CancelScope(shield=True):
             await body.aclose()
+    if scope.cancelled_caught:
         return error_response(UpstreamTimeout("upstream exceeded the total timeout"), gen.rid)
     relay = gen.relay
     err = relay.error if relay.error is not None else gen.failure

@@ -6,14 +6,14 @@ reroute or continuation attempt was opened). Commands out: the bytes to send the
 (``on_event``'s return value), the verdicts to ask (``take_verdict_asks``), and ``status``, which
 says what the I/O layer (``guard.generation``) must do next:
 
-======================  ===========================================================================
-``Status.RUNNING``      keep reading the upstream
-``Status.UPSTREAM_ERROR`` upstream sent an error event (relayed); its ``[DONE]`` follows
-``Status.DONE``         upstream's ``[DONE]`` was relayed: the response is complete
-``Status.GUARD_ENDED``  every choice ended, at least one halted: abort the upstream, then ``finish``
-``Status.REROUTE``      abort the upstream; open another attempt as ``reroute_plan()`` says
-``Status.SEGMENT_END``  a resample's banned-token segment ended: continue without the bias
-======================  ===========================================================================
+* ``RUNNING``: keep reading the upstream;
+* ``UPSTREAM_ERROR``: upstream sent an error event (relayed); its ``[DONE]`` follows;
+* ``DONE``: upstream's ``[DONE]`` was relayed: the response is complete;
+* ``GUARD_ENDED``: every choice ended, at least one halted: abort the upstream, then ``finish()``;
+* ``REROUTE``: abort the upstream; open another attempt as ``reroute_plan()`` says, then
+  ``begin_attempt``;
+* ``SEGMENT_END``: a resample's banned-token segment ended: continue without the bias (or
+  ``end_segment()`` when that cannot be opened).
 
 No I/O happens here, so the whole decision logic is tested by feeding recorded wire bytes
 (tests/unit/relay). Per event, the fast path is one JSON parse, one tracker feed + table lookup,
@@ -39,6 +39,7 @@ from guard.errors import UpstreamProtocolError
 from guard.relay import chunks
 from guard.relay.chunks import StreamMeta
 from guard.relay.holdback import HoldBack
+from guard.relay.report import ChoiceReport, GuardReport, RelayReport
 from guard.request.parse import GenerationRequest
 from guard.upstream.sse import SSEEvent
 
@@ -84,45 +85,6 @@ class ReroutePlan:
     prefix_tokens: int
     crossing_text: str  # the chunk that crossed the threshold (never released)
     crossing_ids: tuple[int, ...]  # its token ids, when the client asked vLLM for them
-
-
-@dataclass(frozen=True, slots=True)
-class GuardReport:
-    failed: bool
-    checks: int
-    check_ns: int
-    last_risk: float
-    max_risk: float
-    tokens: int
-    crossed_at: int
-    trace: tuple[tuple[int, float], ...] | None
-    details: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class ChoiceReport:
-    index: int
-    halted: bool
-    reason: str | None
-    generated: int
-    released_tokens: int
-    released: tuple[str, ...] | None  # released text chunks, where kept
-    guard: GuardReport | None
-
-
-@dataclass(frozen=True, slots=True)
-class RelayReport:
-    """The frozen summary of one generation, for metrics, tracing and the decision log."""
-
-    policy: Policy
-    enforce: bool
-    outcome: str  # halted | rerouted | passed
-    choices: tuple[ChoiceReport, ...]
-    reroutes: tuple[dict[str, Any], ...]
-    shadow_halts: int
-    halted_any: bool
-    first_content_ns: int
-    first_arrival_ns: int
 
 
 class _Choice:

@@ -95,3 +95,41 @@ async def test_thousand_random_disconnects_leak_nothing(harness) -> None:
     assert h.upstream.closed_early + h.upstream.completed == 1100
     assert h.upstream.closed_early > 900  # most left mid-stream
     assert after - before < 500, f"{after - before} more live objects after 1000 streams"
+
+
+async def test_non_streaming_request_cancelled_mid_generation_closes_upstream(harness) -> None:
+    # A non-streaming request runs the guarded generation inside the handler; if the handler is
+    # cancelled (server shutdown, client gone), the upstream is closed and the request accounted.
+    h = harness(lambda p, r: Script(LONG, stall_after=3))
+    raw = json.dumps(dict(CHAT, stream=False)).encode()
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": raw, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        raise AssertionError(f"nothing may be sent: {message['type']}")
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/chat/completions",
+        "raw_path": b"/v1/chat/completions",
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/json"), (b"host", b"guard")],
+        "client": ("127.0.0.1", 5555),
+        "server": ("127.0.0.1", 8080),
+    }
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(h.app, scope, receive, send)
+            await anyio.wait_all_tasks_blocked()  # the upstream stalled after 3 reads
+            assert h.upstream.open_streams == 1
+            tg.cancel_scope.cancel()
+    assert h.upstream.open_streams == 0 and h.upstream.closed_early == 1
+    assert h.metric("guard_active_streams") == 0
+    assert (
+        h.metric("guard_requests_total", {"endpoint": "chat", "outcome": "client_disconnect"}) == 1
+    )
