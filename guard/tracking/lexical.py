@@ -340,6 +340,9 @@ class LexicalStream:
         self._feed(text)
 
     def _feed(self, text: str) -> None:
+        if self.digits and "," in text:
+            # "1000, 1200, 1500" is a list of numbers; a card number has no commas in it
+            self.digits = self.year_groups = 0
         buf = self._partial + text.lower()
         if "\u2019" in buf:
             buf = buf.replace("\u2019", "'")
