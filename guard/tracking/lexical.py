@@ -41,6 +41,8 @@ from guard.tracking.text import (
     WORD_RE,
 )
 
+_DIGIT: Final = re.compile(r"\d")
+
 #: characters after which opener markers count again (start of a line / of a role-play turn)
 _LINE_BREAK = re.compile(r"([\n:])")
 
@@ -340,9 +342,15 @@ class LexicalStream:
         self._feed(text)
 
     def _feed(self, text: str) -> None:
-        if self.digits and "," in text:
-            # "1000, 1200, 1500" is a list of numbers; a card number has no commas in it
+        if "," in text and (self.digits or _DIGIT.search(text)):
+            # "1000, 1200, 1500" is a list of numbers; a card number has no commas in it: a comma
+            # after a digit group ends the run (the word before it completes first)
+            head, _, tail = text.partition(",")
+            self._feed(head + ",")
             self.digits = self.year_groups = 0
+            if tail:
+                self._feed(tail)
+            return
         buf = self._partial + text.lower()
         if "\u2019" in buf:
             buf = buf.replace("\u2019", "'")
