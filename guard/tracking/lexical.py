@@ -344,13 +344,17 @@ class LexicalStream:
     def _feed(self, text: str) -> None:
         if "," in text and (self.digits or _DIGIT.search(text)):
             # "1000, 1200, 1500" is a list of numbers; a card number has no commas in it: a comma
-            # after a digit group ends the run (the word before it completes first)
-            head, _, tail = text.partition(",")
-            self._feed(head + ",")
-            self.digits = self.year_groups = 0
-            if tail:
-                self._feed(tail)
+            # ends a run of digit groups (the word before it completes first)
+            pieces = text.split(",")
+            for piece in pieces[:-1]:
+                self._feed_words(piece + ",")
+                self.digits = self.year_groups = 0
+            if pieces[-1]:
+                self._feed_words(pieces[-1])
             return
+        self._feed_words(text)
+
+    def _feed_words(self, text: str) -> None:
         buf = self._partial + text.lower()
         if "\u2019" in buf:
             buf = buf.replace("\u2019", "'")
