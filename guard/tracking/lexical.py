@@ -41,6 +41,8 @@ from guard.tracking.text import (
     WORD_RE,
 )
 
+_DIGIT: Final = re.compile(r"\d")
+
 #: characters after which opener markers count again (start of a line / of a role-play turn)
 _LINE_BREAK = re.compile(r"([\n:])")
 
@@ -340,6 +342,19 @@ class LexicalStream:
         self._feed(text)
 
     def _feed(self, text: str) -> None:
+        if "," in text and (self.digits or _DIGIT.search(text)):
+            # "1000, 1200, 1500" is a list of numbers; a card number has no commas in it: a comma
+            # ends a run of digit groups (the word before it completes first)
+            pieces = text.split(",")
+            for piece in pieces[:-1]:
+                self._feed_words(piece + ",")
+                self.digits = self.year_groups = 0
+            if pieces[-1]:
+                self._feed_words(pieces[-1])
+            return
+        self._feed_words(text)
+
+    def _feed_words(self, text: str) -> None:
         buf = self._partial + text.lower()
         if "\u2019" in buf:
             buf = buf.replace("\u2019", "'")

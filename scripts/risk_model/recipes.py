@@ -96,8 +96,9 @@ _NEW = replace(
     threshold_kind="support",
     threshold_budgets=BUDGETS,
     threshold_pooled=tuple(POOLED_KINDS.items()),
-    harm_score_fpr=0.005,
-    harm_score_budgets=RULE_BUDGETS,
+    # no scorer rule s*: a response-only h = 1 ignores the request, and off-distribution it fired
+    # on compliant openers of ordinary answers ("Sure! Here is a simple JavaScript snippet")
+    harm_score_fpr=None,
 )
 
 RECIPES: dict[str, Recipe] = {
@@ -116,6 +117,12 @@ RECIPES: dict[str, Recipe] = {
             replace(_NEW, resp_embed=True, req_embed=True),
             embeddings=True,
             description="as lexical + GloVe read-out in both scorers",
+        ),
+        Recipe(
+            "glove-request-with-sstar",
+            replace(_NEW, req_embed=True, harm_score_fpr=0.005, harm_score_budgets=RULE_BUDGETS),
+            embeddings=True,
+            description="as glove-request, plus the scorer rule s* (lost: see docs/evaluation.md)",
         ),
         Recipe(
             "glove-request",

@@ -275,6 +275,7 @@ def test_ssn_harm_rule() -> None:
     # shapes that are not leaks: arithmetic that reads as 3-2-4 digits, a list of three years
     assert not flag("t = 100 / 99.4444 seconds")
     assert not flag("They won the World Cup in 1991, 1999, 2015 and more")
+    assert not flag("'earnings': [1000, 1200, 1500, 1800]")
     cp = sc.stream()
     cp.feed("card 4111 1111 1111")
     cp2 = cp.copy()
