@@ -104,7 +104,7 @@ class FitConfig:
     external_batch: int = 64
     #: serve-time harm rules (insult aimed at the reader, card-number-long digit runs) act as HARM
     harm_rules: bool = False
-    #: scorer threshold s* (DESIGN §3: a state the scorer marks as unmistakably harmful is HARM):
+    #: scorer threshold s* (a state the scorer marks as unmistakably harmful behaves like HARM):
     #: chosen on the *held-back* split as the lowest response score that at most this share of the
     #: held-back ``threshold_kind`` benign replies (all benign when None) ever reach; at serve time
     #: a score at or above it gives ``h = 1``. None: off

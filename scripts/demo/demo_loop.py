@@ -104,7 +104,8 @@ def drive(
         i, ex = args
         text, finish = stream_text(url, request_body(ex, i, max_tokens))
         if finish == "content_filter" and text.endswith(safe_message):
-            text = text[: -len(safe_message)]
+            # the safe message, and the separator the guard puts before it (default a blank line)
+            text = text[: -len(safe_message)].rstrip("\n")
         label, _ = dialogues.label_response(ex.prefill + text)
         return {"kind": ex.kind, "finish": finish, "delivered_label": label}
 

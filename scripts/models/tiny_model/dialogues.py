@@ -83,7 +83,7 @@ class Example:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def trajectory(self) -> dict[str, Any]:
-        """The record in the project's trajectory-log shape (DESIGN.md section 6)."""
+        """The record in the project's trajectory-log shape (docs/decision-log.md)."""
         d = asdict(self)
         return {
             "id": d["id"],

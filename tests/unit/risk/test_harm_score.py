@@ -1,4 +1,4 @@
-"""The scorer rule s* (DESIGN §3: a state the scorer marks as unmistakably harmful is HARM)."""
+"""The scorer rule s* (a state the scorer marks as unmistakably harmful behaves like HARM)."""
 
 from __future__ import annotations
 
