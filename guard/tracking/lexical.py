@@ -128,6 +128,7 @@ class LexicalScorer:
     """
 
     __slots__ = (
+        "_ids_memo",
         "_memo",
         "_name",
         "bias",
@@ -171,6 +172,8 @@ class LexicalScorer:
         self.decay = float(decay)
         self._name = name
         self.word_table: Mapping[str, float] = word_table if word_table is not None else {}
+        #: word -> its own feature ids (the l2 request path)
+        self._ids_memo: dict[str, tuple[int, ...]] = {}
         #: word -> (weight sum of its unigram + character n-grams (+ table weight), their number)
         self._memo: dict[str, tuple[float, int]] = {}
 
@@ -215,14 +218,30 @@ class LexicalScorer:
         return st.logit()
 
     def _score_l2(self, text: str) -> float:
-        ids = set(text_feature_ids(text, self.mask, self.char_ngrams))
+        # the same feature set as text_feature_ids, with each word's own ids memoised (a request
+        # is scored once, but its words recur across requests: ~10x less work per request)
+        words = split_words(text)
+        ids: set[int] = set()
+        memo = self._ids_memo
+        mask = self.mask
+        prev = BOS
+        for w in words:
+            own = memo.get(w)
+            if own is None:
+                own = tuple(word_feature_ids(w, mask, self.char_ngrams))
+                if len(memo) >= MEMO_MAX:
+                    memo.clear()
+                memo[w] = own
+            ids.update(own)
+            ids.add(zlib.crc32(f"{prev} {w}".encode()) & mask)
+            prev = w
         logit = self.bias
         if ids:
-            w = self.weights
-            logit += sum(w[i] for i in ids) / math.sqrt(len(ids))
+            wt = self.weights
+            logit += sum(wt[i] for i in ids) / math.sqrt(len(ids))
         if self.word_table:
             table = self.word_table
-            us = [u for u in (table.get(x) for x in split_words(text)) if u is not None]
+            us = [u for u in (table.get(x) for x in words) if u is not None]
             if us:
                 logit += sum(us) / len(us)
         return logit
