@@ -563,6 +563,11 @@ def main() -> int:
     ap.add_argument("--max-tokens", type=int, default=48)
     ap.add_argument("--coverage", type=float, default=0.99)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--base-model",
+        default=None,
+        help="use this model directory instead of building the tiny model (same chat template)",
+    )
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
@@ -595,11 +600,14 @@ def main() -> int:
     vpy = vpy.strip().splitlines()[-1]
     tpy = run(["bash", str(ROOT / "scripts" / "alignment" / "trl_env.sh")], capture=True)
     tpy = tpy.strip().splitlines()[-1]
-    base = Path(
-        run([vpy, str(ROOT / "scripts" / "models" / "tiny_model" / "build.py")], capture=True)
-        .strip()
-        .splitlines()[-1]
-    )
+    if args.base_model:
+        base = Path(args.base_model).resolve()
+    else:
+        base = Path(
+            run([vpy, str(ROOT / "scripts" / "models" / "tiny_model" / "build.py")], capture=True)
+            .strip()
+            .splitlines()[-1]
+        )
     log(f"  base model: {base}")
     mark("environments", s)
 
