@@ -120,7 +120,12 @@ class Progress:
 # ---- processes --------------------------------------------------------------------------------
 
 
-def _sigterm(signum: int, frame: Any) -> None:
+_INTERRUPTED = threading.Event()
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    """Ctrl-C / SIGTERM: unwind through every ``finally`` (servers stopped), exit 130."""
+    _INTERRUPTED.set()
     raise KeyboardInterrupt(f"signal {signum}")
 
 
@@ -159,9 +164,20 @@ def vllm_server(model_dir: Path, label: str) -> Iterator[str]:
         log(f"  vLLM up in {time.monotonic() - t0:.0f}s")
         yield f"http://127.0.0.1:{port}"
     finally:
-        subprocess.run(
-            ["bash", server, "stop"], env=env, cwd=ROOT, capture_output=True, check=False
-        )
+        # A second Ctrl-C must not cut the stop short: own session, signals ignored meanwhile.
+        old = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            subprocess.run(
+                ["bash", server, "stop"],
+                env=env,
+                cwd=ROOT,
+                capture_output=True,
+                check=False,
+                start_new_session=True,
+            )
+        finally:
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
         log(f"  vLLM ({label}) stopped")
 
 
@@ -547,8 +563,14 @@ def main() -> int:
     ap.add_argument("--max-tokens", type=int, default=48)
     ap.add_argument("--coverage", type=float, default=0.99)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--base-model",
+        default=None,
+        help="use this model directory instead of building the tiny model (same chat template)",
+    )
     args = ap.parse_args()
-    signal.signal(signal.SIGTERM, _sigterm)
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
 
     prof = dict(PROFILES["quick" if args.quick else "full"])
     variants = args.variants.split(",") if args.variants else list(prof["variants"])
@@ -578,11 +600,14 @@ def main() -> int:
     vpy = vpy.strip().splitlines()[-1]
     tpy = run(["bash", str(ROOT / "scripts" / "alignment" / "trl_env.sh")], capture=True)
     tpy = tpy.strip().splitlines()[-1]
-    base = Path(
-        run([vpy, str(ROOT / "scripts" / "models" / "tiny_model" / "build.py")], capture=True)
-        .strip()
-        .splitlines()[-1]
-    )
+    if args.base_model:
+        base = Path(args.base_model).resolve()
+    else:
+        base = Path(
+            run([vpy, str(ROOT / "scripts" / "models" / "tiny_model" / "build.py")], capture=True)
+            .strip()
+            .splitlines()[-1]
+        )
     log(f"  base model: {base}")
     mark("environments", s)
 
@@ -865,6 +890,11 @@ def main() -> int:
 if __name__ == "__main__":
     try:
         raise SystemExit(main())
+    except Exception:
+        # Ctrl-C also reaches the guard children, so in-flight requests may fail first.
+        if not _INTERRUPTED.is_set():
+            raise
     except KeyboardInterrupt:
-        log("interrupted; servers stopped")
-        raise SystemExit(130) from None
+        pass
+    log("interrupted; every server this run started has been stopped")
+    raise SystemExit(130)
