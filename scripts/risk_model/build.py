@@ -55,13 +55,23 @@ def _threshold_only(args: argparse.Namespace) -> int:
     info = meta.get("info", {})
     own = float(info.get("threshold_choice", {}).get("fit_held_back", meta["suggested_threshold"]))
     off = lofo["summary"]["threshold_within_budgets_off_distribution"]
-    meta["suggested_threshold"] = max(own, float(off)) if off is not None else own
+    if args.threshold is not None:
+        meta["suggested_threshold"] = float(args.threshold)
+        rule = (
+            "read off the leave-one-family-out operating points (docs/evaluation.md): just below "
+            "the plateau of h where an explicit harmful request meets a compliant reply"
+        )
+    else:
+        meta["suggested_threshold"] = max(own, float(off)) if off is not None else own
+        rule = (
+            "the higher of: the held-back split at the budgets, and the lowest threshold that "
+            "kept every left-out benign family within its budget (scripts/risk_model/lofo.py)"
+        )
     info["threshold_choice"] = {
         "fit_held_back": own,
-        "leave_one_family_out": off,
+        "leave_one_family_out_within_budgets": off,
         "chosen": meta["suggested_threshold"],
-        "rule": "the higher of: the held-back split at the budgets, and the lowest threshold that "
-        "kept every left-out benign family within its budget (scripts/risk_model/lofo.py)",
+        "rule": rule,
     }
     meta["info"] = info
     for k in ("checksum", "version"):
@@ -87,6 +97,13 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="a lofo.py JSON of this recipe: the default τ becomes the lowest threshold that kept "
         "every left-out benign family within its budget (if higher than the fit's own)",
+    )
+    ap.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="with --threshold-only: this default τ, read off the LOFO operating points of "
+        "--threshold-from (docs/evaluation.md says how the shipped one was chosen)",
     )
     ap.add_argument(
         "--threshold-only",
