@@ -140,6 +140,7 @@ class RiskModel:
                 harm_logit=harm_logit,
                 req_max_chars=int(meta.get("req_max_chars", 0)),
                 harm_min_features=int(meta.get("harm_score_min_features", 0)),
+                req_last_user=meta.get("req_text") == "last_user",
             )
             self.meta = ModelMeta(
                 version=str(meta.get("version", "unsaved")),

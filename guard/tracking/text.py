@@ -128,12 +128,21 @@ def prompt_text(prompt: Any) -> str:
     return ""
 
 
-def request_text(prompt: Any, max_chars: int = 0) -> str:
-    """What the request scorer scores: ``prompt_text`` cut to its last ``max_chars`` characters
-    (0: whole). The tail holds the latest user message; the cut bounds the per-request work of
-    scoring (a multi-megabyte prompt costs no more than a short one) and keeps a long, constant
-    system prompt or history from diluting the request."""
-    text = prompt_text(prompt)
+def last_user_text(prompt: Any) -> str:
+    """The latest user message (completions: the whole prompt; none: ``prompt_text``)."""
+    if isinstance(prompt, Sequence) and not isinstance(prompt, str):
+        for msg in reversed(prompt):
+            if isinstance(msg, Mapping) and msg.get("role") == "user":
+                return wire.content_text(msg.get("content"), "\n")
+    return prompt_text(prompt)
+
+
+def request_text(prompt: Any, max_chars: int = 0, last_user: bool = False) -> str:
+    """What the request scorer scores: ``prompt_text`` (or, with ``last_user``, the latest user
+    message: a deployment's long, constant system prompt must not dilute the request) cut to its
+    last ``max_chars`` characters (0: whole). The cut bounds the per-request work of scoring (a
+    multi-megabyte prompt costs no more than a short one)."""
+    text = last_user_text(prompt) if last_user else prompt_text(prompt)
     return text[-max_chars:] if max_chars and len(text) > max_chars else text
 
 

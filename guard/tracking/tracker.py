@@ -55,6 +55,7 @@ class TrackerTables:
         "harm_min_features",
         "harm_rules",
         "req_edges",
+        "req_last_user",
         "req_max_chars",
         "request_scorer",
         "response_scorer",
@@ -78,6 +79,7 @@ class TrackerTables:
         harm_logit: float | None = None,
         req_max_chars: int = 0,
         harm_min_features: int = 0,
+        req_last_user: bool = False,
     ) -> None:
         if len(h) != depth + 1 or len(edges) != depth + 1:
             raise ValueError("h and edges need depth + 1 rows")
@@ -100,6 +102,7 @@ class TrackerTables:
         self.certain_min_features = int(certain_min_features)
         self.harm_rules = bool(harm_rules)
         self.req_max_chars = int(req_max_chars)
+        self.req_last_user = bool(req_last_user)
         #: scorer threshold s*: a response score at or above it is HARM-like at any length (h = 1);
         #: ``None`` (models without it): off
         self.harm_logit = math.inf if harm_logit is None else float(harm_logit)
@@ -118,7 +121,9 @@ class TrackerTables:
         )
 
     def request_bin(self, prompt: Any) -> tuple[int, float]:
-        logit = self.request_scorer.score_text(request_text(prompt, self.req_max_chars))
+        logit = self.request_scorer.score_text(
+            request_text(prompt, self.req_max_chars, self.req_last_user)
+        )
         return bisect_right(self.req_edges, logit), logit
 
 

@@ -221,6 +221,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         req_char_ngrams=_ngrams(args.request_char_ngrams),
         req_buckets_log2=18 if args.request_features == "l2" else 16,
         req_max_chars=args.request_max_chars,
+        req_last_user=True,
         req_l2=1e-5 if args.request_features == "l2" else None,
         req_embed=args.glove in ("request", "both"),
         resp_embed=args.glove == "both",

@@ -118,6 +118,8 @@ class FitConfig:
     req_embed: bool = False
     #: the request scorer reads the last this many characters of the prompt (0: all of it)
     req_max_chars: int = 0
+    #: ... of the latest user message only (a deployment's system prompt must not dilute it)
+    req_last_user: bool = False
     #: request features: "mean" (l1-normalised counts) or "l2" (distinct features over
     #: sqrt(their number), the embedding read-out as the mean over vocabulary words): "l2"
     #: generalises much better to unseen request families (docs/evaluation.md)
@@ -212,8 +214,10 @@ class _Recorder:
         char_ngrams: tuple[int, int] = (0, 0),
         word_index: dict[str, int] | None = None,
         req_max_chars: int = 0,
+        req_last_user: bool = False,
     ) -> None:
         self.req_max_chars = req_max_chars
+        self.req_last_user = req_last_user
         self.scorer = LexicalScorer([0.0] * (1 << log2_buckets), 0.0, char_ngrams=char_ngrams)
         self.word_index = word_index
 
@@ -256,7 +260,7 @@ class _Recorder:
             weight=weight,
             harmful=traj.harmful,
             kind=traj.kind,
-            req_text=request_text(traj.prompt, self.req_max_chars),
+            req_text=request_text(traj.prompt, self.req_max_chars, self.req_last_user),
             onset=onset,
             source=traj.source,
             tid=traj.id,
@@ -535,12 +539,15 @@ def _is_holdout(tid: str, frac: float, seed: int) -> bool:
 
 
 def _request_examples(
-    trajs: Sequence[Trajectory], extra: Sequence[RequestExample], max_chars: int = 0
+    trajs: Sequence[Trajectory],
+    extra: Sequence[RequestExample],
+    max_chars: int = 0,
+    last_user: bool = False,
 ) -> tuple[list[str], FloatArray, list[str]]:
     labels: dict[str, bool] = {}
     sources: dict[str, str] = {}
     for t in trajs:
-        text = request_text(t.prompt, max_chars)
+        text = request_text(t.prompt, max_chars, last_user)
         rl = t.meta.get("request_label")
         harmful = rl == "harmful" if rl in ("harmful", "benign") else t.harmful
         labels[text] = labels.get(text, False) or harmful
@@ -931,6 +938,7 @@ def fit(
         cfg.resp_char_ngrams,
         emb_index if cfg.resp_embed else None,
         cfg.req_max_chars,
+        cfg.req_last_user,
     )
     resp_vec = vec if cfg.resp_embed else None
     say(f"extracting {len(train_t)} training + {len(held_t)} held-back trajectories")
@@ -1005,7 +1013,7 @@ def fit(
 
     # -- request scorer -------------------------------------------------------------------
     say("training the request scorer")
-    texts, ry, rsrc = _request_examples(train_t, requests, cfg.req_max_chars)
+    texts, ry, rsrc = _request_examples(train_t, requests, cfg.req_max_chars, cfg.req_last_user)
     req_vec = vec if cfg.req_embed else None
     rw_raw, req_bias, req_we = _train_request(
         texts, ry, rsrc, cfg, req_vec, emb_index, stepper("training the request scorer")
@@ -1169,6 +1177,7 @@ def fit(
         "harm_rules": cfg.harm_rules,
         "req_max_chars": cfg.req_max_chars,
         "req_norm": cfg.req_norm,
+        "req_text": "last_user" if cfg.req_last_user else "all",
         "scorer": cfg.scorer,
         "scorers": scorers,
         "info": dict(info or {}),

@@ -90,6 +90,7 @@ _NEW = replace(
     req_char_ngrams=(3, 5),
     req_buckets_log2=18,
     req_max_chars=1000,
+    req_last_user=True,
     req_norm="l2",
     req_l2=1e-5,
     iterations=150,
