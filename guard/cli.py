@@ -195,7 +195,9 @@ def _data(args: argparse.Namespace) -> int:
         print(f"{root}: {len(files)} files verified", file=sys.stderr)
         return 0
     dest = Path(args.dest) if args.dest else None
-    with _progress() as progress:
+    from guard.progress import ProgressBars
+
+    with ProgressBars("bytes", transient=True) as progress:
         res = datasets.fetch(dest, args.source, manifest=m, progress=progress)
     print(
         f"guard data: {len(res.fetched)} fetched, {len(res.present)} already present and "
@@ -203,46 +205,6 @@ def _data(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
-
-
-class _progress:
-    """Download progress on stderr with rich (off when stderr is not a terminal)."""
-
-    def __enter__(self) -> Any:
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            Progress,
-            TextColumn,
-            TransferSpeedColumn,
-        )
-
-        console = Console(stderr=True)
-        if not console.is_terminal:
-            self._bar = None
-            return None
-        self._bar = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            console=console,
-            transient=True,
-        )
-        self._bar.__enter__()
-        self._tasks: dict[str, Any] = {}
-        return self._update
-
-    def _update(self, label: str, done: int, total: int | None) -> None:
-        assert self._bar is not None
-        if label not in self._tasks:
-            self._tasks[label] = self._bar.add_task(label, total=total)
-        self._bar.update(self._tasks[label], completed=done, total=total)
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(None, None, None)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -30,48 +30,6 @@ def _progress(n: int) -> Callable[[str], None] | None:
     return lambda m: print(m, file=sys.stderr, flush=True)
 
 
-class _FitBar:
-    """Progress bars for the long steps of ``guard fit`` (rich, stderr, only on a terminal)."""
-
-    def __init__(self) -> None:
-        self._bar: Any = None
-        self._tasks: dict[str, Any] = {}
-
-    def __enter__(self) -> Callable[[str, int, int], None] | None:
-        try:
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeRemainingColumn,
-            )
-        except ImportError:  # pragma: no cover - rich is a dependency
-            return None
-        console = Console(stderr=True)
-        if not console.is_terminal:
-            return None
-        self._bar = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=console,
-        )
-        self._bar.__enter__()
-        return self._update
-
-    def _update(self, label: str, done: int, total: int) -> None:
-        if label not in self._tasks:
-            self._tasks[label] = self._bar.add_task(label, total=total)
-        self._bar.update(self._tasks[label], completed=done, total=total)
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(None, None, None)
-
-
 def _read(args: argparse.Namespace) -> list[Any]:
     from guard.training.trajectories import read_trajectories
 
@@ -243,7 +201,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
             "kind": args.scorer_kind,
             "model": args.scorer_model,
         }
-    with _FitBar() as steps:
+    from guard.progress import ProgressBars
+
+    with ProgressBars("count") as steps:
         res = fit(
             trajs,
             cfg,
