@@ -1212,6 +1212,7 @@ def fit(
     eval_w = held_w if held_w else train_w
     ev_logits = [walk_logits(wk, resp_w, resp_bias, cfg.resp_decay, resp_u) for wk in eval_w]
     harm_min = certain_min if cfg.harm_score_min_features else 0
+    pooled = dict(cfg.threshold_pooled)  # kinds held to another kind's budget
     # the scores s* is chosen on: only where it can apply (enough features)
     rule_logits = [
         np.where(wk.n_features() >= harm_min, lgt, -np.inf) if harm_min else lgt
@@ -1231,7 +1232,7 @@ def fit(
                 [
                     lgt
                     for wk, lgt in zip(eval_w, rule_logits, strict=True)
-                    if not wk.harmful and dict(cfg.threshold_pooled).get(wk.kind, wk.kind) == kind
+                    if not wk.harmful and pooled.get(wk.kind, wk.kind) == kind
                 ],
                 share,
             )
@@ -1256,7 +1257,6 @@ def fit(
         kinds.append(wk.kind)
     mr = np.asarray(max_risk)
     yy = np.asarray(yv)
-    pooled = dict(cfg.threshold_pooled)
     kind_arr = np.asarray([pooled.get(k, k) for k in kinds])
     benign = mr[yy == 0]
     tau_set = "all benign"

@@ -27,7 +27,7 @@ import numpy as np
 from guard.risk.model import RiskModel
 from guard.tracking import prompt_text
 from guard.training.evaluate import trace
-from guard.training.fit import RequestExample
+from guard.training.fit import RequestExample, threshold_at_rate
 from guard.training.trajectories import Trajectory
 
 #: false-halt budget per benign kind (what a default threshold must hold on unseen families)
@@ -182,17 +182,12 @@ def at_threshold(results: Sequence[FamilyResult], tau: float) -> dict[str, Any]:
 
 def lowest_threshold_within_budgets(results: Sequence[FamilyResult]) -> float | None:
     """The lowest ``tau`` at which every left-out benign family stays within its budget."""
-    need = 0.0
-    for r in results:
-        if r.budget is None or not r.max_risk_safe:
-            continue
-        s = np.asarray(r.max_risk_safe)
-        # the lowest tau with at most floor(budget * n) of these replies at or above it
-        k = int(np.floor(r.budget * s.size + 1e-9))
-        srt = np.sort(s)[::-1]
-        if k < srt.size:
-            need = max(need, float(srt[k]) + 1e-6)
-    return need if need > 0 else None
+    need = [
+        threshold_at_rate(r.max_risk_safe, r.budget)
+        for r in results
+        if r.budget is not None and r.max_risk_safe
+    ]
+    return max(need) if need else None
 
 
 def _f(x: float | None, nd: int = 3) -> str:

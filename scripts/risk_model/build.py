@@ -26,6 +26,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import recipes
 from sources import FAMILIES
@@ -41,22 +42,19 @@ def say(msg: str) -> None:
     print(f"[build] {msg}", file=sys.stderr, flush=True)
 
 
-def _threshold_only(args: argparse.Namespace) -> int:
-    from guard.risk.artifact import load_artifact
-
-    if args.threshold_from is None:
-        say("--threshold-only needs --threshold-from LOFO.json")
-        return 2
-    arrays, meta = load_artifact(args.out)
-    lofo = json.loads(args.threshold_from.read_text())
-    if lofo.get("recipe") != meta.get("info", {}).get("recipe"):
-        say(f"{args.threshold_from} is for recipe {lofo.get('recipe')!r}, not the artifact's")
-        return 2
-    info = meta.get("info", {})
+def _choose_threshold(meta: dict[str, Any], lofo_path: Path, threshold: float | None) -> bool:
+    """Set ``meta``'s default τ from a lofo.py run of the same recipe (``threshold``: that value,
+    read off its operating points; else the higher of the fit's own τ and the lowest τ that kept
+    every left-out benign family within budget) and record why. False: recipe mismatch."""
+    lofo = json.loads(lofo_path.read_text())
+    info = meta.setdefault("info", {})
+    if lofo.get("recipe") != info.get("recipe"):
+        say(f"{lofo_path} is for recipe {lofo.get('recipe')!r}, not {info.get('recipe')!r}")
+        return False
     own = float(info.get("threshold_choice", {}).get("fit_held_back", meta["suggested_threshold"]))
     off = lofo["summary"]["threshold_within_budgets_off_distribution"]
-    if args.threshold is not None:
-        meta["suggested_threshold"] = float(args.threshold)
+    if threshold is not None:
+        meta["suggested_threshold"] = float(threshold)
         rule = (
             "read off the leave-one-family-out operating points (docs/evaluation.md): just below "
             "the plateau of h where an explicit harmful request meets a compliant reply"
@@ -73,14 +71,23 @@ def _threshold_only(args: argparse.Namespace) -> int:
         "chosen": meta["suggested_threshold"],
         "rule": rule,
     }
-    meta["info"] = info
+    say(f"default τ {meta['suggested_threshold']:.3f} (fit {own:.3f}, lofo {off})")
+    return True
+
+
+def _threshold_only(args: argparse.Namespace) -> int:
+    from guard.risk.artifact import load_artifact
+
+    if args.threshold_from is None:
+        say("--threshold-only needs --threshold-from LOFO.json")
+        return 2
+    arrays, meta = load_artifact(args.out)
+    if not _choose_threshold(meta, args.threshold_from, args.threshold):
+        return 2
     for k in ("checksum", "version"):
         meta.pop(k, None)
     out = save_artifact(args.out, arrays, meta)
-    say(
-        f"default τ {meta['suggested_threshold']:.3f} (fit {own:.3f}, lofo {off}); "
-        f"version {out['version']}"
-    )
+    say(f"version {out['version']}")
     return 0
 
 
@@ -158,26 +165,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     fit_s = time.perf_counter() - t1
     res.meta["info"]["fit_seconds"] = round(fit_s, 1)
-    if args.threshold_from is not None:
-        lofo = json.loads(args.threshold_from.read_text())
-        if lofo.get("recipe") != recipe.name:
-            say(f"{args.threshold_from} is for recipe {lofo.get('recipe')!r}, not {recipe.name!r}")
-            return 2
-        off = lofo["summary"]["threshold_within_budgets_off_distribution"]
-        own = float(res.meta["suggested_threshold"])
-        if off is not None and off > own:
-            res.meta["suggested_threshold"] = float(off)
-        res.meta["info"]["threshold_choice"] = {
-            "fit_held_back": own,
-            "leave_one_family_out": off,
-            "chosen": res.meta["suggested_threshold"],
-            "rule": "the higher of: the held-back split at the budgets, and the lowest threshold "
-            "that kept every left-out benign family within its budget (scripts/risk_model/lofo.py)",
-        }
-        say(
-            f"default τ: fit {own:.3f}, leave-one-family-out {off}, chosen "
-            f"{res.meta['suggested_threshold']:.3f}"
-        )
+    if args.threshold_from is not None and not _choose_threshold(
+        res.meta, args.threshold_from, args.threshold
+    ):
+        return 2
     meta = save_artifact(args.out, res.arrays, res.meta)
     report = format_report(res.report)
     (args.workdir / "fit_report.txt").write_text(report + "\n")
