@@ -1,19 +1,22 @@
-"""An ASGI streaming response that always closes its body iterator, with a total deadline.
+"""An ASGI streaming response whose body is a coroutine that writes, with a total deadline.
 
-Starlette's ``StreamingResponse`` cancels the send loop when the client disconnects but leaves the
-async generator suspended at its ``yield``; its ``finally`` (which closes the upstream response,
-the thing that makes vLLM abort the generation) would then only run whenever the generator is
-garbage-collected. Here the generator is closed at once, shielded from the cancellation.
+Starlette's ``StreamingResponse`` pulls from an async generator and, when the client disconnects,
+cancels the send loop but leaves the generator suspended at its ``yield``; its ``finally`` (which
+closes the upstream response, the thing that makes vLLM abort the generation) would then only run
+whenever the generator is garbage-collected. Here the body is handed a ``write`` function and runs
+inside the response: a disconnect or the deadline cancels it wherever it waits, and its own
+``finally`` runs at once. Writing (instead of yielding) also lets the body decide *when* to write:
+the guard sends everything already buffered upstream in one write, just before it waits.
 
 The total deadline is one timer per stream (not a cancel scope per read, which is costly on the
-per-token path): when it fires, the body is cancelled and closed, and ``deadline_body`` (an SSE
-error event and ``[DONE]``) ends the response cleanly.
+per-token path): when it fires, the body is cancelled, and ``deadline_body`` (an SSE error event
+and ``[DONE]``) ends the response cleanly.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 import anyio
 from starlette.responses import Response
@@ -25,7 +28,7 @@ class GuardedStreamResponse(Response):
 
     def __init__(
         self,
-        body: AsyncGenerator[bytes, None],
+        body: Callable[[Callable[[bytes], Awaitable[None]]], Awaitable[None]],
         *,
         headers: Mapping[str, str],
         media_type: str,
@@ -34,7 +37,7 @@ class GuardedStreamResponse(Response):
         on_deadline: Callable[[], None] | None = None,
         deadline_body: bytes = b"",
     ) -> None:
-        self.stream = body
+        self.write_body = body
         self.status_code = status_code
         raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
         raw.append((b"content-type", media_type.encode("latin-1")))
@@ -74,15 +77,15 @@ class GuardedStreamResponse(Response):
                         "headers": self.raw_headers,
                     }
                 )
-                async for chunk in self.stream:
+
+                async def write(chunk: bytes) -> None:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+                await self.write_body(write)
                 state["finished"] = True
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
             except OSError:
-                pass  # the client went away mid-send
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await self.stream.aclose()
+                pass  # the client went away mid-send (the body closed its upstream already)
             tg.cancel_scope.cancel()
         if state["timed_out"]:
             with contextlib.suppress(OSError):

@@ -8,6 +8,7 @@ status (``error_response``).
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from dataclasses import replace
@@ -118,7 +119,7 @@ async def generate(svc: Services, request: Request, route: str) -> Response:
     )
     if req.stream:
         return GuardedStreamResponse(
-            gen.stream(resp),
+            functools.partial(gen.run, resp),
             media_type="text/event-stream; charset=utf-8",
             headers={**_SSE_HEADERS, **echo},
             deadline_s=svc.settings.total_timeout,
@@ -133,18 +134,15 @@ async def _complete(
 ) -> Response:
     """Non-streaming: run the guarded generation to its end, then answer with one completion
     assembled from the relay's own chunk objects."""
-    body = gen.stream(resp)
-    try:
-        with anyio.move_on_after(svc.settings.total_timeout) as scope:
-            async for _ in body:
-                pass  # collecting: the relay keeps the chunks, only errors come out as bytes
-        if scope.cancelled_caught:
-            gen.on_deadline()
-    finally:
-        # Whatever ends the loop (timeout, cancellation), the generation is closed now: the
-        # upstream response closed (vLLM aborts) and the request accounted, never at GC time.
-        with anyio.CancelScope(shield=True):
-            await body.aclose()
+
+    async def discard(_chunk: bytes) -> None:
+        """Collecting: the relay keeps the chunks; only errors come out as bytes."""
+
+    gen.cancel_at = anyio.current_time() + svc.settings.total_timeout
+    with anyio.move_on_after(svc.settings.total_timeout) as scope:
+        # Whatever ends it (timeout, cancellation), the generation closes its upstream response
+        # (vLLM aborts) and accounts the request itself, never at GC time.
+        await gen.run(resp, discard)
     if scope.cancelled_caught:
         return error_response(UpstreamTimeout("upstream exceeded the total timeout"), gen.rid)
     relay = gen.relay

@@ -12,7 +12,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import anyio
@@ -39,9 +39,13 @@ from guard.relay.reroute import continuation_body
 from guard.request.parse import GenerationRequest
 from guard.services import Services
 from guard.upstream.client import UpstreamResponse
+from guard.upstream.ready import Pending, step_now
 from guard.upstream.sse import SSEDecoder
 
 log = logging.getLogger("guard")
+
+#: Where a generation writes the client's bytes (the HTTP response body, or a collector).
+Write = Callable[[bytes], Awaitable[None]]
 
 #: What a stream that outlived the total timeout ends with.
 TIMEOUT_EVENT = (
@@ -86,6 +90,9 @@ class GuardedGeneration:
             collect=not req.stream,
         )
         self.deadline_hit = False
+        # Loop time at which a caller's scope cancels the run for the total timeout, when that
+        # is how the deadline is kept (non-streaming); the streaming response calls on_deadline.
+        self.cancel_at: float | None = None
         # The error the stream ended with, when the guard wrote one (non-streaming: the response).
         self.failure: dict[str, Any] | None = None
         self._verdicts: list[asyncio.Future[float | None]] = []
@@ -96,8 +103,12 @@ class GuardedGeneration:
 
     # ------------------------------------------------------------------ the stream
 
-    async def stream(self, resp: UpstreamResponse) -> AsyncGenerator[bytes, None]:
-        """The client's bytes. Always ends the stream properly, and accounts it once."""
+    async def run(self, resp: UpstreamResponse, write: Write) -> None:
+        """Write the client's bytes. Always ends the stream properly, and accounts it once.
+
+        Cancellation (client gone, total deadline) ends it wherever it waits; the upstream
+        response is closed then all the same (shielded: vLLM aborts the generation).
+        """
         svc, relay, m = self.svc, self.relay, self.svc.metrics
         svc.active += 1
         m.active_streams.inc()
@@ -108,53 +119,56 @@ class GuardedGeneration:
         try:
             while current is not None:
                 try:
-                    async for out in self._attempt(current, deadline):
-                        yield out
+                    await self._attempt(current, deadline, write)
                 finally:
-                    await current.aclose()
+                    with anyio.CancelScope(shield=True):
+                        await current.aclose()
                 current = None
                 if relay.status is REROUTE:
                     current = await self._reroute()
                     if current is None:
                         out = relay.halt_now("reroute_failed")
                         if out:
-                            yield out
+                            await write(out)
                 elif relay.status is SEGMENT_END:
                     current = await self._continue()
                     if current is None:
-                        yield relay.end_segment()
+                        await write(relay.end_segment())
                 elif relay.status is RUNNING or relay.status is UPSTREAM_ERROR:
                     # The upstream closed without [DONE]: an error event, or cut short.
                     early = relay.status is RUNNING
                     m.upstream_errors.labels("early_close" if early else "error_event").inc()
                     if early:
                         outcome = "upstream_error"
-                        yield self._fail(
-                            "upstream closed the stream before it was complete",
-                            "upstream_error",
-                            "upstream_early_close",
-                            502,
+                        await write(
+                            self._fail(
+                                "upstream closed the stream before it was complete",
+                                "upstream_error",
+                                "upstream_early_close",
+                                502,
+                            )
                         )
-                    yield chunks.DONE
+                    await write(chunks.DONE)
                     completed = True
                     return
             if relay.status is GUARD_ENDED:
                 if relay.needs_prompt_count():
                     relay.on_prompt_tokens(await self._count_prompt())
-                yield relay.finish()
+                await write(relay.finish())
             completed = True
         except UpstreamError as exc:
             outcome, kind, status, code = _mid_stream_failure(exc)
             m.upstream_errors.labels(kind).inc()
-            yield self._fail(exc.message, "upstream_error", code, status) + chunks.DONE
+            await write(self._fail(exc.message, "upstream_error", code, status) + chunks.DONE)
             completed = True
         except Exception:
             # A bug of ours must still end the stream the way clients expect, not cut the
             # connection: log it (with the request id), then an SSE error event and [DONE].
             log.exception("internal error while relaying request %s", self.rid)
             outcome = "error"
-            yield self._fail("internal error in the guard", "internal_error", None, 500)
-            yield chunks.DONE
+            await write(
+                self._fail("internal error in the guard", "internal_error", None, 500) + chunks.DONE
+            )
             completed = True
         finally:
             svc.active -= 1
@@ -162,6 +176,10 @@ class GuardedGeneration:
             for fut in self._verdicts:
                 fut.cancel()  # a verdict nobody will read is never sent
             if not completed:
+                # Cancelled: by the streaming response's deadline timer (it says so first), by
+                # the caller's scope past ``cancel_at`` (non-streaming), or the client left.
+                if self.cancel_at is not None and anyio.current_time() >= self.cancel_at:
+                    self.deadline_hit = True
                 if self.deadline_hit:
                     outcome = "upstream_timeout"
                     m.upstream_errors.labels("timeout").inc()
@@ -180,36 +198,54 @@ class GuardedGeneration:
         }
         return chunks.error_event(message, err_type, code, status)
 
-    async def _attempt(
-        self, resp: UpstreamResponse, deadline: float
-    ) -> AsyncGenerator[bytes, None]:
+    async def _attempt(self, resp: UpstreamResponse, deadline: float, write: Write) -> None:
         """Relay one upstream response until it ends or the relay says stop.
 
-        Hot loop. Stalls are bounded by the idle read timeout and the total deadline by a check
-        per read (a cancel scope per read costs ~40% of the per-token CPU; a per-stream timer in
-        GuardedStreamResponse covers a stall that outlives the deadline). All events of one
-        network read leave in one send.
+        Hot loop. What is already buffered upstream is read without waiting (``step_now``) and
+        its output collected; everything collected leaves in one write just before the loop
+        would wait for the network (and at least every 16 reads), so a busy proxy makes one
+        system call for many tokens and an idle one still forwards each token at once. Stalls
+        are bounded by the idle read timeout and the total deadline by a check per read (a
+        cancel scope per read costs ~40% of the per-token CPU; a per-stream timer in
+        GuardedStreamResponse covers a stall that outlives the deadline).
         """
         relay = self.relay
         decoder = SSEDecoder()
         feed = decoder.feed
         on_event = relay.on_event
         reads = resp.aiter_raw().__aiter__()
+        anext_ = reads.__anext__
+        parts: list[bytes] = []
         stopped = False
         n_reads = 0
         while True:
             try:
-                raw = await reads.__anext__()
+                got = step_now(anext_())
+                if isinstance(got, Pending):
+                    if parts:
+                        # About to wait: send what is collected first. The read is suspended
+                        # inside httpx meanwhile; if the write fails, unwind the read first.
+                        try:
+                            await write(parts[0] if len(parts) == 1 else b"".join(parts))
+                        except BaseException as exc:
+                            got.cancel(exc)
+                            raise
+                        parts = []
+                    raw: bytes = await got
+                else:
+                    raw = got
             except StopAsyncIteration:
                 break
             n_reads += 1
             if not n_reads & 15:
-                # A read from a full socket buffer does not suspend: let other streams (and the
-                # guard-model batcher) run now and then.
+                # A run of buffered reads does not suspend: flush, and let other streams (and
+                # the guard-model batcher) run now and then.
+                if parts:
+                    await write(parts[0] if len(parts) == 1 else b"".join(parts))
+                    parts = []
                 await asyncio.sleep(0)
             if time.monotonic() > deadline:
                 raise UpstreamTimeout("upstream stream exceeded the total timeout")
-            parts = []
             for ev in feed(raw):
                 out = on_event(ev)
                 if out:
@@ -221,10 +257,10 @@ class GuardedGeneration:
             if relay.wants_verdicts:
                 self._ask_verdicts()
                 await asyncio.sleep(0)  # let the batcher take the asks
-            if parts:
-                yield parts[0] if len(parts) == 1 else b"".join(parts)
             if stopped:
                 break
+        if parts:
+            await write(parts[0] if len(parts) == 1 else b"".join(parts))
         if stopped:
             if relay.status is DONE:
                 # Read the (already sent) end of the response so the connection goes back to the
@@ -238,7 +274,7 @@ class GuardedGeneration:
         if tail is not None and tail.data is not None:
             out = relay.on_event(tail)
             if out:
-                yield out
+                await write(out)
 
     # ------------------------------------------------------------------ verdicts
 

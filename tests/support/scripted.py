@@ -7,7 +7,7 @@ and records whether each response stream was closed early (the abort that frees 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -114,6 +114,10 @@ class Script:
     events: list[bytes] | None = None
     stall_after: int | None = None  # hang (until closed) after this many reads
     delay: float = 0.0  # seconds between reads (a model generating tokens)
+    # all reads back to back, never suspending: what is already buffered after one network read
+    burst: bool = False
+    # awaited before read i (i >= 1): lets a test pace the upstream by what the client has seen
+    before_read: Callable[[int], Awaitable[None]] | None = None
 
 
 @dataclass
@@ -164,12 +168,14 @@ class _Stream(httpx.AsyncByteStream):
         for i, piece in enumerate(pieces):
             if s.stall_after is not None and i >= s.stall_after:
                 await anyio.sleep(3600)
+            if i and s.before_read is not None:
+                await s.before_read(i)
             if i == len(pieces) - 1:
                 self.done = True
             yield piece
             if s.delay:
                 await anyio.sleep(s.delay)
-            else:
+            elif not s.burst:
                 await anyio.lowlevel.checkpoint()
         self.done = True
 

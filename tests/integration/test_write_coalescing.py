@@ -1,0 +1,85 @@
+"""When the guard writes to the client: everything already buffered upstream in one write, and
+every byte written before the guard waits for the network. Driven through raw ASGI, so each
+``http.response.body`` message (one socket write under uvicorn) can be counted."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+
+from tests.support.scripted import DONE, Script, chat_events
+from tests.support.sse import BENIGN, CHAT
+
+SCOPE: dict[str, Any] = {
+    "type": "http",
+    "asgi": {"version": "3.0"},
+    "http_version": "1.1",
+    "method": "POST",
+    "scheme": "http",
+    "path": "/v1/chat/completions",
+    "raw_path": b"/v1/chat/completions",
+    "query_string": b"",
+    "headers": [(b"content-type", b"application/json"), (b"host", b"guard")],
+    "client": ("127.0.0.1", 5555),
+    "server": ("127.0.0.1", 8080),
+}
+EVENTS = [*chat_events(BENIGN * 10), DONE]
+
+
+async def call(app: Any, on_body: Any = None) -> list[bytes]:
+    """One streaming request; the body messages the client got, in order."""
+    raw = json.dumps(CHAT).encode()
+    bodies: list[bytes] = []
+    asked = {"n": 0}
+
+    async def receive() -> dict[str, Any]:
+        asked["n"] += 1
+        if asked["n"] == 1:
+            return {"type": "http.request", "body": raw, "more_body": False}
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body" and message.get("body"):
+            bodies.append(message["body"])
+            if on_body is not None:
+                on_body(b"".join(bodies))
+        await anyio.lowlevel.checkpoint()
+
+    with anyio.fail_after(10):  # never a hang
+        await app(dict(SCOPE), receive, send)
+    return bodies
+
+
+async def test_buffered_events_leave_in_few_writes_byte_identical(harness) -> None:
+    h = harness(lambda path, req: Script(b"", events=EVENTS, burst=True))
+    bodies = await call(h.app)
+    assert b"".join(bodies) == b"".join(EVENTS)  # nothing changed, nothing lost
+    # one write per run of buffered reads, at least every 16 reads: not one per event
+    assert len(bodies) <= len(EVENTS) // 16 + 2 < len(EVENTS)
+
+
+async def test_every_event_is_written_before_the_guard_waits_for_the_next(harness) -> None:
+    seen = {"n": 0}
+    changed = anyio.Event()
+    state = {"changed": changed}
+
+    def on_body(so_far: bytes) -> None:
+        seen["n"] = so_far.count(b"\n\n")
+        state["changed"].set()
+
+    async def before_read(i: int) -> None:
+        # The upstream sends event i only once the client has event i - 1: a guard that held
+        # bytes back while it waited for the network would stall here (and fail_after fires).
+        with anyio.fail_after(5):
+            while seen["n"] < i:
+                state["changed"] = anyio.Event()
+                await state["changed"].wait()
+
+    h = harness(lambda path, req: Script(b"", events=EVENTS, before_read=before_read))
+    bodies = await call(h.app, on_body)
+    assert b"".join(bodies) == b"".join(EVENTS)
+    assert len(bodies) == len(EVENTS)  # paced upstream: one write per event, none held
