@@ -14,6 +14,8 @@ from guard.risk.artifact import load_artifact
 from guard.risk.chain import END_FLOOR, hitting_table, smooth_transitions
 from guard.tracking import LexicalScorer, StateSpace, Tracker, TrackerTables
 
+FloatArray = npt.NDArray[np.float64]
+
 
 @dataclass(frozen=True, slots=True)
 class ModelMeta:
@@ -74,57 +76,15 @@ class RiskModel:
 
     def __init__(self, arrays: dict[str, npt.NDArray[Any]], meta: dict[str, Any]) -> None:
         try:
-            ss = meta["state_space"]
-            space = StateSpace(
-                n_request_bins=int(ss["n_request_bins"]),
-                n_risk_bins=int(ss["n_risk_bins"]),
-                n_external_bins=int(ss.get("n_external_bins", 1)),
-                n_phases=int(ss["n_phases"]),
-            )
+            space = _state_space(meta)
             depth = int(meta["depth"])
             kappa = float(meta["kappa"])
-            counts = np.asarray(arrays["counts"], dtype=np.float64)
-            n = space.n_states
-            if counts.shape != (depth + 1, n, n + 2):
-                raise RiskModelError(
-                    f"risk model: counts shape {counts.shape} does not match depth {depth} and "
-                    f"{n} states"
-                )
-            edges = np.asarray(arrays["edges"], dtype=np.float64)
-            if edges.shape != (depth + 1, space.n_risk_bins - 1):
-                raise RiskModelError(f"risk model: edges shape {edges.shape} is inconsistent")
-            req_edges = np.asarray(arrays["req_edges"], dtype=np.float64)
-            if req_edges.shape != (space.n_request_bins - 1,):
-                raise RiskModelError("risk model: request edges are inconsistent")
-            ext_edges = np.asarray(arrays["ext_edges"], dtype=np.float64)
-            if space.n_external_bins > 1 and ext_edges.shape not in (
-                (space.n_external_bins - 1,),
-                (space.n_external_bins - 2,),  # bin 0 = "no verdict yet"
-            ):
-                raise RiskModelError("risk model: external-score edges are inconsistent")
-            hs = meta.get("harm_score_logit")
-            harm_logit = None if hs is None else float(hs)
-            if harm_logit is not None and not np.isfinite(harm_logit):
-                raise RiskModelError("risk model: harm_score_logit is not finite")
+            counts, edges, req_edges, ext_edges = _checked_arrays(arrays, space, depth)
+            harm_logit = _harm_logit(meta)
             resp_table, req_table = word_tables(arrays)
             p = smooth_transitions(counts, kappa, float(meta.get("end_floor", END_FLOOR)))
             h = hitting_table(p)
-            resp = LexicalScorer(
-                np.asarray(arrays["resp_w"], dtype=np.float64).tolist(),
-                float(meta["resp_bias"]),
-                name="lexical",
-                char_ngrams=_pair(meta.get("resp_char_ngrams")),
-                decay=float(meta.get("resp_decay", 1.0)),
-                word_table=resp_table,
-            )
-            req = LexicalScorer(
-                np.asarray(arrays["req_w"], dtype=np.float64).tolist(),
-                float(meta["req_bias"]),
-                name="lexical-request",
-                char_ngrams=_pair(meta.get("req_char_ngrams")),
-                word_table=req_table,
-                norm=str(meta.get("req_norm", "mean")),
-            )
+            resp, req = _scorers(arrays, meta, resp_table, req_table)
             tables = TrackerTables(
                 space=space,
                 depth=depth,
@@ -142,18 +102,7 @@ class RiskModel:
                 harm_min_features=int(meta.get("harm_score_min_features", 0)),
                 req_last_user=meta.get("req_text") == "last_user",
             )
-            self.meta = ModelMeta(
-                version=str(meta.get("version", "unsaved")),
-                format_version=int(meta.get("format_version", 0)),
-                depth=depth,
-                suggested_threshold=float(meta["suggested_threshold"]),
-                n_states=n,
-                created=str(meta.get("created", "")),
-                checksum=str(meta.get("checksum", "")),
-                scorer=str(meta.get("scorer", "lexical")),
-                info=dict(meta.get("info", {})),
-                harm_score_logit=harm_logit,
-            )
+            self.meta = _model_meta(meta, depth, space.n_states, harm_logit)
         except RiskModelError:
             raise
         except (KeyError, TypeError, ValueError, np.linalg.LinAlgError) as exc:
@@ -178,6 +127,93 @@ class RiskModel:
     def tracker(self, prompt: Any = "", prefill: str = "") -> Tracker:
         """A tracker for one generation of ``prompt`` (chat messages or a completions string)."""
         return Tracker(self.tables, prompt, prefill)
+
+
+def _state_space(meta: dict[str, Any]) -> StateSpace:
+    ss = meta["state_space"]
+    return StateSpace(
+        n_request_bins=int(ss["n_request_bins"]),
+        n_risk_bins=int(ss["n_risk_bins"]),
+        n_external_bins=int(ss.get("n_external_bins", 1)),
+        n_phases=int(ss["n_phases"]),
+    )
+
+
+def _checked_arrays(
+    arrays: dict[str, npt.NDArray[Any]], space: StateSpace, depth: int
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    """Counts, response edges, request edges and external edges, shapes checked against the state
+    space (``RiskModelError`` when one does not fit)."""
+    counts = np.asarray(arrays["counts"], dtype=np.float64)
+    n = space.n_states
+    if counts.shape != (depth + 1, n, n + 2):
+        raise RiskModelError(
+            f"risk model: counts shape {counts.shape} does not match depth {depth} and {n} states"
+        )
+    edges = np.asarray(arrays["edges"], dtype=np.float64)
+    if edges.shape != (depth + 1, space.n_risk_bins - 1):
+        raise RiskModelError(f"risk model: edges shape {edges.shape} is inconsistent")
+    req_edges = np.asarray(arrays["req_edges"], dtype=np.float64)
+    if req_edges.shape != (space.n_request_bins - 1,):
+        raise RiskModelError("risk model: request edges are inconsistent")
+    ext_edges = np.asarray(arrays["ext_edges"], dtype=np.float64)
+    if space.n_external_bins > 1 and ext_edges.shape not in (
+        (space.n_external_bins - 1,),
+        (space.n_external_bins - 2,),  # bin 0 = "no verdict yet"
+    ):
+        raise RiskModelError("risk model: external-score edges are inconsistent")
+    return counts, edges, req_edges, ext_edges
+
+
+def _harm_logit(meta: dict[str, Any]) -> float | None:
+    hs = meta.get("harm_score_logit")
+    harm_logit = None if hs is None else float(hs)
+    if harm_logit is not None and not np.isfinite(harm_logit):
+        raise RiskModelError("risk model: harm_score_logit is not finite")
+    return harm_logit
+
+
+def _scorers(
+    arrays: dict[str, npt.NDArray[Any]],
+    meta: dict[str, Any],
+    resp_table: dict[str, float] | None,
+    req_table: dict[str, float] | None,
+) -> tuple[LexicalScorer, LexicalScorer]:
+    """The response and request scorers."""
+    resp = LexicalScorer(
+        np.asarray(arrays["resp_w"], dtype=np.float64).tolist(),
+        float(meta["resp_bias"]),
+        name="lexical",
+        char_ngrams=_pair(meta.get("resp_char_ngrams")),
+        decay=float(meta.get("resp_decay", 1.0)),
+        word_table=resp_table,
+    )
+    req = LexicalScorer(
+        np.asarray(arrays["req_w"], dtype=np.float64).tolist(),
+        float(meta["req_bias"]),
+        name="lexical-request",
+        char_ngrams=_pair(meta.get("req_char_ngrams")),
+        word_table=req_table,
+        norm=str(meta.get("req_norm", "mean")),
+    )
+    return resp, req
+
+
+def _model_meta(
+    meta: dict[str, Any], depth: int, n_states: int, harm_logit: float | None
+) -> ModelMeta:
+    return ModelMeta(
+        version=str(meta.get("version", "unsaved")),
+        format_version=int(meta.get("format_version", 0)),
+        depth=depth,
+        suggested_threshold=float(meta["suggested_threshold"]),
+        n_states=n_states,
+        created=str(meta.get("created", "")),
+        checksum=str(meta.get("checksum", "")),
+        scorer=str(meta.get("scorer", "lexical")),
+        info=dict(meta.get("info", {})),
+        harm_score_logit=harm_logit,
+    )
 
 
 def load_risk_model(path: str | Path | None = None) -> RiskModel:

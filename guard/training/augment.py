@@ -80,28 +80,8 @@ def make_examples(
         msgs = _messages(tj.prompt)
         for k in ks:
             prefix = tj.prefill + "".join(tokens[:k])
-            variants = [(0, prefix)]
-            phrases = split_phrases(prefix)
-            for r in range(1, min(len(phrases), rotations + 1)):
-                variants.append((r, rotate_phrases(phrases, r)))
-            for r, text in variants:
-                rec = RECOVERIES[zlib.crc32(f"{tj.id}:{k}:{r}".encode()) % len(RECOVERIES)]
-                sep = "" if not text or text[-1].isspace() else " "
-                content = text + sep + rec
-                row = {
-                    "messages": [*msgs, {"role": "assistant", "content": content}],
-                    # TRL SFTTrainer passes this to the chat template: a template with generation
-                    # markers can leave the prefix untrained (scripts/alignment/).
-                    "chat_template_kwargs": {"prefix_chars": len(text + sep)},
-                    "meta": {
-                        "source_id": tj.id,
-                        "category": cat,
-                        "depth": k,
-                        "prefix_chars": len(text + sep),
-                        "rotation": r,
-                        "cut": how,
-                    },
-                }
+            for r, text in _variants(prefix, rotations):
+                row = _example(tj, msgs, text, k, r, cat, how)
                 key = json.dumps(row["messages"], sort_keys=True)
                 if key in seen:
                     dups += 1
@@ -125,6 +105,44 @@ def make_examples(
         "by_cut": dict(by_cut),
     }
     return out, summary
+
+
+def _variants(prefix: str, rotations: int) -> list[tuple[int, str]]:
+    """The prefix and up to ``rotations`` of its cyclic phrase rotations, by rotation index."""
+    variants = [(0, prefix)]
+    phrases = split_phrases(prefix)
+    for r in range(1, min(len(phrases), rotations + 1)):
+        variants.append((r, rotate_phrases(phrases, r)))
+    return variants
+
+
+def _example(
+    tj: Trajectory,
+    msgs: list[dict[str, Any]],
+    text: str,
+    k: int,
+    r: int,
+    cat: str,
+    how: str,
+) -> dict[str, Any]:
+    """One fine-tuning row: the prompt, then ``text`` followed by a recovery."""
+    rec = RECOVERIES[zlib.crc32(f"{tj.id}:{k}:{r}".encode()) % len(RECOVERIES)]
+    sep = "" if not text or text[-1].isspace() else " "
+    content = text + sep + rec
+    return {
+        "messages": [*msgs, {"role": "assistant", "content": content}],
+        # TRL SFTTrainer passes this to the chat template: a template with generation
+        # markers can leave the prefix untrained (scripts/alignment/).
+        "chat_template_kwargs": {"prefix_chars": len(text + sep)},
+        "meta": {
+            "source_id": tj.id,
+            "category": cat,
+            "depth": k,
+            "prefix_chars": len(text + sep),
+            "rotation": r,
+            "cut": how,
+        },
+    }
 
 
 def format_summary(s: dict[str, Any]) -> str:

@@ -4,6 +4,13 @@ Pipeline: extract per-token walks (feature ids, phase) -> train the lexical scor
 logistic regression, numpy) -> quantise weights -> per-depth quantile bins -> count depth-indexed
 transitions (HARM at onset or at the end of a harmful trajectory, END at the end of a safe one,
 nothing at the end of a censored one) -> Dirichlet smoothing with back-off -> tables.
+
+``fit`` runs it as a pipeline of stages, each handing the next a frozen value: ``check_inputs``
+(-> ``Inputs``), ``extract_walks`` (-> ``Walks``), ``fit_response_scorer`` (->
+``ResponseScorerFit``), ``fit_request_scorer`` (-> ``RequestScorerFit``), ``assign_request_bins``,
+``response_bins`` (-> ``Bins``), ``count_transitions``, ``build_artifact`` (-> ``Artifact``),
+``score_held_back`` (-> ``HeldBack``), ``choose_scorer_rule`` (-> ``ScorerRule``),
+``choose_threshold`` (-> ``Threshold``) and ``fit_report``.
 """
 
 from __future__ import annotations
@@ -887,6 +894,161 @@ def _attach_external(
     return len(set(texts))
 
 
+# --------------------------------------------------------------------------------------------
+# the fit: a pipeline of stages, each handing the next a frozen value
+
+
+@dataclass(frozen=True, slots=True)
+class Inputs:
+    """The checked inputs: the train / held-back split and what the configuration switches on."""
+
+    trajs: Sequence[Trajectory]
+    train: list[Trajectory]
+    held: list[Trajectory]
+    #: external bins (scorer "external" / "combined"); lexical response bins (not "external")
+    use_ext: bool
+    use_lex: bool
+    #: word embeddings join a scorer: their word index and vectors (float64), else None
+    use_emb: bool
+    emb_index: dict[str, int] | None
+    vec: FloatArray | None
+    #: cross-fitting folds (0: off)
+    k_folds: int
+
+
+@dataclass(frozen=True, slots=True)
+class Walks:
+    """Every trajectory replayed token by token (the augmented ones after the training ones)."""
+
+    train: list[Walk]
+    held: list[Walk]
+    aug: list[Walk]
+    n_orbits: int
+    #: distinct prefixes the external scorer scored (0: none)
+    n_ext_texts: int
+
+    @property
+    def all_train(self) -> list[Walk]:
+        return self.train + self.aug
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseScorerFit:
+    """The response scorer as shipped (quantised) and, with cross-fitting, per fold."""
+
+    w16: npt.NDArray[np.float16]
+    w: FloatArray
+    bias: float
+    #: embedding word table (by vocabulary row), when the response scorer reads embeddings
+    u16: npt.NDArray[np.float16] | None
+    u: FloatArray | None
+    #: out-of-fold (weights, bias, word table) by fold; empty without cross-fitting
+    oof: dict[int, tuple[FloatArray, float, FloatArray | None]]
+    k_folds: int
+    decay: float
+
+    def logits(self, wk: Walk) -> FloatArray:
+        """The shipped scorer's score after t tokens (held-back walks)."""
+        return walk_logits(wk, self.w, self.bias, self.decay, self.u)
+
+    def train_logits(self, wk: Walk) -> FloatArray:
+        """A training walk's scores: out-of-fold when cross-fitting (honest bins and counts)."""
+        if self.oof:
+            wf, bf, uf = self.oof[_fold(wk.tid, self.k_folds)]
+            return walk_logits(wk, wf, bf, self.decay, uf)
+        return self.logits(wk)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestScorerFit:
+    """The request scorer, its training texts and, with cross-fitting, per-fold scorers."""
+
+    texts: list[str]
+    y: FloatArray
+    w16: npt.NDArray[np.float16]
+    bias: float
+    u16: npt.NDArray[np.float16] | None
+    scorer: LexicalScorer
+    #: fold of every training text, and the scorer fitted without that fold
+    text_fold: dict[str, int]
+    oof: dict[int, LexicalScorer]
+
+    def logit(self, text: str, oof: bool) -> float:
+        if oof and text in self.text_fold:
+            return self.oof[self.text_fold[text]].score_text(text)
+        return self.scorer.score_text(text)
+
+
+@dataclass(frozen=True, slots=True)
+class Bins:
+    """Response-score bins per depth, the state space and the certain ("HARM-like") rule."""
+
+    n_risk_bins: int
+    edges: FloatArray
+    certain_logit: float
+    certain_min: int
+    n_ext: int
+    space: StateSpace
+    #: scores and states of the training walks (``Walks.all_train`` order)
+    logits: list[FloatArray]
+    states: list[IntArray]
+
+
+@dataclass(frozen=True, slots=True)
+class Artifact:
+    """What is saved: the arrays and the metadata (``meta`` is completed by later stages)."""
+
+    arrays: dict[str, npt.NDArray[Any]]
+    meta: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class HeldBack:
+    """The walks the threshold and s* are chosen on, with the shipped scorer's scores."""
+
+    walks: list[Walk]
+    logits: list[FloatArray]
+    #: kinds held to another kind's budget (``FitConfig.threshold_pooled``)
+    pooled: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class ScorerRule:
+    """The scorer threshold s* (``logit``; None: off) and the scores it was chosen on."""
+
+    logit: float | None
+    min_features: int
+    budgets: dict[str, float]
+    n: int
+    #: held-back scores where the rule can apply (-inf under ``min_features`` features)
+    rule_logits: list[FloatArray]
+
+    def meta(self) -> dict[str, Any]:
+        if self.logit is None:
+            return {}
+        return {
+            "harm_score_logit": self.logit,
+            "harm_score_min_features": self.min_features,
+            "harm_score_rule": {"budgets": self.budgets, "n": self.n},
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Threshold:
+    """The suggested threshold and the held-back replay it was read from."""
+
+    tau: float
+    tau_set: str
+    #: per held-back walk: maximum risk after a generated token, risk at min(T, D), label, kind
+    max_risk: FloatArray
+    pred: FloatArray
+    y: FloatArray
+    kinds: npt.NDArray[np.str_]
+    pairs: list[tuple[Walk, IntArray]]
+    #: smoothed transitions of the fitted chain (the Markov test's first order)
+    p: FloatArray
+
+
 def fit(
     trajs: Sequence[Trajectory],
     config: FitConfig = FitConfig(),
@@ -903,6 +1065,39 @@ def fit(
     tokens of each trajectory, so the chain learns how its verdict combines with the rest."""
     cfg = config
     say = progress or (lambda _m: None)
+    inp = check_inputs(trajs, cfg, external_scorer, embeddings)
+    walks = extract_walks(inp, cfg, external_scorer, say, steps)
+    resp = fit_response_scorer(inp, walks, cfg, say, steps)
+    req = fit_request_scorer(inp, cfg, requests, embeddings, say, steps)
+    # sets every walk's request bin in place: the states below are read off the walks
+    req_edges = assign_request_bins(walks, req, cfg)
+    bins = response_bins(inp, walks, resp, cfg, say)
+    counts = count_transitions(walks, bins, cfg, say)
+    art = build_artifact(inp, resp, req, req_edges, bins, counts, cfg, embeddings, info)
+    held = score_held_back(walks, resp, cfg, say)
+    rule = choose_scorer_rule(inp, held, bins, cfg)
+    # s* joins the metadata before the threshold is chosen: the held-back replay must halt
+    # exactly as serving will, the rule included
+    art.meta.update(rule.meta())
+    thr = choose_threshold(held, bins, art, cfg)
+    art.meta["suggested_threshold"] = thr.tau
+    report = fit_report(inp, walks, req, bins, counts, held, rule, thr, cfg)
+    # the report's summary ships inside the artifact, so the model is built from the final meta
+    art.meta["info"] = {**art.meta["info"], "fit_report": json_safe(_summary(report))}
+    model = RiskModel(art.arrays, art.meta)
+    return FitResult(model=model, arrays=art.arrays, meta=art.meta, report=report)
+
+
+# -- input checks ---------------------------------------------------------------------------
+
+
+def check_inputs(
+    trajs: Sequence[Trajectory],
+    cfg: FitConfig,
+    external_scorer: ExternalScorer | None,
+    embeddings: WordVectors | None,
+) -> Inputs:
+    """Reject what cannot be fitted (``DataError``) and split off the held-back trajectories."""
     if not trajs:
         raise DataError("no trajectories to fit on")
     if cfg.depth < 1 or cfg.n_risk_bins < 2 or cfg.n_request_bins < 1:
@@ -912,7 +1107,6 @@ def fit(
     if cfg.bin_mode not in ("quantile", "benign-tail", "top"):
         raise DataError(f"unknown bin mode {cfg.bin_mode!r}")
     use_ext = cfg.scorer != "lexical"
-    use_lex = cfg.scorer != "external"
     if use_ext:
         cfg.external.validate()
         if external_scorer is None:
@@ -920,51 +1114,56 @@ def fit(
     if (cfg.resp_embed or cfg.req_embed) and embeddings is None:
         raise DataError("resp_embed / req_embed need word embeddings (fit(..., embeddings=...))")
     use_emb = cfg.resp_embed or cfg.req_embed
-    emb_index = embeddings.index() if embeddings is not None and use_emb else None
-    vec = (
-        np.asarray(embeddings.vectors, dtype=np.float64)
-        if embeddings is not None and use_emb
-        else None
-    )
     train_t = [t for t in trajs if not _is_holdout(holdout_key(t), cfg.holdout, cfg.seed)]
     held_t = [t for t in trajs if _is_holdout(holdout_key(t), cfg.holdout, cfg.seed)]
     if not any(t.harmful for t in train_t):
         raise DataError("no harmful trajectories in the training data: cannot fit a risk model")
     if all(t.harmful for t in train_t):
         raise DataError("no safe trajectories in the training data: cannot fit a risk model")
+    return Inputs(
+        trajs=trajs,
+        train=train_t,
+        held=held_t,
+        use_ext=use_ext,
+        use_lex=cfg.scorer != "external",
+        use_emb=use_emb,
+        emb_index=embeddings.index() if embeddings is not None and use_emb else None,
+        vec=(
+            np.asarray(embeddings.vectors, dtype=np.float64)
+            if embeddings is not None and use_emb
+            else None
+        ),
+        k_folds=cfg.cross_fit if cfg.cross_fit >= 2 else 0,
+    )
 
+
+# -- walks ----------------------------------------------------------------------------------
+
+
+def extract_walks(
+    inp: Inputs,
+    cfg: FitConfig,
+    external_scorer: ExternalScorer | None,
+    say: Progress,
+    steps: Steps | None,
+) -> Walks:
+    """Replay the training and held-back trajectories (and the training ones' phrase rotations,
+    with ``augment``) through the serving stream; with an external scorer, attach its bins."""
     rec = _Recorder(
         cfg.resp_buckets_log2,
         cfg.resp_char_ngrams,
-        emb_index if cfg.resp_embed else None,
+        inp.emb_index if cfg.resp_embed else None,
         cfg.req_max_chars,
         cfg.req_last_user,
     )
-    resp_vec = vec if cfg.resp_embed else None
-    say(f"extracting {len(train_t)} training + {len(held_t)} held-back trajectories")
-
-    def walks_of(ts: Sequence[Trajectory], label: str) -> list[Walk]:
-        out = []
-        for i, t in enumerate(ts):
-            out.append(rec.walk(t))
-            if progress and (i + 1) % 5000 == 0:
-                say(f"  {label}: {i + 1}/{len(ts)}")
-            if steps is not None and ((i + 1) % 500 == 0 or i + 1 == len(ts)):
-                steps(f"replaying {label} trajectories", i + 1, len(ts))
-        return out
-
-    def stepper(label: str) -> Callable[[int, int], None] | None:
-        if steps is None:
-            return None
-        return lambda done, total: steps(label, done, total)
-
-    train_w = walks_of(train_t, "train")
-    held_w = walks_of(held_t, "held-back")
+    say(f"extracting {len(inp.train)} training + {len(inp.held)} held-back trajectories")
+    train_w = _replay(rec, inp.train, "train", say, steps)
+    held_w = _replay(rec, inp.held, "held-back", say, steps)
     aug_w: list[Walk] = []
     aug_t: list[Trajectory] = []
     n_orbits = 0
     if cfg.augment:
-        for t in train_t:
+        for t in inp.train:
             rots = cyclic_rotations(t, cfg.augment_weight, cfg.max_rotations)
             if rots:
                 n_orbits += 1
@@ -972,72 +1171,113 @@ def fit(
                 aug_t.append(rt)
                 aug_w.append(rec.walk(rt, w))
         say(f"augmentation: {len(aug_w)} rotations from {n_orbits} trajectories")
-
     n_ext_texts = 0
-    if use_ext:
+    if inp.use_ext:
         assert external_scorer is not None
         n_ext_texts = _attach_external(
-            list(zip(train_t + held_t + aug_t, train_w + held_w + aug_w, strict=True)),
+            list(zip(inp.train + inp.held + aug_t, train_w + held_w + aug_w, strict=True)),
             external_scorer,
             cfg.external,
             cfg.external_batch,
             say,
         )
+    return Walks(train_w, held_w, aug_w, n_orbits, n_ext_texts)
 
-    k_folds = cfg.cross_fit if cfg.cross_fit >= 2 else 0
 
-    # -- response scorer ------------------------------------------------------------------
-    def table(w_e: FloatArray | None) -> tuple[npt.NDArray[np.float16] | None, FloatArray | None]:
-        if w_e is None or vec is None:
-            return None, None
-        return _quantise(vec @ w_e)
+def _replay(
+    rec: _Recorder, ts: Sequence[Trajectory], label: str, say: Progress, steps: Steps | None
+) -> list[Walk]:
+    out = []
+    for i, t in enumerate(ts):
+        out.append(rec.walk(t))
+        if (i + 1) % 5000 == 0:
+            say(f"  {label}: {i + 1}/{len(ts)}")
+        if steps is not None and ((i + 1) % 500 == 0 or i + 1 == len(ts)):
+            steps(f"replaying {label} trajectories", i + 1, len(ts))
+    return out
 
-    if use_lex:
+
+def _stepper(steps: Steps | None, label: str) -> Callable[[int, int], None] | None:
+    if steps is None:
+        return None
+    return lambda done, total: steps(label, done, total)
+
+
+def _word_weights(
+    vec: FloatArray | None, w_e: FloatArray | None
+) -> tuple[npt.NDArray[np.float16] | None, FloatArray | None]:
+    """The embedding read-out ``w_e`` as a quantised per-word table (vocabulary order)."""
+    if w_e is None or vec is None:
+        return None, None
+    return _quantise(vec @ w_e)
+
+
+# -- response scorer ------------------------------------------------------------------------
+
+
+def fit_response_scorer(
+    inp: Inputs, walks: Walks, cfg: FitConfig, say: Progress, steps: Steps | None
+) -> ResponseScorerFit:
+    """Train the response scorer on the training walks (not the augmented ones); with
+    ``cross_fit``, also once without each fold."""
+    resp_vec = inp.vec if cfg.resp_embed else None
+    if inp.use_lex:
         say("training the response scorer")
         w_raw, resp_bias, resp_we = _train_response(
-            train_w, cfg, resp_vec, stepper("training the response scorer")
+            walks.train, cfg, resp_vec, _stepper(steps, "training the response scorer")
         )
     else:
         w_raw, resp_bias, resp_we = np.zeros(1 << cfg.resp_buckets_log2), 0.0, None
     resp_w16, resp_w = _quantise(w_raw)
-    resp_u16, resp_u = table(resp_we)
+    resp_u16, resp_u = _word_weights(inp.vec, resp_we)
     # out-of-fold scorer weights for the training walks (honest bins and counts)
     oof_resp: dict[int, tuple[FloatArray, float, FloatArray | None]] = {}
-    if use_lex and k_folds:
+    k_folds = inp.k_folds
+    if inp.use_lex and k_folds:
         for f in range(k_folds):
             say(f"  cross-fit response scorer, fold {f + 1}/{k_folds}")
             wf, bf, wef = _train_response(
-                [wk for wk in train_w if _fold(wk.tid, k_folds) != f], cfg, resp_vec
+                [wk for wk in walks.train if _fold(wk.tid, k_folds) != f], cfg, resp_vec
             )
-            oof_resp[f] = (_quantise(wf)[1], bf, table(wef)[1])
+            oof_resp[f] = (_quantise(wf)[1], bf, _word_weights(inp.vec, wef)[1])
+    return ResponseScorerFit(
+        resp_w16, resp_w, resp_bias, resp_u16, resp_u, oof_resp, k_folds, cfg.resp_decay
+    )
 
-    # -- request scorer -------------------------------------------------------------------
+
+# -- request scorer -------------------------------------------------------------------------
+
+
+def fit_request_scorer(
+    inp: Inputs,
+    cfg: FitConfig,
+    requests: Sequence[RequestExample],
+    embeddings: WordVectors | None,
+    say: Progress,
+    steps: Steps | None,
+) -> RequestScorerFit:
+    """Train the request scorer on the training prompts plus ``requests``; with ``cross_fit``,
+    also once without each fold of the texts."""
     say("training the request scorer")
-    texts, ry, rsrc = _request_examples(train_t, requests, cfg.req_max_chars, cfg.req_last_user)
-    req_vec = vec if cfg.req_embed else None
+    texts, ry, rsrc = _request_examples(inp.train, requests, cfg.req_max_chars, cfg.req_last_user)
+    req_vec = inp.vec if cfg.req_embed else None
     rw_raw, req_bias, req_we = _train_request(
-        texts, ry, rsrc, cfg, req_vec, emb_index, stepper("training the request scorer")
+        texts, ry, rsrc, cfg, req_vec, inp.emb_index, _stepper(steps, "training the request scorer")
     )
     req_w16, req_w = _quantise(rw_raw)
-    req_u16, req_u = table(req_we)
-
-    def word_table(u: FloatArray | None) -> dict[str, float] | None:
-        if u is None or embeddings is None:
-            return None
-        return dict(zip(embeddings.words, u.tolist(), strict=True))
-
+    req_u16, req_u = _word_weights(inp.vec, req_we)
     req_scorer = LexicalScorer(
         req_w.tolist(),
         req_bias,
         char_ngrams=cfg.req_char_ngrams,
-        word_table=word_table(req_u),
+        word_table=_word_table(embeddings, req_u),
         norm=cfg.req_norm,
     )
     text_fold: dict[str, int] = {}
     oof_req: dict[int, LexicalScorer] = {}
-    if k_folds:
-        text_fold = {s: _fold(s, k_folds) for s in texts}
-        for f in range(k_folds):
+    if inp.k_folds:
+        text_fold = {s: _fold(s, inp.k_folds) for s in texts}
+        for f in range(inp.k_folds):
             keep = [i for i, s in enumerate(texts) if text_fold[s] != f]
             wf, bf, wef = _train_request(
                 [texts[i] for i in keep],
@@ -1045,66 +1285,98 @@ def fit(
                 [rsrc[i] for i in keep],
                 cfg,
                 req_vec,
-                emb_index,
+                inp.emb_index,
             )
             oof_req[f] = LexicalScorer(
                 _quantise(wf)[1].tolist(),
                 bf,
                 char_ngrams=cfg.req_char_ngrams,
-                word_table=word_table(table(wef)[1]),
+                word_table=_word_table(embeddings, _word_weights(inp.vec, wef)[1]),
                 norm=cfg.req_norm,
             )
+    return RequestScorerFit(texts, ry, req_w16, req_bias, req_u16, req_scorer, text_fold, oof_req)
 
-    def req_logit(text: str, oof: bool) -> float:
-        if oof and text in text_fold:
-            return oof_req[text_fold[text]].score_text(text)
-        return req_scorer.score_text(text)
 
+def _word_table(embeddings: WordVectors | None, u: FloatArray | None) -> dict[str, float] | None:
+    if u is None or embeddings is None:
+        return None
+    return dict(zip(embeddings.words, u.tolist(), strict=True))
+
+
+# -- request bins ---------------------------------------------------------------------------
+
+
+def assign_request_bins(walks: Walks, req: RequestScorerFit, cfg: FitConfig) -> FloatArray:
+    """The request-score edges; sets every walk's ``req_bin`` (training and augmented walks by
+    their out-of-fold score, held-back ones by the shipped scorer's). Returns the edges."""
     if cfg.request_bin_mode == "benign-tail" and cfg.n_request_bins > 1:
         benign_req = np.asarray(
-            [req_logit(s, True) for s, yy in zip(texts, ry.tolist(), strict=True) if yy == 0]
+            [req.logit(s, True) for s, yy in zip(req.texts, req.y.tolist(), strict=True) if yy == 0]
         )
         levels = _tail_levels(cfg.n_request_bins - 1, 0.5, 0.2, top_is_max=False)
         req_edges = np.quantile(benign_req, levels) if benign_req.size else np.zeros(len(levels))
     else:
         probs = np.linspace(0, 1, cfg.n_request_bins + 1)[1:-1]
         req_edges = np.log(probs / (1 - probs)) if probs.size else np.zeros(0)
+    _set_request_bins(walks.train, req_edges, req, True)
+    _set_request_bins(walks.aug, req_edges, req, True)
+    _set_request_bins(walks.held, req_edges, req, False)
+    return np.asarray(req_edges, dtype=np.float64)
 
-    def set_req(ws: list[Walk], oof: bool) -> None:
-        cache: dict[str, int] = {}
-        for wk in ws:
-            b = cache.get(wk.req_text)
-            if b is None:
-                b = int(np.searchsorted(req_edges, req_logit(wk.req_text, oof), "right"))
-                cache[wk.req_text] = b
-            wk.req_bin = b
 
-    set_req(train_w, True)
-    set_req(aug_w, True)
-    set_req(held_w, False)
+def _set_request_bins(
+    ws: list[Walk], req_edges: FloatArray, req: RequestScorerFit, oof: bool
+) -> None:
+    cache: dict[str, int] = {}
+    for wk in ws:
+        b = cache.get(wk.req_text)
+        if b is None:
+            b = int(np.searchsorted(req_edges, req.logit(wk.req_text, oof), "right"))
+            cache[wk.req_text] = b
+        wk.req_bin = b
 
-    # -- bins -----------------------------------------------------------------------------
+
+# -- response bins, state space, certain rule -----------------------------------------------
+
+
+def response_bins(
+    inp: Inputs, walks: Walks, resp: ResponseScorerFit, cfg: FitConfig, say: Progress
+) -> Bins:
+    """Per-depth edges of the training walks' (out-of-fold) scores, the certain rule, the state
+    space, and every training walk's states."""
     say("binning")
-    all_train = train_w + aug_w
-
-    def train_logits(wk: Walk) -> FloatArray:
-        if oof_resp:
-            wf, bf, uf = oof_resp[_fold(wk.tid, k_folds)]
-            return walk_logits(wk, wf, bf, cfg.resp_decay, uf)
-        return walk_logits(wk, resp_w, resp_bias, cfg.resp_decay, resp_u)
-
-    logits_all = [train_logits(wk) for wk in all_train]
-    logits_train = logits_all[: len(train_w)]
+    all_train = walks.all_train
+    logits_all = [resp.train_logits(wk) for wk in all_train]
+    logits_train = logits_all[: len(walks.train)]
     lg = np.concatenate(logits_train)
     dd = np.concatenate([np.minimum(np.arange(x.size), cfg.depth) for x in logits_train])
-    benign_mask = np.concatenate([np.full(wk.nf.size, not wk.harmful) for wk in train_w])
-    n_risk_bins = cfg.n_risk_bins if use_lex else 1
-    if not use_lex:
+    benign_mask = np.concatenate([np.full(wk.nf.size, not wk.harmful) for wk in walks.train])
+    n_risk_bins = cfg.n_risk_bins if inp.use_lex else 1
+    if not inp.use_lex:
         edges = np.zeros((cfg.depth + 1, 0))
     elif cfg.bin_mode == "benign-tail":
         edges = _benign_tail_edges(lg, dd, benign_mask, cfg.depth, n_risk_bins)
     else:
         edges = _quantile_edges(lg, dd, cfg.depth, n_risk_bins, top=cfg.bin_mode == "top")
+    certain_logit, certain_min = _certain_rule(inp, walks.train, lg, benign_mask, cfg)
+    n_ext = cfg.external.n_bins if inp.use_ext else 1
+    space = StateSpace(cfg.n_request_bins, n_risk_bins, n_ext, N_PHASES)
+    states_train = [
+        walk_states(wk, lgt, edges, space) for wk, lgt in zip(all_train, logits_all, strict=True)
+    ]
+    return Bins(
+        n_risk_bins, edges, certain_logit, certain_min, n_ext, space, logits_all, states_train
+    )
+
+
+def _certain_rule(
+    inp: Inputs,
+    train_w: Sequence[Walk],
+    lg: FloatArray,
+    benign_mask: npt.NDArray[np.bool_],
+    cfg: FitConfig,
+) -> tuple[float, int]:
+    """(logit, minimum features) of the certain rule (1e9: off)."""
     # HARM-like: beyond every benign training prefix with enough words
     nf_all = np.concatenate([wk.n_features() for wk in train_w])
     # "enough words" in features: cfg.certain_min_features counts word uni+bigram features (2 per
@@ -1116,33 +1388,103 @@ def fit(
     ok = (nf_all >= certain_min) & benign_mask
     certain_logit = (
         float(lg[ok].max() + cfg.certain_margin)
-        if ok.any() and use_lex and cfg.certain_rule
+        if ok.any() and inp.use_lex and cfg.certain_rule
         else 1e9
     )
+    return certain_logit, certain_min
 
-    n_ext = cfg.external.n_bins if use_ext else 1
-    space = StateSpace(cfg.n_request_bins, n_risk_bins, n_ext, N_PHASES)
-    n = space.n_states
-    states_train = [
-        walk_states(wk, lgt, edges, space) for wk, lgt in zip(all_train, logits_all, strict=True)
-    ]
 
-    # -- counts ---------------------------------------------------------------------------
+# -- transition counts ----------------------------------------------------------------------
+
+
+def count_transitions(walks: Walks, bins: Bins, cfg: FitConfig, say: Progress) -> FloatArray:
+    """Weighted counts of the training walks' transitions, shaped (depth + 1, n, n + 2)."""
     say("counting transitions")
+    n = bins.space.n_states
     size = (cfg.depth + 1) * n * (n + 2)
     keys, kw = [], []
-    for wk, st in zip(all_train, states_train, strict=True):
+    for wk, st in zip(walks.all_train, bins.states, strict=True):
         dk, fr, to = transition_keys(wk, st, cfg.depth, n)
         keys.append((dk * n + fr) * (n + 2) + to)
         kw.append(np.full(dk.size, wk.weight))
     counts = np.bincount(np.concatenate(keys), weights=np.concatenate(kw), minlength=size)
-    counts3 = counts.reshape(cfg.depth + 1, n, n + 2)
+    return np.asarray(counts.reshape(cfg.depth + 1, n, n + 2), dtype=np.float64)
 
+
+# -- meta and arrays (the artifact) ---------------------------------------------------------
+
+
+def build_artifact(
+    inp: Inputs,
+    resp: ResponseScorerFit,
+    req: RequestScorerFit,
+    req_edges: FloatArray,
+    bins: Bins,
+    counts: FloatArray,
+    cfg: FitConfig,
+    embeddings: WordVectors | None,
+    info: dict[str, Any] | None,
+) -> Artifact:
+    """The artifact's arrays and metadata (the threshold a placeholder until it is chosen)."""
     created = _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
+    meta: dict[str, Any] = {
+        "created": created,
+        "depth": cfg.depth,
+        "kappa": cfg.kappa,
+        "end_floor": END_FLOOR,
+        "suggested_threshold": 0.5,
+        "state_space": {
+            "n_request_bins": cfg.n_request_bins,
+            "n_risk_bins": bins.n_risk_bins,
+            "n_external_bins": bins.n_ext,
+            "n_phases": N_PHASES,
+        },
+        "resp_bias": float(resp.bias),
+        "req_bias": float(req.bias),
+        "certain_logit": bins.certain_logit,
+        "certain_min_features": bins.certain_min,
+        "resp_char_ngrams": list(cfg.resp_char_ngrams),
+        "resp_decay": cfg.resp_decay,
+        "req_char_ngrams": list(cfg.req_char_ngrams),
+        "harm_rules": cfg.harm_rules,
+        "req_max_chars": cfg.req_max_chars,
+        "req_norm": cfg.req_norm,
+        "req_text": "last_user" if cfg.req_last_user else "all",
+        "scorer": cfg.scorer,
+        "scorers": _scorers_meta(inp, cfg),
+        "info": dict(info or {}),
+    }
+    if inp.use_ext:
+        meta["external"] = cfg.external.to_meta()
+    arrays: dict[str, npt.NDArray[Any]] = {
+        "counts": counts.astype(np.float32),
+        "resp_w": resp.w16,
+        "req_w": req.w16,
+        "edges": bins.edges,
+        "req_edges": req_edges,
+        "ext_edges": np.asarray(cfg.external.edges if inp.use_ext else (), dtype=np.float64),
+    }
+    if embeddings is not None and inp.use_emb:
+        arrays["vocab"] = vocab_array(embeddings.words)
+        if resp.u16 is not None:
+            arrays["resp_u"] = resp.u16
+        if req.u16 is not None:
+            arrays["req_u"] = req.u16
+        meta["embeddings"] = {
+            "name": embeddings.name,
+            "words": len(embeddings.words),
+            "dim": embeddings.dim,
+            "response": resp.u16 is not None,
+            "request": req.u16 is not None,
+        }
+    return Artifact(arrays, meta)
+
+
+def _scorers_meta(inp: Inputs, cfg: FitConfig) -> list[dict[str, Any]]:
     scorers: list[dict[str, Any]] = [
         {
             "name": "lexical",
-            "role": "response" if use_lex else "phase markers only",
+            "role": "response" if inp.use_lex else "phase markers only",
             "features": "crc32-hashed word unigrams+bigrams, l1-normalised counts",
             "buckets": 1 << cfg.resp_buckets_log2,
         },
@@ -1153,102 +1495,75 @@ def fit(
             "buckets": 1 << cfg.req_buckets_log2,
         },
     ]
-    if use_ext:
+    if inp.use_ext:
         scorers.append({"name": "external", "role": "response", **cfg.external.to_meta()})
-    meta: dict[str, Any] = {
-        "created": created,
-        "depth": cfg.depth,
-        "kappa": cfg.kappa,
-        "end_floor": END_FLOOR,
-        "suggested_threshold": 0.5,
-        "state_space": {
-            "n_request_bins": cfg.n_request_bins,
-            "n_risk_bins": n_risk_bins,
-            "n_external_bins": n_ext,
-            "n_phases": N_PHASES,
-        },
-        "resp_bias": float(resp_bias),
-        "req_bias": float(req_bias),
-        "certain_logit": certain_logit,
-        "certain_min_features": certain_min,
-        "resp_char_ngrams": list(cfg.resp_char_ngrams),
-        "resp_decay": cfg.resp_decay,
-        "req_char_ngrams": list(cfg.req_char_ngrams),
-        "harm_rules": cfg.harm_rules,
-        "req_max_chars": cfg.req_max_chars,
-        "req_norm": cfg.req_norm,
-        "req_text": "last_user" if cfg.req_last_user else "all",
-        "scorer": cfg.scorer,
-        "scorers": scorers,
-        "info": dict(info or {}),
-    }
-    if use_ext:
-        meta["external"] = cfg.external.to_meta()
-    arrays: dict[str, npt.NDArray[Any]] = {
-        "counts": counts3.astype(np.float32),
-        "resp_w": resp_w16,
-        "req_w": req_w16,
-        "edges": edges,
-        "req_edges": np.asarray(req_edges, dtype=np.float64),
-        "ext_edges": np.asarray(cfg.external.edges if use_ext else (), dtype=np.float64),
-    }
-    if embeddings is not None and use_emb:
-        arrays["vocab"] = vocab_array(embeddings.words)
-        if resp_u16 is not None:
-            arrays["resp_u"] = resp_u16
-        if req_u16 is not None:
-            arrays["req_u"] = req_u16
-        meta["embeddings"] = {
-            "name": embeddings.name,
-            "words": len(embeddings.words),
-            "dim": embeddings.dim,
-            "response": resp_u16 is not None,
-            "request": req_u16 is not None,
-        }
-    model = RiskModel(arrays, meta)
+    return scorers
 
-    # -- report on held-back data ----------------------------------------------------------
+
+# -- held-back scores, scorer rule s* -------------------------------------------------------
+
+
+def score_held_back(
+    walks: Walks, resp: ResponseScorerFit, cfg: FitConfig, say: Progress
+) -> HeldBack:
+    """The held-back walks (the training ones when nothing is held back) and their scores."""
     say("evaluating on the held-back split")
-    eval_w = held_w if held_w else train_w
-    ev_logits = [walk_logits(wk, resp_w, resp_bias, cfg.resp_decay, resp_u) for wk in eval_w]
-    harm_min = certain_min if cfg.harm_score_min_features else 0
-    pooled = dict(cfg.threshold_pooled)  # kinds held to another kind's budget
+    eval_w = walks.held if walks.held else walks.train
+    return HeldBack(
+        walks=eval_w,
+        logits=[resp.logits(wk) for wk in eval_w],
+        pooled=dict(cfg.threshold_pooled),  # kinds held to another kind's budget
+    )
+
+
+def choose_scorer_rule(inp: Inputs, held: HeldBack, bins: Bins, cfg: FitConfig) -> ScorerRule:
+    """s* at ``harm_score_fpr`` on the held-back benign replies (``threshold_kind`` when set),
+    raised to meet every ``harm_score_budgets`` kind's budget too."""
+    harm_min = bins.certain_min if cfg.harm_score_min_features else 0
     # the scores s* is chosen on: only where it can apply (enough features)
     rule_logits = [
         np.where(wk.n_features() >= harm_min, lgt, -np.inf) if harm_min else lgt
-        for wk, lgt in zip(eval_w, ev_logits, strict=True)
+        for wk, lgt in zip(held.walks, held.logits, strict=True)
     ]
     harm_logit: float | None = None
-    if cfg.harm_score_fpr is not None and use_lex:
+    budgets: dict[str, float] = {}
+    n = 0
+    if cfg.harm_score_fpr is not None and inp.use_lex:
         sel = [
             lgt
-            for wk, lgt in zip(eval_w, rule_logits, strict=True)
+            for wk, lgt in zip(held.walks, rule_logits, strict=True)
             if not wk.harmful and (cfg.threshold_kind is None or wk.kind == cfg.threshold_kind)
         ]
+        n = len(sel)
         harm_logit = choose_harm_score(sel, cfg.harm_score_fpr)
         budgets = {cfg.threshold_kind or "all benign": cfg.harm_score_fpr}
         for kind, share in cfg.harm_score_budgets:
             other = choose_harm_score(
                 [
                     lgt
-                    for wk, lgt in zip(eval_w, rule_logits, strict=True)
-                    if not wk.harmful and pooled.get(wk.kind, wk.kind) == kind
+                    for wk, lgt in zip(held.walks, rule_logits, strict=True)
+                    if not wk.harmful and held.pooled.get(wk.kind, wk.kind) == kind
                 ],
                 share,
             )
             budgets[kind] = share
             if harm_logit is not None and other is not None:
                 harm_logit = max(harm_logit, other)
-        if harm_logit is not None:
-            meta["harm_score_logit"] = harm_logit
-            meta["harm_score_min_features"] = harm_min
-            meta["harm_score_rule"] = {"budgets": budgets, "n": len(sel)}
-            model = RiskModel(arrays, meta)
-    ev_pairs = []
+    return ScorerRule(harm_logit, harm_min, budgets, n, rule_logits)
+
+
+# -- threshold choice -----------------------------------------------------------------------
+
+
+def choose_threshold(held: HeldBack, bins: Bins, art: Artifact, cfg: FitConfig) -> Threshold:
+    """Replay the held-back walks through the fitted model (s* included, as serving runs it)
+    and read the suggested threshold off the benign replies' false-halt budgets."""
+    model = RiskModel(art.arrays, art.meta)
+    pairs = []
     max_risk, pred, yv, kinds = [], [], [], []
-    for wk, lgt in zip(eval_w, ev_logits, strict=True):
-        st = walk_states(wk, lgt, edges, space)
-        ev_pairs.append((wk, st))
+    for wk, lgt in zip(held.walks, held.logits, strict=True):
+        st = walk_states(wk, lgt, bins.edges, bins.space)
+        pairs.append((wk, st))
         r = walk_risks(wk, lgt, st, model)
         # serving halts on the first token (t >= 1) whose risk reaches tau
         max_risk.append(float(r[1:].max()) if r.size > 1 else float(r[0]))
@@ -1257,7 +1572,7 @@ def fit(
         kinds.append(wk.kind)
     mr = np.asarray(max_risk)
     yy = np.asarray(yv)
-    kind_arr = np.asarray([pooled.get(k, k) for k in kinds])
+    kind_arr = np.asarray([held.pooled.get(k, k) for k in kinds])
     benign = mr[yy == 0]
     tau_set = "all benign"
     if cfg.threshold_kind is not None and (kind_arr == cfg.threshold_kind).sum() >= 20:
@@ -1273,9 +1588,88 @@ def fit(
             if bk.size >= 20:
                 tau = max(tau, threshold_at_rate(bk, budget))
     tau = float(min(max(tau, 0.05), 0.99))
-    meta["suggested_threshold"] = tau
-    model = RiskModel(arrays, meta)
-    calib, ece = calibration_table(np.asarray(pred), yy)
+    return Threshold(tau, tau_set, mr, np.asarray(pred), yy, kind_arr, pairs, model.P)
+
+
+# -- report ---------------------------------------------------------------------------------
+
+
+def fit_report(
+    inp: Inputs,
+    walks: Walks,
+    req: RequestScorerFit,
+    bins: Bins,
+    counts3: FloatArray,
+    held: HeldBack,
+    rule: ScorerRule,
+    thr: Threshold,
+    cfg: FitConfig,
+) -> dict[str, Any]:
+    """The fit report: configuration, data counts, sparsity, held-back figures, Markov test."""
+    n = bins.space.n_states
+    markov = markov_order_test(
+        list(zip(walks.all_train, bins.states, strict=True)),
+        thr.pairs,
+        thr.p,
+        cfg.depth,
+        n,
+        cfg.kappa,
+    )
+    trajs, train_t = inp.trajs, inp.train
+    row_tot = counts3.sum(axis=2)
+    return {
+        "config": {
+            "depth": cfg.depth,
+            "bins": bins.n_risk_bins,
+            "request_bins": cfg.n_request_bins,
+            "kappa": cfg.kappa,
+            "augment": cfg.augment,
+            "holdout": cfg.holdout,
+            "seed": cfg.seed,
+            "bin_mode": cfg.bin_mode,
+            "request_bin_mode": cfg.request_bin_mode,
+            "cross_fit": inp.k_folds,
+            "scorer": cfg.scorer,
+            "external": cfg.external.to_meta() if inp.use_ext else None,
+            "threshold_kind": cfg.threshold_kind,
+        },
+        "counts": {
+            "trajectories": len(trajs),
+            "train": len(train_t),
+            "held_back": len(inp.held),
+            "train_harmful": sum(t.harmful for t in train_t),
+            "train_safe": sum(not t.harmful for t in train_t),
+            "censored": sum(t.censored for t in trajs),
+            "with_onset": sum(t.harm_start_char is not None for t in trajs),
+            "by_kind": dict(Counter(t.kind for t in trajs)),
+            "by_source": dict(Counter(t.source for t in trajs)),
+            "augmented_rotations": len(walks.aug),
+            "augmented_orbits": walks.n_orbits,
+            "transitions": float(counts3.sum()),
+            "request_examples": len(req.texts),
+            "external_texts_scored": walks.n_ext_texts,
+        },
+        "sparsity": {
+            "states": n,
+            "rows": int(row_tot.size),
+            "empty_rows": int((row_tot == 0).sum()),
+            "rows_under_kappa": int((row_tot < cfg.kappa).sum()),
+            "nonzero_cells": int((counts3 > 0).sum()),
+            "cells": int(counts3.size),
+        },
+        "held_back": _held_back_report(walks, held, rule, thr),
+        "markov_test": markov,
+        "certain_logit": bins.certain_logit,
+        "harm_score_logit": rule.logit,
+    }
+
+
+def _held_back_report(
+    walks: Walks, held: HeldBack, rule: ScorerRule, thr: Threshold
+) -> dict[str, Any]:
+    mr, yy, kind_arr, tau = thr.max_risk, thr.y, thr.kinds, thr.tau
+    benign = mr[yy == 0]
+    calib, ece = calibration_table(thr.pred, yy)
     recall = float((mr[yy == 1] >= tau).mean()) if (yy == 1).any() else float("nan")
     fpr = float((benign >= tau).mean()) if benign.size else float("nan")
     fpr_by_kind = {
@@ -1283,6 +1677,28 @@ def fit(
         for k in sorted(set(kind_arr.tolist()))
         if k != "harmful"
     }
+    rule_fpr, rule_recall = _rule_alone(held, rule)
+    return {
+        "n": int(yy.size),
+        "harmful": int(yy.sum()),
+        "suggested_threshold": tau,
+        "threshold_set_on": thr.tau_set,
+        "recall_at_threshold": recall,
+        "false_halt_rate_at_threshold": fpr,
+        "false_halt_by_kind": fpr_by_kind,
+        "recall_at_fpr": _recall_at_fpr(mr, yy, kind_arr),
+        "harm_score_logit": rule.logit,
+        "harm_score_false_halt_by_kind": rule_fpr,
+        "harm_score_recall": rule_recall,
+        "ece": ece,
+        "calibration": calib,
+        "on_training_data": not walks.held,
+    }
+
+
+def _recall_at_fpr(
+    mr: FloatArray, yy: FloatArray, kind_arr: npt.NDArray[np.str_]
+) -> dict[str, Any]:
     # validation operating points (same definition as guard eval): recall at a benign kind's FPR
     recall_at_fpr: dict[str, Any] = {}
     for k, target in (("support", 0.01), ("general", 0.01), ("alarming", 0.05)):
@@ -1296,11 +1712,18 @@ def fit(
             "threshold": tk,
             "recall": float((mr[yy == 1] >= tk).mean()),
         }
+    return recall_at_fpr
+
+
+def _rule_alone(held: HeldBack, rule: ScorerRule) -> tuple[dict[str, float], float | None]:
     # the scorer rule alone (s*): share of held-back replies that ever reach it
     rule_fpr: dict[str, float] = {}
     rule_recall: float | None = None
-    if harm_logit is not None:
-        reach = np.asarray([float(x[1:].max()) >= harm_logit for x in rule_logits if x.size > 1])
+    if rule.logit is not None:
+        reach = np.asarray(
+            [float(x[1:].max()) >= rule.logit for x in rule.rule_logits if x.size > 1]
+        )
+        eval_w = held.walks
         ky = np.asarray([wk.kind for wk in eval_w if wk.nw is not None and wk.nw.size > 1])
         hy = np.asarray([wk.harmful for wk in eval_w if wk.nw is not None and wk.nw.size > 1])
         rule_fpr = {
@@ -1309,73 +1732,7 @@ def fit(
             if ((ky == k) & ~hy).any()
         }
         rule_recall = float(reach[hy].mean()) if hy.any() else None
-    markov = markov_order_test(
-        list(zip(all_train, states_train, strict=True)), ev_pairs, model.P, cfg.depth, n, cfg.kappa
-    )
-    row_tot = counts3.sum(axis=2)
-    report: dict[str, Any] = {
-        "config": {
-            "depth": cfg.depth,
-            "bins": n_risk_bins,
-            "request_bins": cfg.n_request_bins,
-            "kappa": cfg.kappa,
-            "augment": cfg.augment,
-            "holdout": cfg.holdout,
-            "seed": cfg.seed,
-            "bin_mode": cfg.bin_mode,
-            "request_bin_mode": cfg.request_bin_mode,
-            "cross_fit": k_folds,
-            "scorer": cfg.scorer,
-            "external": cfg.external.to_meta() if use_ext else None,
-            "threshold_kind": cfg.threshold_kind,
-        },
-        "counts": {
-            "trajectories": len(trajs),
-            "train": len(train_t),
-            "held_back": len(held_t),
-            "train_harmful": sum(t.harmful for t in train_t),
-            "train_safe": sum(not t.harmful for t in train_t),
-            "censored": sum(t.censored for t in trajs),
-            "with_onset": sum(t.harm_start_char is not None for t in trajs),
-            "by_kind": dict(Counter(t.kind for t in trajs)),
-            "by_source": dict(Counter(t.source for t in trajs)),
-            "augmented_rotations": len(aug_w),
-            "augmented_orbits": n_orbits,
-            "transitions": float(counts3.sum()),
-            "request_examples": len(texts),
-            "external_texts_scored": n_ext_texts,
-        },
-        "sparsity": {
-            "states": n,
-            "rows": int(row_tot.size),
-            "empty_rows": int((row_tot == 0).sum()),
-            "rows_under_kappa": int((row_tot < cfg.kappa).sum()),
-            "nonzero_cells": int((counts3 > 0).sum()),
-            "cells": int(counts3.size),
-        },
-        "held_back": {
-            "n": int(yy.size),
-            "harmful": int(yy.sum()),
-            "suggested_threshold": tau,
-            "threshold_set_on": tau_set,
-            "recall_at_threshold": recall,
-            "false_halt_rate_at_threshold": fpr,
-            "false_halt_by_kind": fpr_by_kind,
-            "recall_at_fpr": recall_at_fpr,
-            "harm_score_logit": harm_logit,
-            "harm_score_false_halt_by_kind": rule_fpr,
-            "harm_score_recall": rule_recall,
-            "ece": ece,
-            "calibration": calib,
-            "on_training_data": not held_w,
-        },
-        "markov_test": markov,
-        "certain_logit": certain_logit,
-        "harm_score_logit": harm_logit,
-    }
-    meta["info"] = {**meta["info"], "fit_report": json_safe(_summary(report))}
-    model = RiskModel(arrays, meta)
-    return FitResult(model=model, arrays=arrays, meta=meta, report=report)
+    return rule_fpr, rule_recall
 
 
 def json_safe(x: Any) -> Any:
