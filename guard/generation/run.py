@@ -124,31 +124,10 @@ class GuardedGeneration:
                     with anyio.CancelScope(shield=True):
                         await current.aclose()
                 current = None
-                if relay.status is REROUTE:
-                    current = await self._reroute()
-                    if current is None:
-                        out = relay.halt_now("reroute_failed")
-                        if out:
-                            await write(out)
-                elif relay.status is SEGMENT_END:
-                    current = await self._continue()
-                    if current is None:
-                        await write(relay.end_segment())
+                if relay.status is REROUTE or relay.status is SEGMENT_END:
+                    current = await self._next_attempt(write)
                 elif relay.status is RUNNING or relay.status is UPSTREAM_ERROR:
-                    # The upstream closed without [DONE]: an error event, or cut short.
-                    early = relay.status is RUNNING
-                    m.upstream_errors.labels("early_close" if early else "error_event").inc()
-                    if early:
-                        outcome = "upstream_error"
-                        await write(
-                            self._fail(
-                                "upstream closed the stream before it was complete",
-                                "upstream_error",
-                                "upstream_early_close",
-                                502,
-                            )
-                        )
-                    await write(chunks.DONE)
+                    outcome = await self._ended_without_done(write)
                     completed = True
                     return
             if relay.status is GUARD_ENDED:
@@ -187,6 +166,39 @@ class GuardedGeneration:
                     outcome = "client_disconnect"
                     m.client_disconnects.inc()
             self._report(outcome)
+
+    async def _next_attempt(self, write: Write) -> UpstreamResponse | None:
+        """After a reroute or a banned-token segment: the next upstream response, or None when
+        there is none (the stream ends as the relay says)."""
+        relay = self.relay
+        if relay.status is REROUTE:
+            nxt = await self._reroute()
+            if nxt is None:
+                out = relay.halt_now("reroute_failed")
+                if out:
+                    await write(out)
+            return nxt
+        nxt = await self._continue()
+        if nxt is None:
+            await write(relay.end_segment())
+        return nxt
+
+    async def _ended_without_done(self, write: Write) -> str:
+        """The upstream closed without [DONE]: after an error event, or cut short. The
+        client's stream ends properly all the same; returns the outcome."""
+        early = self.relay.status is RUNNING
+        self.svc.metrics.upstream_errors.labels("early_close" if early else "error_event").inc()
+        if early:
+            await write(
+                self._fail(
+                    "upstream closed the stream before it was complete",
+                    "upstream_error",
+                    "upstream_early_close",
+                    502,
+                )
+            )
+        await write(chunks.DONE)
+        return "upstream_error" if early else "ok"
 
     def _fail(self, message: str, err_type: str, code: str | None, status: int) -> bytes:
         self.failure = {
