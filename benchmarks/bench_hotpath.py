@@ -7,7 +7,7 @@
 Targets, all against one fast vLLM-shaped upstream (``loadtests/fake_vllm.py``, one token per
 chunk), on 127.0.0.1:
   bare      benchmarks/bare_relay.py, uvicorn + Starlette + ONE httpx pool (the reference)
-  before    ``guard serve --mode enforce`` (defaults, hold-back 0) from the ``--baseline`` commit
+  at <sha>  ``guard serve --mode enforce`` (defaults, hold-back 0) from each ``--baseline`` commit
   after     the same from the working tree
 
 Each round runs every target once, in a rotated order (so drift and neighbours' load spread over
@@ -66,7 +66,12 @@ def extract(rev: str, into: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--baseline", default=None, help="git revision to compare with (before)")
+    ap.add_argument(
+        "--baseline",
+        action="append",
+        default=[],
+        help="git revision to compare with (repeatable: each is a target named by its sha)",
+    )
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--streams", type=int, default=64)
     ap.add_argument("--tokens", type=int, default=256)
@@ -90,15 +95,18 @@ def main(argv: list[str] | None = None) -> int:
             up.start()
             port = B.free_port()
             servers["bare"] = B.Server("bare", B.bare_cmd(up.url, port), port, "/health", logdir)
-            if a.baseline:
-                src = logdir / "baseline"
+            baselines = []
+            for rev in a.baseline:
+                src = logdir / f"baseline-{len(baselines)}"
                 src.mkdir()
-                baseline = extract(a.baseline, src)
+                sha = extract(rev, src)
+                baselines.append(sha)
                 port = B.free_port()
-                servers["before"] = B.Server(
-                    "before", B.guard_cmd(up.url, port, "enforce"), port, "/health", logdir,
+                servers[f"at {sha}"] = B.Server(
+                    f"at-{sha}", B.guard_cmd(up.url, port, "enforce"), port, "/health", logdir,
                     cwd=src,
                 )  # fmt: skip
+            baseline = ", ".join(baselines) or None
             port = B.free_port()
             servers["after"] = B.Server(
                 "after", B.guard_cmd(up.url, port, "enforce"), port, "/health", logdir

@@ -3,18 +3,25 @@
 Starlette's ``StreamingResponse`` pulls from an async generator and, when the client disconnects,
 cancels the send loop but leaves the generator suspended at its ``yield``; its ``finally`` (which
 closes the upstream response, the thing that makes vLLM abort the generation) would then only run
-whenever the generator is garbage-collected. Here the body is handed a ``write`` function and runs
-inside the response: a disconnect or the deadline cancels it wherever it waits, and its own
-``finally`` runs at once. Writing (instead of yielding) also lets the body decide *when* to write:
-the guard sends everything already buffered upstream in one write, just before it waits.
+whenever the generator is garbage-collected. Here the body is a coroutine handed a ``write``
+function, running inside the response's task group: a disconnect or the deadline cancels it
+wherever it waits, and its own ``finally`` runs at once.
+
+``write`` only queues the bytes (an ``Outbox``); a writer task sends what queued up. While the
+body runs without waiting (a burst of chunks already buffered upstream, the common case under
+load) the writer cannot run, so the whole burst leaves in one ``send``: one system call for many
+tokens instead of one each. As soon as the body waits for anything, the writer sends: no byte is
+held while the guard waits for the network. A client that reads slower than the upstream writes
+makes ``write`` wait once more than ``max_buffer`` bytes are queued.
 
 The total deadline is one timer per stream (not a cancel scope per read, which is costly on the
-per-token path): when it fires, the body is cancelled, and ``deadline_body`` (an SSE error event
-and ``[DONE]``) ends the response cleanly.
+per-token path): when it fires, the body is cancelled, and what was queued plus ``deadline_body``
+(an SSE error event and ``[DONE]``) end the response cleanly.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Mapping
 
@@ -36,6 +43,7 @@ class GuardedStreamResponse(Response):
         deadline_s: float | None = None,
         on_deadline: Callable[[], None] | None = None,
         deadline_body: bytes = b"",
+        max_buffer: int = 1 << 18,
     ) -> None:
         self.write_body = body
         self.status_code = status_code
@@ -46,9 +54,11 @@ class GuardedStreamResponse(Response):
         self.deadline_s = deadline_s
         self.on_deadline = on_deadline
         self.deadline_body = deadline_body
+        self.max_buffer = max_buffer  # bytes queued for a slow client before the body waits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         state = {"finished": False, "timed_out": False}
+        box = Outbox(self.max_buffer)
         async with anyio.create_task_group() as tg:
 
             async def watch_disconnect() -> None:
@@ -66,6 +76,16 @@ class GuardedStreamResponse(Response):
                         self.on_deadline()
                     tg.cancel_scope.cancel()
 
+            async def writer() -> None:
+                try:
+                    while await box.ready():
+                        body = box.take()
+                        await send({"type": "http.response.body", "body": body, "more_body": True})
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+                except OSError:
+                    pass  # the client went away mid-send: as good as a disconnect
+                tg.cancel_scope.cancel()  # the response is over (the body too, if it was not)
+
             tg.start_soon(watch_disconnect)
             if self.deadline_s is not None:
                 tg.start_soon(deadline, self.deadline_s)
@@ -77,18 +97,65 @@ class GuardedStreamResponse(Response):
                         "headers": self.raw_headers,
                     }
                 )
-
-                async def write(chunk: bytes) -> None:
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-
-                await self.write_body(write)
-                state["finished"] = True
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
             except OSError:
-                pass  # the client went away mid-send (the body closed its upstream already)
-            tg.cancel_scope.cancel()
+                tg.cancel_scope.cancel()
+                return
+            tg.start_soon(writer)
+            await self.write_body(box.write)
+            state["finished"] = True
+            box.close()  # the writer sends what is left, ends the body, and ends the group
         if state["timed_out"]:
             with contextlib.suppress(OSError):
                 await send(
-                    {"type": "http.response.body", "body": self.deadline_body, "more_body": False}
+                    {
+                        "type": "http.response.body",
+                        "body": box.take() + self.deadline_body,
+                        "more_body": False,
+                    }
                 )
+
+
+class Outbox:
+    """Bytes written by the body and not sent yet (one producer, one consumer, same loop)."""
+
+    __slots__ = ("_closed", "_drained", "_parts", "_ready", "_size", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._closed = False
+        self._ready = asyncio.Event()  # something to send, or closed
+        self._drained = asyncio.Event()  # the queue was taken (a waiting writer may go on)
+
+    async def write(self, chunk: bytes) -> None:
+        """Queue ``chunk``; wait only when more than ``limit`` bytes are queued."""
+        self._parts.append(chunk)
+        self._size += len(chunk)
+        self._ready.set()
+        if self._size > self.limit:
+            self._drained.clear()
+            await self._drained.wait()
+
+    def close(self) -> None:
+        """No more writes: the consumer sends what is left, then stops."""
+        self._closed = True
+        self._ready.set()
+
+    async def ready(self) -> bool:
+        """Wait until there is something to send (True) or the outbox is closed and empty."""
+        while not self._parts:
+            if self._closed:
+                return False
+            self._ready.clear()
+            await self._ready.wait()
+        return True
+
+    def take(self) -> bytes:
+        """Everything queued, as one piece."""
+        parts = self._parts
+        body = parts[0] if len(parts) == 1 else b"".join(parts)
+        self._parts = []
+        self._size = 0
+        self._drained.set()
+        return body

@@ -39,7 +39,6 @@ from guard.relay.reroute import continuation_body
 from guard.request.parse import GenerationRequest
 from guard.services import Services
 from guard.upstream.client import UpstreamResponse
-from guard.upstream.ready import Pending, step_now
 from guard.upstream.sse import SSEDecoder
 
 log = logging.getLogger("guard")
@@ -213,55 +212,31 @@ class GuardedGeneration:
     async def _attempt(self, resp: UpstreamResponse, deadline: float, write: Write) -> None:
         """Relay one upstream response until it ends or the relay says stop.
 
-        Hot loop. What is already buffered upstream is read without waiting (``step_now``) and
-        its output collected; everything collected leaves in one write just before the loop
-        would wait for the network (and at least every 16 reads), so a busy proxy makes one
-        system call for many tokens and an idle one still forwards each token at once. Stalls
-        are bounded by the idle read timeout and the total deadline by a check per read (a
-        cancel scope per read costs ~40% of the per-token CPU; a per-stream timer in
-        GuardedStreamResponse covers a stall that outlives the deadline).
+        Hot loop. ``write`` only queues: the streaming response's writer task sends whatever
+        queued up while this loop ran in one write, when the loop next waits (for the network,
+        or every 16 reads). Stalls are bounded by the idle read timeout and the total deadline by
+        a check per read (a cancel scope per read costs ~40% of the per-token CPU; a per-stream
+        timer in GuardedStreamResponse covers a stall that outlives the deadline).
         """
         relay = self.relay
         decoder = SSEDecoder()
         feed = decoder.feed
         on_event = relay.on_event
         reads = resp.aiter_raw().__aiter__()
-        anext_ = reads.__anext__
-        parts: list[bytes] = []
         stopped = False
         n_reads = 0
-        while True:
-            try:
-                got = step_now(anext_())
-                if isinstance(got, Pending):
-                    if parts:
-                        # About to wait: send what is collected first. The read is suspended
-                        # inside httpx meanwhile; if the write fails, unwind the read first.
-                        try:
-                            await write(parts[0] if len(parts) == 1 else b"".join(parts))
-                        except BaseException as exc:
-                            got.cancel(exc)
-                            raise
-                        parts = []
-                    raw: bytes = await got
-                else:
-                    raw = got
-            except StopAsyncIteration:
-                break
+        async for raw in reads:
             n_reads += 1
             if not n_reads & 15:
-                # A run of buffered reads does not suspend: flush, and let other streams (and
-                # the guard-model batcher) run now and then.
-                if parts:
-                    await write(parts[0] if len(parts) == 1 else b"".join(parts))
-                    parts = []
+                # A read from a full socket buffer does not suspend: let other streams, the
+                # writer and the guard-model batcher run now and then.
                 await asyncio.sleep(0)
             if time.monotonic() > deadline:
                 raise UpstreamTimeout("upstream stream exceeded the total timeout")
             for ev in feed(raw):
                 out = on_event(ev)
                 if out:
-                    parts.append(out)
+                    await write(out)
                 st = relay.status
                 if st is not RUNNING and st is not UPSTREAM_ERROR:
                     stopped = True
@@ -271,8 +246,6 @@ class GuardedGeneration:
                 await asyncio.sleep(0)  # let the batcher take the asks
             if stopped:
                 break
-        if parts:
-            await write(parts[0] if len(parts) == 1 else b"".join(parts))
         if stopped:
             if relay.status is DONE:
                 # Read the (already sent) end of the response so the connection goes back to the

@@ -1,6 +1,7 @@
-"""When the guard writes to the client: everything already buffered upstream in one write, and
-every byte written before the guard waits for the network. Driven through raw ASGI, so each
-``http.response.body`` message (one socket write under uvicorn) can be counted."""
+"""When the guard writes to the client: everything already buffered upstream in one write, every
+byte written before the guard waits for the network, and a failed write ends the stream as a
+disconnect. Driven through raw ASGI, so each ``http.response.body`` message (one socket write
+under uvicorn) can be counted."""
 
 from __future__ import annotations
 
@@ -83,3 +84,32 @@ async def test_every_event_is_written_before_the_guard_waits_for_the_next(harnes
     bodies = await call(h.app, on_body)
     assert b"".join(bodies) == b"".join(EVENTS)
     assert len(bodies) == len(EVENTS)  # paced upstream: one write per event, none held
+
+
+async def test_a_client_gone_mid_write_is_a_disconnect_not_an_error(harness, caplog) -> None:
+    h = harness(lambda path, req: Script(b"", events=EVENTS, delay=0.001))
+    raw = json.dumps(CHAT).encode()
+    writes = {"n": 0}
+    asked = {"n": 0}
+
+    async def receive() -> dict[str, Any]:
+        asked["n"] += 1
+        if asked["n"] == 1:
+            return {"type": "http.request", "body": raw, "more_body": False}
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            writes["n"] += 1
+            if writes["n"] >= 3:
+                raise OSError("connection reset by peer")
+        await anyio.lowlevel.checkpoint()
+
+    with anyio.fail_after(10):
+        await h.app(dict(SCOPE), receive, send)
+    assert writes["n"] == 3  # nothing written after the failed write
+    assert h.upstream.closed_early == 1 and h.upstream.open_streams == 0  # vLLM aborts
+    assert h.metric("guard_active_streams") == 0
+    assert h.metric("guard_client_disconnects_total") == 1
+    assert "internal error" not in caplog.text
