@@ -118,6 +118,10 @@ def main(argv: list[str] | None = None) -> int:
         help="do not fit: apply --threshold-from to the existing --out artifact and re-save it",
     )
     args = ap.parse_args(argv)
+    if args.recipe == recipes.SHIPPED and args.threshold_from is None and args.threshold is None:
+        # the shipped model, rebuilt by this one command: its default τ comes with the recipe
+        args.threshold_from = ROOT / recipes.SHIPPED_LOFO
+        args.threshold = recipes.SHIPPED_THRESHOLD
     if args.threshold_only:
         return _threshold_only(args)
     try:
