@@ -102,6 +102,9 @@ class FitConfig:
     request_bin_mode: str = "probability"
     #: K-fold cross-fitting: bins, counts and HARM-like limit use out-of-fold scores (0/1: off)
     cross_fit: int = 0
+    #: what a fold is: "text" (hashed request text / trajectory) or "source" (whole sources per
+    #: fold, balanced by size: out-of-fold scores then behave like scores on an unseen source)
+    cross_fit_by: str = "text"
     #: benign kind whose held-back false-halt rate sets the suggested threshold (None: all benign)
     threshold_kind: str | None = None
     #: scorer mode: "lexical" (response scorer bins), "external" (external bins only), "combined"
@@ -663,6 +666,18 @@ def _fold(key: str, k: int) -> int:
     return zlib.crc32(f"fold:{key.split('#rot')[0]}".encode()) % k
 
 
+def source_folds(sources: Sequence[str], k: int) -> dict[str, int]:
+    """Whole sources to ``k`` folds of about equal size (largest first, to the lightest fold)."""
+    sizes = Counter(sources)
+    load = [0] * k
+    out: dict[str, int] = {}
+    for name, n in sorted(sizes.items(), key=lambda kv: (-kv[1], kv[0])):
+        f = min(range(k), key=load.__getitem__)
+        out[name] = f
+        load[f] += n
+    return out
+
+
 def _response_docs(
     walks: Sequence[Walk], cfg: FitConfig, vectors: FloatArray | None = None
 ) -> tuple[
@@ -946,6 +961,13 @@ class ResponseScorerFit:
     oof: dict[int, tuple[FloatArray, float, FloatArray | None]]
     k_folds: int
     decay: float
+    #: fold of every source, when folds are whole sources (``cross_fit_by="source"``)
+    source_fold: dict[str, int] | None = None
+
+    def fold(self, wk: Walk) -> int:
+        if self.source_fold is not None:
+            return self.source_fold.get(wk.source, 0)
+        return _fold(wk.tid, self.k_folds)
 
     def logits(self, wk: Walk) -> FloatArray:
         """The shipped scorer's score after t tokens (held-back walks)."""
@@ -954,7 +976,7 @@ class ResponseScorerFit:
     def train_logits(self, wk: Walk) -> FloatArray:
         """A training walk's scores: out-of-fold when cross-fitting (honest bins and counts)."""
         if self.oof:
-            wf, bf, uf = self.oof[_fold(wk.tid, self.k_folds)]
+            wf, bf, uf = self.oof[self.fold(wk)]
             return walk_logits(wk, wf, bf, self.decay, uf)
         return self.logits(wk)
 
@@ -1106,6 +1128,8 @@ def check_inputs(
         raise DataError(f"unknown scorer {cfg.scorer!r} (expected one of {SCORER_MODES})")
     if cfg.bin_mode not in ("quantile", "benign-tail", "top"):
         raise DataError(f"unknown bin mode {cfg.bin_mode!r}")
+    if cfg.cross_fit_by not in ("text", "source"):
+        raise DataError(f"unknown cross_fit_by {cfg.cross_fit_by!r} (expected text or source)")
     use_ext = cfg.scorer != "lexical"
     if use_ext:
         cfg.external.validate()
@@ -1233,16 +1257,22 @@ def fit_response_scorer(
     # out-of-fold scorer weights for the training walks (honest bins and counts)
     oof_resp: dict[int, tuple[FloatArray, float, FloatArray | None]] = {}
     k_folds = inp.k_folds
+    by_source = (
+        source_folds([wk.source for wk in walks.train], k_folds)
+        if k_folds and cfg.cross_fit_by == "source"
+        else None
+    )
+    fit = ResponseScorerFit(
+        resp_w16, resp_w, resp_bias, resp_u16, resp_u, oof_resp, k_folds, cfg.resp_decay, by_source
+    )
     if inp.use_lex and k_folds:
         for f in range(k_folds):
             say(f"  cross-fit response scorer, fold {f + 1}/{k_folds}")
             wf, bf, wef = _train_response(
-                [wk for wk in walks.train if _fold(wk.tid, k_folds) != f], cfg, resp_vec
+                [wk for wk in walks.train if fit.fold(wk) != f], cfg, resp_vec
             )
             oof_resp[f] = (_quantise(wf)[1], bf, _word_weights(inp.vec, wef)[1])
-    return ResponseScorerFit(
-        resp_w16, resp_w, resp_bias, resp_u16, resp_u, oof_resp, k_folds, cfg.resp_decay
-    )
+    return fit
 
 
 # -- request scorer -------------------------------------------------------------------------
@@ -1276,7 +1306,11 @@ def fit_request_scorer(
     text_fold: dict[str, int] = {}
     oof_req: dict[int, LexicalScorer] = {}
     if inp.k_folds:
-        text_fold = {s: _fold(s, inp.k_folds) for s in texts}
+        if cfg.cross_fit_by == "source":
+            by_source = source_folds(rsrc, inp.k_folds)
+            text_fold = {s: by_source[src] for s, src in zip(texts, rsrc, strict=True)}
+        else:
+            text_fold = {s: _fold(s, inp.k_folds) for s in texts}
         for f in range(inp.k_folds):
             keep = [i for i, s in enumerate(texts) if text_fold[s] != f]
             wf, bf, wef = _train_request(

@@ -126,6 +126,13 @@ RECIPES: dict[str, Recipe] = {
             description="as glove-request, plus the scorer rule s* (lost: see docs/evaluation.md)",
         ),
         Recipe(
+            "glove-request-xfit-source",
+            replace(_NEW, req_embed=True, cross_fit=5, cross_fit_by="source"),
+            embeddings=True,
+            description="as glove-request, bins and counts from scores cross-fitted by whole "
+            "sources (5 folds; lost: see docs/evaluation.md)",
+        ),
+        Recipe(
             "glove-request",
             replace(_NEW, req_embed=True),
             embeddings=True,

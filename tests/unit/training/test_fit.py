@@ -10,6 +10,7 @@ from guard.training.fit import (
     _Recorder,
     cyclic_rotations,
     fit,
+    source_folds,
     split_phrases,
     walk_logits,
     walk_risks,
@@ -149,3 +150,27 @@ def test_top_bin_levels_are_fine_at_the_top() -> None:
     lv = _top_levels(11)
     assert lv.size == 11 and np.all(np.diff(lv) > 0) and lv[-1] < 1.0
     assert lv[-1] > 0.99  # the top bin is the top ~0.3 % of training prefixes
+
+
+def test_source_folds_keep_sources_whole_and_balance_sizes() -> None:
+    sources = ["a"] * 50 + ["b"] * 30 + ["c"] * 30 + ["d"] * 10 + ["e"] * 10
+    folds = source_folds(sources, 2)
+    assert set(folds) == {"a", "b", "c", "d", "e"} and set(folds.values()) == {0, 1}
+    sizes = [
+        sum(n for s, n in zip("abcde", (50, 30, 30, 10, 10), strict=True) if folds[s] == f)
+        for f in (0, 1)
+    ]
+    assert sizes == [60, 70] or sizes == [70, 60]  # greedy, largest first: never 100 vs 30
+    assert source_folds(list(reversed(sources)), 2) == folds  # by size, not by order
+
+
+def test_cross_fit_by_source_changes_the_counts_and_is_checked() -> None:
+    rows = make_rows(160)
+    trajs = [parse_trajectory(r, f"src{i % 4}", i) for i, r in enumerate(rows)]
+    base = {f: getattr(SMALL, f) for f in SMALL.__slots__}
+    by_text = fit(trajs, FitConfig(**{**base, "cross_fit": 2}))
+    by_source = fit(trajs, FitConfig(**{**base, "cross_fit": 2, "cross_fit_by": "source"}))
+    # out-of-fold scores differ when a fold is two whole sources instead of hashed texts
+    assert not np.array_equal(by_text.arrays["counts"], by_source.arrays["counts"])
+    with pytest.raises(DataError, match="cross_fit_by"):
+        fit(trajs, FitConfig(**{**base, "cross_fit": 2, "cross_fit_by": "family"}))
