@@ -8,15 +8,18 @@ function, running inside the response's task group: a disconnect or the deadline
 wherever it waits, and its own ``finally`` runs at once.
 
 ``write`` only queues the bytes (an ``Outbox``); a writer task sends what queued up. While the
-body runs without waiting (a burst of chunks already buffered upstream, the common case under
-load) the writer cannot run, so the whole burst leaves in one ``send``: one system call for many
-tokens instead of one each. As soon as the body waits for anything, the writer sends: no byte is
-held while the guard waits for the network. A client that reads slower than the upstream writes
-makes ``write`` wait once more than ``max_buffer`` bytes are queued.
+body runs without waiting (a burst of chunks httpx has already received from one socket read, the
+common case under load) the writer cannot run, so the whole burst leaves in one ``send``: one
+system call for many tokens instead of one each. As soon as the body waits for anything, the
+writer sends: no byte is held while the guard waits for the network. A client that reads slower
+than the upstream writes makes ``write`` wait once more than ``max_buffer`` bytes are queued (up
+to about twice that is in memory: the queue plus the piece being sent).
 
 The total deadline is one timer per stream (not a cancel scope per read, which is costly on the
-per-token path): when it fires, the body is cancelled, and what was queued plus ``deadline_body``
-(an SSE error event and ``[DONE]``) end the response cleanly.
+per-token path): when it fires, the body is cancelled, and what was queued (a piece a slow client
+had not taken yet included) plus ``deadline_body`` (an SSE error event and ``[DONE]``) end the
+response cleanly. ``on_deadline`` may decline (the body has all it needs, e.g. the upstream said
+``[DONE]``); once the body has returned, the deadline no longer applies to sending the rest.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ class GuardedStreamResponse(Response):
         media_type: str,
         status_code: int = 200,
         deadline_s: float | None = None,
-        on_deadline: Callable[[], None] | None = None,
+        on_deadline: Callable[[], bool] | None = None,
         deadline_body: bytes = b"",
         max_buffer: int = 1 << 18,
     ) -> None:
@@ -57,7 +60,7 @@ class GuardedStreamResponse(Response):
         self.max_buffer = max_buffer  # bytes queued for a slow client before the body waits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        state = {"finished": False, "timed_out": False}
+        state = {"started": False, "finished": False, "timed_out": False}
         box = Outbox(self.max_buffer)
         async with anyio.create_task_group() as tg:
 
@@ -70,17 +73,36 @@ class GuardedStreamResponse(Response):
 
             async def deadline(seconds: float) -> None:
                 await anyio.sleep(seconds)
-                if not state["finished"]:
-                    state["timed_out"] = True
-                    if self.on_deadline is not None:
-                        self.on_deadline()
-                    tg.cancel_scope.cancel()
+                if state["finished"]:
+                    return
+                if self.on_deadline is not None and not self.on_deadline():
+                    return  # the body says it is as good as done (e.g. the upstream said [DONE])
+                state["timed_out"] = True
+                tg.cancel_scope.cancel()
 
             async def writer() -> None:
+                # The writer sends the response start too, so the body always runs (and its
+                # ``finally`` closes the upstream) even when the client is gone at once.
                 try:
+                    await send(
+                        {
+                            "type": "http.response.start",
+                            "status": self.status_code,
+                            "headers": self.raw_headers,
+                        }
+                    )
+                    state["started"] = True
                     while await box.ready():
                         body = box.take()
-                        await send({"type": "http.response.body", "body": body, "more_body": True})
+                        try:
+                            await send(
+                                {"type": "http.response.body", "body": body, "more_body": True}
+                            )
+                        except BaseException:
+                            # Not sent (servers wait for a slow client before they write): it
+                            # goes out with the deadline's end, if that is what stopped us.
+                            box.put_back(body)
+                            raise
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
                 except OSError:
                     pass  # the client went away mid-send: as good as a disconnect
@@ -89,22 +111,11 @@ class GuardedStreamResponse(Response):
             tg.start_soon(watch_disconnect)
             if self.deadline_s is not None:
                 tg.start_soon(deadline, self.deadline_s)
-            try:
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": self.status_code,
-                        "headers": self.raw_headers,
-                    }
-                )
-            except OSError:
-                tg.cancel_scope.cancel()
-                return
             tg.start_soon(writer)
             await self.write_body(box.write)
             state["finished"] = True
             box.close()  # the writer sends what is left, ends the body, and ends the group
-        if state["timed_out"]:
+        if state["timed_out"] and state["started"]:
             with contextlib.suppress(OSError):
                 await send(
                     {
@@ -126,7 +137,7 @@ class Outbox:
         self._size = 0
         self._closed = False
         self._ready = asyncio.Event()  # something to send, or closed
-        self._drained = asyncio.Event()  # the queue was taken (a waiting writer may go on)
+        self._drained = asyncio.Event()  # the queue was taken (a producer over the limit goes on)
 
     async def write(self, chunk: bytes) -> None:
         """Queue ``chunk``; wait only when more than ``limit`` bytes are queued."""
@@ -150,6 +161,11 @@ class Outbox:
             self._ready.clear()
             await self._ready.wait()
         return True
+
+    def put_back(self, body: bytes) -> None:
+        """``body`` (taken, then not sent) goes back to the front of the queue."""
+        self._parts.insert(0, body)
+        self._size += len(body)
 
     def take(self) -> bytes:
         """Everything queued, as one piece."""

@@ -96,9 +96,13 @@ class GuardedGeneration:
         self.failure: dict[str, Any] | None = None
         self._verdicts: list[asyncio.Future[float | None]] = []
 
-    def on_deadline(self) -> None:
-        """The per-stream deadline timer fired (the stream is being cancelled)."""
+    def on_deadline(self) -> bool:
+        """The per-stream deadline timer fired: True, the stream is to be cancelled now; False
+        when the upstream already said [DONE] (the rest is a brief read-out, then the end)."""
+        if self.relay.status is DONE:
+            return False
         self.deadline_hit = True
+        return True
 
     # ------------------------------------------------------------------ the stream
 
@@ -228,8 +232,9 @@ class GuardedGeneration:
         async for raw in reads:
             n_reads += 1
             if not n_reads & 15:
-                # A read from a full socket buffer does not suspend: let other streams, the
-                # writer and the guard-model batcher run now and then.
+                # Chunks httpx already received (one socket read can hold many) come back
+                # without suspending: let other streams, the writer and the guard-model batcher
+                # run now and then.
                 await asyncio.sleep(0)
             if time.monotonic() > deadline:
                 raise UpstreamTimeout("upstream stream exceeded the total timeout")

@@ -59,8 +59,10 @@ async def test_buffered_events_leave_in_few_writes_byte_identical(harness) -> No
     h = harness(lambda path, req: Script(b"", events=EVENTS, burst=True))
     bodies = await call(h.app)
     assert b"".join(bodies) == b"".join(EVENTS)  # nothing changed, nothing lost
-    # one write per run of buffered reads, at least every 16 reads: not one per event
+    # one write per run of buffered reads: not one per event; and a long burst lets the writer
+    # run every 16 reads (32 events at most per write: 16 more can queue while a send waits)
     assert len(bodies) <= len(EVENTS) // 16 + 2 < len(EVENTS)
+    assert max(b.count(b"\n\n") for b in bodies) <= 32
 
 
 async def test_every_event_is_written_before_the_guard_waits_for_the_next(harness) -> None:
@@ -113,3 +115,63 @@ async def test_a_client_gone_mid_write_is_a_disconnect_not_an_error(harness, cap
     assert h.metric("guard_active_streams") == 0
     assert h.metric("guard_client_disconnects_total") == 1
     assert "internal error" not in caplog.text
+
+
+async def test_the_deadline_ends_a_slow_client_stream_without_a_hole(harness) -> None:
+    """The client does not read (the server waits to write, as uvicorn does for a slow client)
+    while the upstream stalls; at the deadline the client gets every event it was owed, then
+    the timeout error and [DONE]: nothing from the middle is lost."""
+    h = harness(
+        lambda path, req: Script(b"", events=EVENTS, stall_after=4),
+        env={"GUARD_TOTAL_TIMEOUT": "0.5"},
+    )
+    raw = json.dumps(CHAT).encode()
+    got: list[bytes] = []
+    asked = {"n": 0}
+
+    async def receive() -> dict[str, Any]:
+        asked["n"] += 1
+        if asked["n"] == 1:
+            return {"type": "http.request", "body": raw, "more_body": False}
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] != "http.response.body":
+            return
+        if message.get("more_body"):
+            await anyio.sleep_forever()  # never drained: cancelled by the deadline, not written
+        got.append(message["body"])
+
+    with anyio.fail_after(10):
+        await h.app(dict(SCOPE), receive, send)
+    body = b"".join(got)
+    assert body.startswith(b"".join(EVENTS[:4]))  # the 4 events sent before the stall, whole
+    rest = body[len(b"".join(EVENTS[:4])) :]
+    assert b"upstream_timeout" in rest and rest.endswith(DONE) and rest.count(b"\n\n") == 2
+    assert h.upstream.open_streams == 0
+    assert (
+        h.metric("guard_requests_total", {"endpoint": "chat", "outcome": "upstream_timeout"}) == 1
+    )
+
+
+async def test_a_client_gone_before_the_headers_still_closes_the_upstream(harness) -> None:
+    h = harness(lambda path, req: Script(b"", events=EVENTS, delay=0.001))
+    raw = json.dumps(CHAT).encode()
+    asked = {"n": 0}
+
+    async def receive() -> dict[str, Any]:
+        asked["n"] += 1
+        if asked["n"] == 1:
+            return {"type": "http.request", "body": raw, "more_body": False}
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    async def send(message: dict[str, Any]) -> None:
+        raise OSError("connection reset by peer")
+
+    with anyio.fail_after(10):
+        await h.app(dict(SCOPE), receive, send)
+    assert h.upstream.closed_early == 1 and h.upstream.open_streams == 0  # vLLM aborts
+    assert h.metric("guard_client_disconnects_total") == 1
+    assert h.metric("guard_active_streams") == 0
