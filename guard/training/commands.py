@@ -172,6 +172,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         bin_mode=args.bin_mode,
         request_bin_mode=args.request_bin_mode,
         cross_fit=args.cross_fit,
+        cross_fit_by=args.cross_fit_by,
         threshold_kind=args.threshold_kind or None,
         threshold_budgets=_budgets(args.threshold_budget),
         threshold_pooled=(("coding", "general"), ("roleplay", "general")),
@@ -446,6 +447,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument(
         "--cross-fit", type=int, default=0, help="K-fold out-of-fold scores for bins/counts (0 off)"
+    )
+    p.add_argument(
+        "--cross-fit-by",
+        choices=("text", "source"),
+        default="text",
+        help="what a cross-fit fold is: hashed texts, or whole sources (scores as on unseen ones)",
     )
     p.add_argument(
         "--threshold-kind",

@@ -1663,6 +1663,7 @@ def fit_report(
             "bin_mode": cfg.bin_mode,
             "request_bin_mode": cfg.request_bin_mode,
             "cross_fit": inp.k_folds,
+            "cross_fit_by": cfg.cross_fit_by,
             "scorer": cfg.scorer,
             "external": cfg.external.to_meta() if inp.use_ext else None,
             "threshold_kind": cfg.threshold_kind,

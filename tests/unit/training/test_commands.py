@@ -180,3 +180,16 @@ def test_fit_rejects_malformed_options(
     assert rc == 2
     assert flag in capsys.readouterr().err
     assert not (tmp_path / "m.npz").exists()
+
+
+def test_fit_cross_fit_by_source_reaches_the_fit(tmp_path: Path) -> None:
+    logs = write_rows(tmp_path / "t.jsonl", make_rows(200, seed=6))
+    out = tmp_path / "m.npz"
+    rc = _run(["fit", str(logs), "-o", str(out), "--depth", "4", "--bins", "3", "--kappa", "5",
+               "--cross-fit", "2", "--cross-fit-by", "source"])  # fmt: skip
+    assert rc == 0
+    from guard.risk import load_risk_model
+
+    report = load_risk_model(out).raw_meta["info"]["fit_report"]
+    assert report["config"]["cross_fit"] == 2
+    assert report["config"]["cross_fit_by"] == "source"
