@@ -11,6 +11,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 
+from guard.generation.run import YIELD_EVERY_READS
 from tests.support.scripted import DONE, Script, chat_events
 from tests.support.sse import BENIGN, CHAT
 
@@ -56,13 +57,15 @@ async def call(app: Any, on_body: Any = None) -> list[bytes]:
 
 
 async def test_buffered_events_leave_in_few_writes_byte_identical(harness) -> None:
-    h = harness(lambda path, req: Script(b"", events=EVENTS, burst=True))
+    events = [*chat_events(BENIGN * 40), DONE]  # several times YIELD_EVERY_READS
+    h = harness(lambda path, req: Script(b"", events=events, burst=True))
     bodies = await call(h.app)
-    assert b"".join(bodies) == b"".join(EVENTS)  # nothing changed, nothing lost
+    assert b"".join(bodies) == b"".join(events)  # nothing changed, nothing lost
     # one write per run of buffered reads: not one per event; and a long burst lets the writer
-    # run every 16 reads (32 events at most per write: 16 more can queue while a send waits)
-    assert len(bodies) <= len(EVENTS) // 16 + 2 < len(EVENTS)
-    assert max(b.count(b"\n\n") for b in bodies) <= 32
+    # run every YIELD_EVERY_READS reads (twice that at most per write: as many more can queue
+    # while a send waits)
+    assert len(bodies) <= len(events) // YIELD_EVERY_READS + 2 < len(events)
+    assert max(b.count(b"\n\n") for b in bodies) <= 2 * YIELD_EVERY_READS < len(events)
 
 
 async def test_every_event_is_written_before_the_guard_waits_for_the_next(harness) -> None:
