@@ -14,6 +14,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 
+from tests.support.asgi import chat_scope, request_receiver
 from tests.support.scripted import DONE, Script, chat_events
 from tests.support.sse import BENIGN, CHAT
 
@@ -23,14 +24,7 @@ async def call_and_leave(app: Any, body: dict[str, Any], leave_after: int) -> in
     raw = json.dumps(body).encode()
     sent = {"n": 0}
     gone = anyio.Event()
-    request_sent = {"done": False}
-
-    async def receive() -> dict[str, Any]:
-        if not request_sent["done"]:
-            request_sent["done"] = True
-            return {"type": "http.request", "body": raw, "more_body": False}
-        await gone.wait()
-        return {"type": "http.disconnect"}
+    receive = request_receiver(raw, gone)
 
     async def send(message: dict[str, Any]) -> None:
         if message["type"] == "http.response.body":
@@ -39,19 +33,7 @@ async def call_and_leave(app: Any, body: dict[str, Any], leave_after: int) -> in
                 gone.set()
         await anyio.lowlevel.checkpoint()
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/v1/chat/completions",
-        "raw_path": b"/v1/chat/completions",
-        "query_string": b"",
-        "headers": [(b"content-type", b"application/json"), (b"host", b"guard")],
-        "client": ("127.0.0.1", 5555),
-        "server": ("127.0.0.1", 8080),
-    }
+    scope = chat_scope()
     with anyio.fail_after(10):  # never a hang
         await app(scope, receive, send)
     return sent["n"]
@@ -109,19 +91,7 @@ async def test_non_streaming_request_cancelled_mid_generation_closes_upstream(ha
     async def send(message: dict[str, Any]) -> None:
         raise AssertionError(f"nothing may be sent: {message['type']}")
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/v1/chat/completions",
-        "raw_path": b"/v1/chat/completions",
-        "query_string": b"",
-        "headers": [(b"content-type", b"application/json"), (b"host", b"guard")],
-        "client": ("127.0.0.1", 5555),
-        "server": ("127.0.0.1", 8080),
-    }
+    scope = chat_scope()
     with anyio.fail_after(10):
         async with anyio.create_task_group() as tg:
             tg.start_soon(h.app, scope, receive, send)

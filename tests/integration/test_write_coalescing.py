@@ -12,22 +12,10 @@ import anyio
 import anyio.lowlevel
 
 from guard.generation.run import YIELD_EVERY_READS
+from tests.support.asgi import chat_scope, request_receiver
 from tests.support.scripted import DONE, Script, chat_events
 from tests.support.sse import BENIGN, CHAT
 
-SCOPE: dict[str, Any] = {
-    "type": "http",
-    "asgi": {"version": "3.0"},
-    "http_version": "1.1",
-    "method": "POST",
-    "scheme": "http",
-    "path": "/v1/chat/completions",
-    "raw_path": b"/v1/chat/completions",
-    "query_string": b"",
-    "headers": [(b"content-type", b"application/json"), (b"host", b"guard")],
-    "client": ("127.0.0.1", 5555),
-    "server": ("127.0.0.1", 8080),
-}
 EVENTS = [*chat_events(BENIGN * 10), DONE]
 
 
@@ -35,14 +23,7 @@ async def call(app: Any, on_body: Any = None) -> list[bytes]:
     """One streaming request; the body messages the client got, in order."""
     raw = json.dumps(CHAT).encode()
     bodies: list[bytes] = []
-    asked = {"n": 0}
-
-    async def receive() -> dict[str, Any]:
-        asked["n"] += 1
-        if asked["n"] == 1:
-            return {"type": "http.request", "body": raw, "more_body": False}
-        await anyio.sleep_forever()
-        raise AssertionError("unreachable")
+    receive = request_receiver(raw)
 
     async def send(message: dict[str, Any]) -> None:
         if message["type"] == "http.response.body" and message.get("body"):
@@ -52,7 +33,7 @@ async def call(app: Any, on_body: Any = None) -> list[bytes]:
         await anyio.lowlevel.checkpoint()
 
     with anyio.fail_after(10):  # never a hang
-        await app(dict(SCOPE), receive, send)
+        await app(chat_scope(), receive, send)
     return bodies
 
 
@@ -95,14 +76,7 @@ async def test_a_client_gone_mid_write_is_a_disconnect_not_an_error(harness, cap
     h = harness(lambda path, req: Script(b"", events=EVENTS, delay=0.001))
     raw = json.dumps(CHAT).encode()
     writes = {"n": 0}
-    asked = {"n": 0}
-
-    async def receive() -> dict[str, Any]:
-        asked["n"] += 1
-        if asked["n"] == 1:
-            return {"type": "http.request", "body": raw, "more_body": False}
-        await anyio.sleep_forever()
-        raise AssertionError("unreachable")
+    receive = request_receiver(raw)
 
     async def send(message: dict[str, Any]) -> None:
         if message["type"] == "http.response.body":
@@ -112,7 +86,7 @@ async def test_a_client_gone_mid_write_is_a_disconnect_not_an_error(harness, cap
         await anyio.lowlevel.checkpoint()
 
     with anyio.fail_after(10):
-        await h.app(dict(SCOPE), receive, send)
+        await h.app(chat_scope(), receive, send)
     assert writes["n"] == 3  # nothing written after the failed write
     assert h.upstream.closed_early == 1 and h.upstream.open_streams == 0  # vLLM aborts
     assert h.metric("guard_active_streams") == 0
@@ -130,14 +104,7 @@ async def test_the_deadline_ends_a_slow_client_stream_without_a_hole(harness) ->
     )
     raw = json.dumps(CHAT).encode()
     got: list[bytes] = []
-    asked = {"n": 0}
-
-    async def receive() -> dict[str, Any]:
-        asked["n"] += 1
-        if asked["n"] == 1:
-            return {"type": "http.request", "body": raw, "more_body": False}
-        await anyio.sleep_forever()
-        raise AssertionError("unreachable")
+    receive = request_receiver(raw)
 
     async def send(message: dict[str, Any]) -> None:
         if message["type"] != "http.response.body":
@@ -147,7 +114,7 @@ async def test_the_deadline_ends_a_slow_client_stream_without_a_hole(harness) ->
         got.append(message["body"])
 
     with anyio.fail_after(10):
-        await h.app(dict(SCOPE), receive, send)
+        await h.app(chat_scope(), receive, send)
     body = b"".join(got)
     assert body.startswith(b"".join(EVENTS[:4]))  # the 4 events sent before the stall, whole
     rest = body[len(b"".join(EVENTS[:4])) :]
@@ -161,20 +128,13 @@ async def test_the_deadline_ends_a_slow_client_stream_without_a_hole(harness) ->
 async def test_a_client_gone_before_the_headers_still_closes_the_upstream(harness) -> None:
     h = harness(lambda path, req: Script(b"", events=EVENTS, delay=0.001))
     raw = json.dumps(CHAT).encode()
-    asked = {"n": 0}
-
-    async def receive() -> dict[str, Any]:
-        asked["n"] += 1
-        if asked["n"] == 1:
-            return {"type": "http.request", "body": raw, "more_body": False}
-        await anyio.sleep_forever()
-        raise AssertionError("unreachable")
+    receive = request_receiver(raw)
 
     async def send(message: dict[str, Any]) -> None:
         raise OSError("connection reset by peer")
 
     with anyio.fail_after(10):
-        await h.app(dict(SCOPE), receive, send)
+        await h.app(chat_scope(), receive, send)
     assert h.upstream.closed_early == 1 and h.upstream.open_streams == 0  # vLLM aborts
     assert h.metric("guard_client_disconnects_total") == 1
     assert h.metric("guard_active_streams") == 0
