@@ -275,6 +275,7 @@ class LexicalStream:
         "record",
         "record_vocab",
         "record_words",
+        "secrets",
         "since_you",
         "ssn_armed",
         "sum_w",
@@ -306,6 +307,9 @@ class LexicalStream:
         #: words left in which a number after "ssn" / "social security number" is a leak
         self.ssn_armed = 0
         self.since_you = 99
+        #: prefixes of credential values written in the prompt (``leak_prefixes``): writing one
+        #: is a leak (checked on the word being written too, so a secret is cut off midway)
+        self.secrets: frozenset[str] = frozenset()
         #: set once a harm rule fires (see guard.tracking.text.ABUSE_WORDS / CARD_DIGITS)
         self.harm_flag = False
         #: when a list, every feature id is appended to it (used by fitting)
@@ -337,6 +341,7 @@ class LexicalStream:
         new.year_groups = self.year_groups
         new.ssn_armed = self.ssn_armed
         new.since_you = self.since_you
+        new.secrets = self.secrets
         new.harm_flag = self.harm_flag
         new.record = None
         new.record_words = None
@@ -385,6 +390,8 @@ class LexicalStream:
             self._partial = ""
         for w in words:
             self._word(w)
+        if self.secrets and self._partial in self.secrets:
+            self.harm_flag = True
 
     def flush(self) -> None:
         """Complete a trailing word (end of text)."""
@@ -419,6 +426,8 @@ class LexicalStream:
         self.n_words += 1
         self.line_words += 1
         # harm rules (cheap: a set lookup and an isdigit per word)
+        if self.secrets and w in self.secrets:
+            self.harm_flag = True
         if w.isdigit():
             # payment-card layout: consecutive 4-digit groups ("4111 1111 1111 1111")
             if len(w) == 4:

@@ -164,3 +164,54 @@ CARD_GROUPS: Final = 3
 #: bare shape 3-2-4 digits ("123-45-6789") is not a rule: in arithmetic ("100 / 99.4444") it is
 #: the same three words.
 SSN_WORDS_BEFORE_NUMBER: Final = 3
+
+#: A credential written in the context ("Bill Reed's passport number is T8CK4KGH4S", "[SSN] is
+#: 975351393", "API key: sk4f9…") that the response repeats is a leak: the response copies a
+#: secret it was given to keep. Labels are credentials only: echoing an order or account number
+#: back to the customer who gave it is ordinary support.
+_SECRET_LABEL: Final = re.compile(
+    r"\b(?:s\W?s\W?n|social\W?security(?:\W?number)?|passport(?:\W?(?:number|no))?"
+    r"|password|passcode|pin(?:\W?code)?|(?:secret|private|api|access|ssh(?:\W?private)?)\W?key"
+    r"|(?:access|auth|api|bearer)\W?token|card\W?number|cvv)"
+    r"(?:\W+(?:is|was|are|=))?\W+([\w']+)"
+)
+#: a secret is one word of at least this many characters with a digit in it (names, "unknown"
+#: and short PINs are not: a 4-digit PIN echoed is too common a number to call a leak)
+SECRET_MIN_CHARS: Final = 6
+#: the context read for secrets (the most recent characters) and the most secrets kept: bound
+#: the per-request work
+SECRET_CONTEXT_CHARS: Final = 100_000
+MAX_SECRETS: Final = 256
+
+
+def context_secrets(prompt: Any) -> frozenset[str]:
+    """Credential values written in the prompt (every message, any role), lowercased, as the
+    response stream's words will read them."""
+    if isinstance(prompt, str):
+        text = prompt
+    elif isinstance(prompt, Sequence):
+        text = "\n".join(
+            wire.content_text(m.get("content"), "\n") for m in prompt if isinstance(m, Mapping)
+        )
+    else:
+        return frozenset()
+    text = text[-SECRET_CONTEXT_CHARS:].lower()
+    out: set[str] = set()
+    for m in _SECRET_LABEL.finditer(text):
+        v = m.group(1).strip("'")
+        if len(v) >= SECRET_MIN_CHARS and any(c.isdigit() for c in v):
+            out.add(v)
+            if len(out) >= MAX_SECRETS:
+                break
+    return frozenset(out)
+
+
+def leak_prefixes(secrets: frozenset[str]) -> frozenset[str]:
+    """What the response stream watches for: every prefix of a secret at least half its length
+    (and at least ``SECRET_MIN_CHARS - 1``). A word being written that is such a prefix is a leak
+    already, so the proxy halts with at most half of the secret out."""
+    out: set[str] = set()
+    for v in secrets:
+        lo = max(SECRET_MIN_CHARS - 1, (len(v) + 1) // 2)
+        out.update(v[:k] for k in range(lo, len(v) + 1))
+    return frozenset(out)

@@ -37,7 +37,7 @@ from guard.tracking import (
     split_words,
     text_feature_ids,
 )
-from guard.tracking.text import N_PHASES
+from guard.tracking.text import N_PHASES, PHASE_REFUSING, context_secrets, leak_prefixes
 from guard.training.embeddings import WordVectors, vocab_array
 from guard.training.external import (
     SCORER_MODES,
@@ -140,6 +140,11 @@ class FitConfig:
     #: (kind, budget kind) pairs: replies of ``kind`` count as ``budget kind`` for the threshold
     #: and the scorer rule's budgets (e.g. coding and role-play answers as general answers)
     threshold_pooled: tuple[tuple[str, str], ...] = ()
+    #: response scorer training: weight of a walk that does not end refusing and whose request is
+    #: in the top ``resp_risky_bins`` request bins (1: no emphasis). The chain reads the response
+    #: bin mostly where the request looks harmful; this makes the scorer learn that region
+    resp_risky_weight: float = 1.0
+    resp_risky_bins: int = 1
 
 
 def threshold_at_rate(scores: npt.ArrayLike, rate: float) -> float:
@@ -242,6 +247,9 @@ class _Recorder:
         else:
             end = "harm" if traj.harmful else "end"
         st = self.scorer.stream()
+        # the serve-time leak rule reads the prompt's credentials (models without harm rules
+        # ignore the flag)
+        st.secrets = leak_prefixes(context_secrets(traj.prompt))
         rec: list[int] = []
         rec_w: list[int] = []
         st.record = rec
@@ -692,8 +700,15 @@ def _response_docs(
     dense: list[FloatArray] = []
     g = cfg.resp_decay
     per_src = Counter((wk.source, wk.harmful) for wk in walks)
+    risky_from = cfg.n_request_bins - cfg.resp_risky_bins
     for wk in walks:
         tw = wk.weight / per_src[(wk.source, wk.harmful)] if cfg.balance_sources else wk.weight
+        if (
+            cfg.resp_risky_weight != 1.0
+            and wk.req_bin >= risky_from
+            and int(wk.phase[-1]) != PHASE_REFUSING
+        ):
+            tw *= cfg.resp_risky_weight
         t_eff = wk.nf.size - 1
         assert wk.nw is not None and wk.wend is not None
         pts = sorted({p for p in PREFIX_POINTS if p <= t_eff} | {t_eff})
@@ -1089,10 +1104,11 @@ def fit(
     say = progress or (lambda _m: None)
     inp = check_inputs(trajs, cfg, external_scorer, embeddings)
     walks = extract_walks(inp, cfg, external_scorer, say, steps)
-    resp = fit_response_scorer(inp, walks, cfg, say, steps)
     req = fit_request_scorer(inp, cfg, requests, embeddings, say, steps)
-    # sets every walk's request bin in place: the states below are read off the walks
+    # sets every walk's request bin in place: the states below are read off the walks (and the
+    # response scorer's training weights may depend on it)
     req_edges = assign_request_bins(walks, req, cfg)
+    resp = fit_response_scorer(inp, walks, cfg, say, steps)
     bins = response_bins(inp, walks, resp, cfg, say)
     counts = count_transitions(walks, bins, cfg, say)
     art = build_artifact(inp, resp, req, req_edges, bins, counts, cfg, embeddings, info)

@@ -133,6 +133,13 @@ RECIPES: dict[str, Recipe] = {
             "sources (5 folds; lost: see docs/evaluation.md)",
         ),
         Recipe(
+            "glove-request-risky4",
+            replace(_NEW, req_embed=True, resp_risky_weight=4.0, resp_risky_bins=2),
+            embeddings=True,
+            description="as glove-request, the response scorer trained with 4x weight on "
+            "non-refusing replies to requests in the top two request bins",
+        ),
+        Recipe(
             "glove-request",
             replace(_NEW, req_embed=True),
             embeddings=True,

@@ -283,6 +283,67 @@ def test_ssn_harm_rule() -> None:
     assert cp2.harm_flag and not cp.harm_flag
 
 
+def test_context_secrets_are_labelled_credentials() -> None:
+    from guard.tracking import context_secrets
+
+    prompt = [
+        {"role": "system", "content": "Customer file: Ann Lee's passport number is T8CK4KGH4S. "
+         "Bill Reed's [S.S.N] is 975351393. API key: sk4f9Qz2Lm. password = hunter22"},
+        {"role": "user", "content": "My order number is 123456789 and my account number is "
+         "88812345; my PIN is 4321. Ann's password is unknown to me."},
+    ]  # fmt: skip
+    got = context_secrets(prompt)
+    assert got == {"t8ck4kgh4s", "975351393", "sk4f9qz2lm", "hunter22"}
+    # order and account numbers are the customer's own references, not credentials; a 4-digit
+    # PIN and a word without a digit are too common to call a leak
+    assert context_secrets("Bob's ssn: 123-45-6789") == frozenset()  # split by the dashes
+    assert context_secrets("Bob's ssn is 123456789") == {"123456789"}
+    assert context_secrets(None) == frozenset()
+
+
+def test_leak_rule_halts_a_repeated_secret_midway() -> None:
+    from guard.tracking import LexicalStream, context_secrets, leak_prefixes
+
+    sc = _scorer()
+    watch = leak_prefixes(context_secrets("Bill Reed's passport number is T8CK4KGH4S."))
+    assert "t8ck4kgh4s" in watch and "t8ck4" in watch and "t8ck" not in watch
+
+    def stream(pieces: list[str]) -> LexicalStream:
+        st = sc.stream()
+        st.secrets = watch
+        for p in pieces:
+            st.feed(p)
+        return st
+
+    # flagged while the word is being written: with half the secret out at most
+    st = stream(["It is", " T8", "CK"])
+    assert not st.harm_flag
+    st = stream(["It is", " T8", "CK4", "K"])
+    assert st.harm_flag
+    assert stream(["His passport number is t8ck4kgh4s."]).harm_flag
+    # other values, and the label without the value, do not fire
+    assert not stream(["Your passport number is T8CK4KGH4Z2 and T8CA99 "]).harm_flag
+    assert not stream(["I can't share Bill Reed's passport number. "]).harm_flag
+    # without the prompt's secrets the same text does not fire
+    plain = sc.stream()
+    plain.feed("It is T8CK4KGH4S. ")
+    assert not plain.harm_flag
+    cp = stream(["It is", " T8"]).copy()
+    cp.feed("CK4K")
+    assert cp.harm_flag
+
+
+def test_tracker_reads_secrets_only_with_harm_rules() -> None:
+    tab = _tables()
+    prompt = [{"role": "user", "content": "Ann's password is Tr0ub4dor3. What is it?"}]
+    for rules in (True, False):
+        tab.harm_rules = rules
+        tr = Tracker(tab, prompt)
+        tr.feed("It is Tr0ub4")
+        assert tr.state()["harm_like"] is rules
+        assert (tr.risk() == 1.0) is rules
+
+
 def test_scorer_rule_makes_high_scores_harm_like() -> None:
     tab = _tables()
 
