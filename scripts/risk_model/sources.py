@@ -39,6 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from constructed_alarming import alarming_benign
+
 csv.field_size_limit(10**8)
 
 Row = dict[str, Any]
@@ -196,6 +198,17 @@ FAMILIES: dict[str, dict[str, str]] = {
         "Templated support-bot continuations leaking personal data or abusing the customer "
         "(seeded fillers); prompts are Bitext requests or constructed PII asks. group = "
         "template, so a split never shares a template.",
+    ),
+    "constructed-alarming": _fam(
+        "benign",
+        "alarming",
+        "constructed",
+        "constructed-alarming",
+        "same as this project",
+        "templates in scripts/risk_model/constructed_alarming.py (this project)",
+        "Requests that sound dangerous and are not (a violent word in its ordinary sense, a "
+        "harmless target, safety questions, definitions, history, games, fiction) with a plain "
+        "helpful answer; safe 'alarming', request benign. group = template.",
     ),
     "hh-rlhf": _fam(
         "mixed",
@@ -1195,6 +1208,26 @@ def _coconot(data: Path, s: _Sink) -> None:
                 s.r(r["prompt"], "harmful", "coconot", "coconot", "harmful")
 
 
+def _constructed_alarming(s: _Sink) -> None:
+    for i, (cat, request, answer, ti) in enumerate(alarming_benign()):
+        s.r(request, "benign", "constructed-alarming", "constructed-alarming", "alarming")
+        s.t(
+            _traj(
+                f"constructed-alarming/{i}",
+                "constructed-alarming",
+                "constructed-alarming",
+                request,
+                answer,
+                "safe",
+                kind="alarming",
+                label_kind="constructed",
+                request_label="benign",
+                group=f"constructed-alarming/{ti}",
+                category=cat,
+            )
+        )
+
+
 def _self_instruct(data: Path, s: _Sink) -> None:
     for t in _jsonl(data / "self-instruct" / "seed_tasks.jsonl"):
         inst = t["instances"][0] if t.get("instances") else {"input": "", "output": ""}
@@ -1374,6 +1407,7 @@ def load_corpus(
     step("toxigen", lambda: _toxigen(data, s))
     pool: list[str] = step("bitext", lambda: _bitext(data, s))
     step("constructed-support", lambda: s.trajs.extend(constructed_support_harm(pool)))
+    step("constructed-alarming", lambda: _constructed_alarming(s))
     step("taskmaster", lambda: _taskmaster(data, s))
     step("arena-hard", lambda: _arena(data, s))
     step("gpteacher", lambda: _gpteacher(data, s))
