@@ -136,9 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     args.workdir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     trajs, reqs = recipes.load(data, args.max_per_family, progress=say)
-    if recipe.families is not None:
-        trajs = [t for t in trajs if t.meta.get("family") in recipe.families]
-        reqs = [r for r in reqs if r.source in recipe.families]
+    trajs, reqs = recipe.select(trajs, reqs)
     secs = time.perf_counter() - t0
     say(f"{len(trajs)} trajectories, {len(reqs)} request examples ({secs:.0f} s)")
     used = sorted({str(t.meta.get("family")) for t in trajs} | {r.source for r in reqs})

@@ -44,7 +44,24 @@ class Recipe:
     embeddings: bool = False
     #: families whose data the recipe may use (None: all)
     families: frozenset[str] | None = None
+    #: families whose data the recipe never fits on (they stay in the evaluation)
+    exclude: frozenset[str] = frozenset()
     description: str = ""
+
+    def select(
+        self, trajs: Sequence[Trajectory], reqs: Sequence[RequestExample]
+    ) -> tuple[list[Trajectory], list[RequestExample]]:
+        """The trajectories and request examples this recipe fits on."""
+
+        def keep(family: str) -> bool:
+            return (self.families is None or family in self.families) and (
+                family not in self.exclude
+            )
+
+        return (
+            [t for t in trajs if keep(str(t.meta.get("family")))],
+            [r for r in reqs if keep(r.source)],
+        )
 
 
 _OLD_FAMILIES = frozenset(
@@ -140,9 +157,35 @@ RECIPES: dict[str, Recipe] = {
             "non-refusing replies to requests in the top two request bins",
         ),
         Recipe(
+            "glove-request-xfit-text",
+            replace(_NEW, req_embed=True, cross_fit=5, cross_fit_by="text"),
+            embeddings=True,
+            exclude=frozenset({"constructed-alarming"}),
+            description="as glove-request, bins and counts from scores cross-fitted by text "
+            "(5 folds of hashed request texts / trajectories)",
+        ),
+        Recipe(
+            "glove-request-7bins",
+            replace(_NEW, req_embed=True, n_request_bins=7),
+            embeddings=True,
+            exclude=frozenset({"constructed-alarming"}),
+            description="as glove-request, with a 7th request bin (edge at the 1 - 1/6250 "
+            "quantile of benign requests)",
+        ),
+        Recipe(
+            "glove-request-alarming",
+            replace(_NEW, req_embed=True),
+            embeddings=True,
+            description="as glove-request, also fitted on the constructed alarming-but-benign "
+            "family (lost: see docs/evaluation.md)",
+        ),
+        Recipe(
             "glove-request",
             replace(_NEW, req_embed=True),
             embeddings=True,
+            # measured and lost as training data (docs/evaluation.md): kept as a left-out
+            # alarming-but-benign family of the evaluation only
+            exclude=frozenset({"constructed-alarming"}),
             description="all data; request scorer l2 (words, char 3-5-grams, GloVe read-out); "
             "response scorer word uni+bigrams",
         ),
@@ -211,10 +254,7 @@ def fitter(
     cache: dict[tuple[int, int], RiskModel] = {}
 
     def run(trajs: Sequence[Trajectory], reqs: Sequence[RequestExample]) -> RiskModel:
-        fams = recipe.families
-        if fams is not None:
-            trajs = [t for t in trajs if str(t.meta.get("family")) in fams]
-            reqs = [r for r in reqs if r.source in fams]
+        trajs, reqs = recipe.select(trajs, reqs)
         # a recipe restricted to some families fits the same data for every other left-out
         # family: fit once
         key = (hash(tuple(t.id for t in trajs)), hash(tuple(r.text for r in reqs)))
