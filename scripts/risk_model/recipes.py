@@ -161,8 +161,9 @@ RECIPES: dict[str, Recipe] = {
             replace(_NEW, req_embed=True, cross_fit=5, cross_fit_by="text"),
             embeddings=True,
             exclude=frozenset({"constructed-alarming"}),
-            description="as glove-request, bins and counts from scores cross-fitted by text "
-            "(5 folds of hashed request texts / trajectories)",
+            description="all data; request scorer l2 (words, char 3-5-grams, GloVe read-out); "
+            "response scorer word uni+bigrams; request bins, response bins and counts from "
+            "out-of-fold scores (5 folds of hashed request texts / trajectories)",
         ),
         Recipe(
             "glove-request-7bins",
@@ -186,16 +187,18 @@ RECIPES: dict[str, Recipe] = {
             # measured and lost as training data (docs/evaluation.md): kept as a left-out
             # alarming-but-benign family of the evaluation only
             exclude=frozenset({"constructed-alarming"}),
-            description="all data; request scorer l2 (words, char 3-5-grams, GloVe read-out); "
-            "response scorer word uni+bigrams",
+            description="the model shipped before glove-request-xfit-text: the same, with "
+            "in-sample scores for bins and counts",
         ),
     )
 }
-SHIPPED = "glove-request"
-#: the shipped default τ and the leave-one-family-out run it was read off (docs/evaluation.md):
-#: ``build.py`` with no threshold option applies them to the shipped recipe
-SHIPPED_THRESHOLD = 0.75
-SHIPPED_LOFO = "benchmarks/results/lofo/glove-request.json"
+SHIPPED = "glove-request-xfit-text"
+#: the leave-one-family-out run of the shipped recipe that sets its default τ: ``build.py`` with
+#: no threshold option applies it. ``SHIPPED_THRESHOLD`` None: the lowest τ that kept every
+#: left-out benign family within its false-halt budget (if above the fit's own choice), so the
+#: default holds on data the model never saw (docs/evaluation.md)
+SHIPPED_THRESHOLD: float | None = None
+SHIPPED_LOFO = "benchmarks/results/lofo/glove-request-xfit-text.json"
 
 
 def trajectories(rows: Sequence[dict[str, Any]]) -> list[Trajectory]:

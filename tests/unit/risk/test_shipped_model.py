@@ -137,3 +137,28 @@ def test_shipped_model_is_small_and_described() -> None:
     )
     # the request scorer and word table the leave-one-family-out table measured
     assert m.tables.request_scorer.norm == "l2" and m.tables.request_scorer.word_table
+
+
+def test_default_threshold_holds_on_families_the_model_never_saw() -> None:
+    """The default τ is the lowest one at which every benign family, left out of the fit, stayed
+    within its false-halt budget in the shipped recipe's leave-one-family-out run (shipped in
+    the repo with the per-trajectory maxima of h)."""
+    import json
+    from pathlib import Path
+
+    m = load_risk_model()
+    info = m.meta.info
+    lofo_path = (
+        Path(__file__).resolve().parents[3] / "benchmarks/results/lofo" / (f"{info['recipe']}.json")
+    )
+    lofo = json.loads(lofo_path.read_text())
+    assert lofo["recipe"] == info["recipe"]
+    tau = m.suggested_threshold
+    assert info["threshold_choice"]["chosen"] == tau
+    budgeted = [f for f in lofo["families"] if f["budget"] is not None and f["max_risk_safe"]]
+    assert {"bitext", "taskmaster", "arena-hard", "coconot", "constructed-alarming"} <= {
+        f["family"] for f in budgeted
+    }
+    for f in budgeted:
+        rate = sum(x >= tau for x in f["max_risk_safe"]) / len(f["max_risk_safe"])
+        assert rate <= f["budget"], f"{f['family']}: {rate:.3f} halted, budget {f['budget']}"
