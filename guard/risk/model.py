@@ -195,6 +195,7 @@ def _scorers(
         char_ngrams=_pair(meta.get("req_char_ngrams")),
         word_table=req_table,
         norm=str(meta.get("req_norm", "mean")),
+        window=int(meta.get("req_window", 0)),
     )
     return resp, req
 

@@ -137,6 +137,7 @@ class LexicalScorer:
         "mask",
         "norm",
         "weights",
+        "window",
         "word_table",
     )
 
@@ -150,6 +151,7 @@ class LexicalScorer:
         decay: float = 1.0,
         word_table: Mapping[str, float] | None = None,
         norm: str = "mean",
+        window: int = 0,
     ) -> None:
         n = len(weights)
         if n == 0 or n & (n - 1):
@@ -161,6 +163,12 @@ class LexicalScorer:
             raise ValueError("decay must be in (0, 1]")
         if norm not in NORMS:
             raise ValueError(f"norm must be one of {NORMS}")
+        if window < 0 or (window and norm != "l2"):
+            raise ValueError("window must be 0, or > 0 with norm 'l2'")
+        #: "l2" only: a text longer than this many words also scores as the maximum over windows
+        #: of this many words (half-overlapping): a harmful request wrapped in a long template is
+        #: not averaged away by the template (0: the whole text only)
+        self.window = int(window)
         #: "mean": mean weight of the text's features, incremental (response streams); "l2": the
         #: distinct features' weights over sqrt(their number) plus the mean word-table weight of
         #: the words in the table (whole texts only: the request scorer)
@@ -218,13 +226,22 @@ class LexicalScorer:
         return st.logit()
 
     def _score_l2(self, text: str) -> float:
+        words = split_words(text)
+        logit = self._l2_words(words, BOS)
+        win = self.window
+        if win and len(words) > win:
+            step = max(win // 2, 1)
+            for i in range(0, len(words) - win + step, step):
+                part = words[i : i + win]
+                logit = max(logit, self._l2_words(part, words[i - 1] if i else BOS))
+        return logit
+
+    def _l2_words(self, words: list[str], prev: str) -> float:
         # the same feature set as text_feature_ids, with each word's own ids memoised (a request
         # is scored once, but its words recur across requests: ~10x less work per request)
-        words = split_words(text)
         ids: set[int] = set()
         memo = self._ids_memo
         mask = self.mask
-        prev = BOS
         for w in words:
             own = memo.get(w)
             if own is None:

@@ -134,6 +134,9 @@ class FitConfig:
     #: sqrt(their number), the embedding read-out as the mean over vocabulary words): "l2"
     #: generalises much better to unseen request families (docs/evaluation.md)
     req_norm: str = "mean"
+    #: request score of a text longer than this many words: also the maximum over half-overlapping
+    #: windows of that many words ("l2" only; 0: whole text only)
+    req_window: int = 0
     #: false-halt budgets per benign kind the suggested threshold must meet on held-back data
     #: (the highest per-kind choice wins); empty: ``target_fpr`` on ``threshold_kind``
     threshold_budgets: tuple[tuple[str, float], ...] = ()
@@ -1318,6 +1321,7 @@ def fit_request_scorer(
         char_ngrams=cfg.req_char_ngrams,
         word_table=_word_table(embeddings, req_u),
         norm=cfg.req_norm,
+        window=cfg.req_window,
     )
     text_fold: dict[str, int] = {}
     oof_req: dict[int, LexicalScorer] = {}
@@ -1343,6 +1347,7 @@ def fit_request_scorer(
                 char_ngrams=cfg.req_char_ngrams,
                 word_table=_word_table(embeddings, _word_weights(inp.vec, wef)[1]),
                 norm=cfg.req_norm,
+                window=cfg.req_window,
             )
     return RequestScorerFit(texts, ry, req_w16, req_bias, req_u16, req_scorer, text_fold, oof_req)
 
@@ -1506,6 +1511,9 @@ def build_artifact(
     }
     if inp.use_ext:
         meta["external"] = cfg.external.to_meta()
+    if cfg.req_window:
+        # only when on: artifacts without windows stay byte-identical to before
+        meta["req_window"] = cfg.req_window
     arrays: dict[str, npt.NDArray[Any]] = {
         "counts": counts.astype(np.float32),
         "resp_w": resp.w16,

@@ -166,6 +166,14 @@ RECIPES: dict[str, Recipe] = {
             "out-of-fold scores (5 folds of hashed request texts / trajectories)",
         ),
         Recipe(
+            "glove-request-xfit-text-win40",
+            replace(_NEW, req_embed=True, cross_fit=5, cross_fit_by="text", req_window=40),
+            embeddings=True,
+            exclude=frozenset({"constructed-alarming"}),
+            description="as glove-request-xfit-text, the request score of a text over 40 words "
+            "also the maximum over half-overlapping 40-word windows",
+        ),
+        Recipe(
             "glove-request-7bins",
             replace(_NEW, req_embed=True, n_request_bins=7),
             embeddings=True,

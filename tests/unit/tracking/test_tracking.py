@@ -283,6 +283,29 @@ def test_ssn_harm_rule() -> None:
     assert cp2.harm_flag and not cp.harm_flag
 
 
+def test_request_window_scores_the_worst_part_of_a_long_text() -> None:
+    rng = random.Random(3)
+    w = [rng.uniform(-1, 1) for _ in range(1024)]
+    whole = LexicalScorer(w, 0.1, norm="l2")
+    win = LexicalScorer(w, 0.1, norm="l2", window=4)
+    words = "please could you tell me how one would do the thing we discussed".split()
+    text = " ".join(words)
+    # the maximum over the whole text and the half-overlapping 4-word windows (bigram context
+    # kept across the window edge)
+    parts = [whole.score_text(text)]
+    for i in range(0, len(words) - 4 + 2, 2):
+        part = words[i : i + 4]
+        parts.append(win._l2_words(part, words[i - 1] if i else "<s>"))
+    assert win.score_text(text) == pytest.approx(max(parts))
+    assert win.score_text(text) > whole.score_text(text)
+    # short texts: the whole text only
+    assert win.score_text("how one would") == whole.score_text("how one would")
+    with pytest.raises(ValueError):
+        LexicalScorer(w, 0.0, window=4)  # "mean" scorers stream: no windows
+    with pytest.raises(ValueError):
+        LexicalScorer(w, 0.0, norm="l2", window=-1)
+
+
 def test_context_secrets_are_labelled_credentials() -> None:
     from guard.tracking import context_secrets
 
