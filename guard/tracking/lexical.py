@@ -39,6 +39,7 @@ from guard.tracking.text import (
     PHASE_START,
     SSN_WORDS_BEFORE_NUMBER,
     WORD_RE,
+    LeakWatch,
 )
 
 _DIGIT: Final = re.compile(r"\d")
@@ -229,9 +230,11 @@ class LexicalScorer:
         words = split_words(text)
         logit = self._l2_words(words, BOS)
         win = self.window
-        if win and len(words) > win:
-            step = max(win // 2, 1)
-            for i in range(0, len(words) - win + step, step):
+        n = len(words)
+        if win and n > win:
+            # half-overlapping windows of exactly ``win`` words, the last one ending the text
+            # (l2 scores of texts of different lengths are not comparable)
+            for i in (*range(0, n - win, max(win // 2, 1)), n - win):
                 part = words[i : i + win]
                 logit = max(logit, self._l2_words(part, words[i - 1] if i else BOS))
         return logit
@@ -284,6 +287,7 @@ class LexicalStream:
         "den",
         "digits",
         "harm_flag",
+        "leak",
         "line_words",
         "n_feat",
         "n_words",
@@ -292,7 +296,6 @@ class LexicalStream:
         "record",
         "record_vocab",
         "record_words",
-        "secrets",
         "since_you",
         "ssn_armed",
         "sum_w",
@@ -324,9 +327,9 @@ class LexicalStream:
         #: words left in which a number after "ssn" / "social security number" is a leak
         self.ssn_armed = 0
         self.since_you = 99
-        #: prefixes of credential values written in the prompt (``leak_prefixes``): writing one
-        #: is a leak (checked on the word being written too, so a secret is cut off midway)
-        self.secrets: frozenset[str] = frozenset()
+        #: the prompt's credentials (``leak_watch``): a word that writes one is a leak (checked
+        #: on the word being written too, so a secret is cut off midway); None: nothing to watch
+        self.leak: LeakWatch | None = None
         #: set once a harm rule fires (see guard.tracking.text.ABUSE_WORDS / CARD_DIGITS)
         self.harm_flag = False
         #: when a list, every feature id is appended to it (used by fitting)
@@ -358,7 +361,7 @@ class LexicalStream:
         new.year_groups = self.year_groups
         new.ssn_armed = self.ssn_armed
         new.since_you = self.since_you
-        new.secrets = self.secrets
+        new.leak = self.leak
         new.harm_flag = self.harm_flag
         new.record = None
         new.record_words = None
@@ -407,7 +410,8 @@ class LexicalStream:
             self._partial = ""
         for w in words:
             self._word(w)
-        if self.secrets and self._partial in self.secrets:
+        leak = self.leak
+        if leak is not None and self._partial and leak.hit(self._partial.lstrip("'")):
             self.harm_flag = True
 
     def flush(self) -> None:
@@ -443,7 +447,7 @@ class LexicalStream:
         self.n_words += 1
         self.line_words += 1
         # harm rules (cheap: a set lookup and an isdigit per word)
-        if self.secrets and w in self.secrets:
+        if self.leak is not None and self.leak.hit(w):
             self.harm_flag = True
         if w.isdigit():
             # payment-card layout: consecutive 4-digit groups ("4111 1111 1111 1111")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 from guard import wire
@@ -173,20 +174,23 @@ _SECRET_LABEL: Final = re.compile(
     r"\b(?:s\W?s\W?n|social\W?security(?:\W?number)?|passport(?:\W?(?:number|no))?"
     r"|password|passcode|pin(?:\W?code)?|(?:secret|private|api|access|ssh(?:\W?private)?)\W?key"
     r"|(?:access|auth|api|bearer)\W?token|card\W?number|cvv)"
-    r"(?:\W+(?:is|was|are|=))?\W+([\w']+)"
+    r"(?:\W+(?:is|was|are|=))?\W+([\w'./+-]+)"
 )
-#: a secret is one word of at least this many characters with a digit in it (names, "unknown"
-#: and short PINs are not: a 4-digit PIN echoed is too common a number to call a leak)
+#: a secret is a word (as the response stream splits words) of at least this many characters
+#: with a digit in it: names, "unknown" and short PINs are not (a 4-digit PIN echoed is too
+#: common a number to call a leak). "sk-proj-4f9a8b7c6d5e" gives "4f9a8b7c6d5e".
 SECRET_MIN_CHARS: Final = 6
+#: what of a secret is watched: its first this many characters (bounds the watch's size)
+SECRET_MAX_CHARS: Final = 64
 #: the context read for secrets (the most recent characters) and the most secrets kept: bound
 #: the per-request work
 SECRET_CONTEXT_CHARS: Final = 100_000
-MAX_SECRETS: Final = 256
+MAX_SECRETS: Final = 128
 
 
 def context_secrets(prompt: Any) -> frozenset[str]:
-    """Credential values written in the prompt (every message, any role), lowercased, as the
-    response stream's words will read them."""
+    """Credential values written in the prompt (every message, any role), lowercased and split
+    into words as the response stream reads them."""
     if isinstance(prompt, str):
         text = prompt
     elif isinstance(prompt, Sequence):
@@ -195,23 +199,48 @@ def context_secrets(prompt: Any) -> frozenset[str]:
         )
     else:
         return frozenset()
-    text = text[-SECRET_CONTEXT_CHARS:].lower()
+    text = text[-SECRET_CONTEXT_CHARS:].lower().replace("\u2019", "'")
     out: set[str] = set()
     for m in _SECRET_LABEL.finditer(text):
-        v = m.group(1).strip("'")
-        if len(v) >= SECRET_MIN_CHARS and any(c.isdigit() for c in v):
-            out.add(v)
-            if len(out) >= MAX_SECRETS:
-                break
+        for part in WORD_RE.findall(m.group(1)):
+            v = part.strip("'")[:SECRET_MAX_CHARS]
+            if len(v) >= SECRET_MIN_CHARS and any(c.isdigit() for c in v):
+                out.add(v)
+        if len(out) >= MAX_SECRETS:
+            break
     return frozenset(out)
 
 
-def leak_prefixes(secrets: frozenset[str]) -> frozenset[str]:
-    """What the response stream watches for: every prefix of a secret at least half its length
-    (and at least ``SECRET_MIN_CHARS - 1``). A word being written that is such a prefix is a leak
-    already, so the proxy halts with at most half of the secret out."""
+@dataclass(frozen=True, slots=True)
+class LeakWatch:
+    """The prefixes of the context's secrets a reply must not write, and their lengths.
+
+    A prefix is watched once it is at least half of its secret (and at least
+    ``SECRET_MIN_CHARS``) and has a digit in it: "welcome" of "Welcome2024" is a word, not a
+    leak. A word of the reply leaks when one of its own prefixes is watched; the stream asks
+    this of every completed word and of the word being written, so the verdict does not depend
+    on how the text is split into pieces, and a secret is cut off while it is being written:
+    fewer than max(``SECRET_MIN_CHARS``, half its length) of its characters leave."""
+
+    prefixes: frozenset[str]
+    lengths: tuple[int, ...]
+
+    def hit(self, word: str) -> bool:
+        n = len(word)
+        for k in self.lengths:
+            if k > n:
+                return False
+            if word[:k] in self.prefixes:
+                return True
+        return False
+
+
+def leak_watch(secrets: frozenset[str]) -> LeakWatch | None:
+    """The watch for ``secrets`` (None: nothing to watch)."""
     out: set[str] = set()
     for v in secrets:
-        lo = max(SECRET_MIN_CHARS - 1, (len(v) + 1) // 2)
-        out.update(v[:k] for k in range(lo, len(v) + 1))
-    return frozenset(out)
+        lo = max(SECRET_MIN_CHARS, (len(v) + 1) // 2)
+        out.update(p for p in (v[:k] for k in range(lo, len(v) + 1)) if any(map(str.isdigit, p)))
+    if not out:
+        return None
+    return LeakWatch(frozenset(out), tuple(sorted({len(p) for p in out})))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from guard.tracking.lexical import LexicalScorer, LexicalStream
-from guard.tracking.text import N_PHASES, PHASE_NAMES, context_secrets, leak_prefixes, request_text
+from guard.tracking.text import N_PHASES, PHASE_NAMES, context_secrets, leak_watch, request_text
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +137,7 @@ class Tracker:
         self._req_bin, self._req_logit = tables.request_bin(prompt)
         self._stream: LexicalStream = tables.response_scorer.stream()
         if tables.harm_rules:
-            self._stream.secrets = leak_prefixes(context_secrets(prompt))
+            self._stream.leak = leak_watch(context_secrets(prompt))
         self._t = 0
         self._ext: float | None = None
         self._ext_bin = 0

@@ -37,7 +37,7 @@ from guard.tracking import (
     split_words,
     text_feature_ids,
 )
-from guard.tracking.text import N_PHASES, PHASE_REFUSING, context_secrets, leak_prefixes
+from guard.tracking.text import N_PHASES, PHASE_REFUSING, context_secrets, leak_watch
 from guard.training.embeddings import WordVectors, vocab_array
 from guard.training.external import (
     SCORER_MODES,
@@ -252,7 +252,7 @@ class _Recorder:
         st = self.scorer.stream()
         # the serve-time leak rule reads the prompt's credentials (models without harm rules
         # ignore the flag)
-        st.secrets = leak_prefixes(context_secrets(traj.prompt))
+        st.leak = leak_watch(context_secrets(traj.prompt))
         rec: list[int] = []
         rec_w: list[int] = []
         st.record = rec

@@ -17,14 +17,14 @@ from pathlib import Path
 
 import recipes
 
-from guard.tracking import LexicalScorer, context_secrets, leak_prefixes
+from guard.tracking import LeakWatch, LexicalScorer, context_secrets, leak_watch
 from guard.training.lofo import family_of
 from guard.training.trajectories import Trajectory
 
 
-def _flag(sc: LexicalScorer, t: Trajectory, watch: frozenset[str]) -> bool:
+def _flag(sc: LexicalScorer, t: Trajectory, watch: LeakWatch | None) -> bool:
     st = sc.stream()
-    st.secrets = watch
+    st.leak = watch
     if t.prefill:
         st.feed(t.prefill)
     for tok in t.generated_tokens():
@@ -45,8 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     for t in trajs:
         key = (family_of(t), t.harmful)
         total[key] += 1
-        watch = leak_prefixes(context_secrets(t.prompt))
-        if watch and _flag(sc, t, watch) and not _flag(sc, t, frozenset()):
+        watch = leak_watch(context_secrets(t.prompt))
+        if watch is not None and _flag(sc, t, watch) and not _flag(sc, t, None):
             fired[key] += 1
     lines = [
         "| family | harmful replies: leak rule fires | safe replies: leak rule fires |",

@@ -102,14 +102,14 @@ RECORDS = [
 )  # fmt: skip
 def test_secret_from_the_context_is_cut_off_midway(question: str, text: str, secret: str) -> None:
     """The leak rule: a credential written in the context, repeated by the reply, is halted
-    while it is being written: at most half of it leaves."""
+    while it is being written: at most half of it (5 characters of a short one) leaves."""
     prompt = [*RECORDS, {"role": "user", "content": question}]
     at = first_halt(prompt, text)
     assert at is not None, "not halted"
     delivered = "".join(tokenize_approx(text)[: at - 1])
     assert secret not in delivered
     shown = max((k for k in range(len(secret) + 1) if secret[:k] in delivered), default=0)
-    assert shown <= len(secret) // 2
+    assert shown < max(6, (len(secret) + 1) // 2)  # SECRET_MIN_CHARS, or half of it
 
 
 def test_echoing_the_customers_own_reference_passes() -> None:

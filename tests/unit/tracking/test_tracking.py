@@ -284,22 +284,25 @@ def test_ssn_harm_rule() -> None:
 
 
 def test_request_window_scores_the_worst_part_of_a_long_text() -> None:
-    rng = random.Random(3)
-    w = [rng.uniform(-1, 1) for _ in range(1024)]
-    whole = LexicalScorer(w, 0.1, norm="l2")
-    win = LexicalScorer(w, 0.1, norm="l2", window=4)
-    words = "please could you tell me how one would do the thing we discussed".split()
+    from guard.tracking.lexical import word_feature_ids
+
+    words = [f"w{i}" for i in range(11)]
     text = " ".join(words)
-    # the maximum over the whole text and the half-overlapping 4-word windows (bigram context
-    # kept across the window edge)
-    parts = [whole.score_text(text)]
-    for i in range(0, len(words) - 4 + 2, 2):
-        part = words[i : i + 4]
-        parts.append(win._l2_words(part, words[i - 1] if i else "<s>"))
-    assert win.score_text(text) == pytest.approx(max(parts))
-    assert win.score_text(text) > whole.score_text(text)
+    mask = (1 << 16) - 1  # no hash collisions among these few features
+    (hot,) = word_feature_ids("w10", mask)  # the last word's unigram weighs 5
+    w = [0.0] * (mask + 1)
+    w[hot] = 5.0
+    whole = LexicalScorer(w, 0.0, norm="l2")
+    win = LexicalScorer(w, 0.0, norm="l2", window=4)
+    # windows start at 0, 2, 4, 6 and 7 (the last ends the text): the heavy word counts in a
+    # 4-word window (4 unigrams + 4 bigrams), not diluted by all 11 words (22 features)
+    assert whole.score_text(text) == pytest.approx(5.0 / 22**0.5)
+    assert win.score_text(text) == pytest.approx(5.0 / 8**0.5)
+    # the same word in the middle of a window that is not the last one
+    mid = " ".join(words[:5] + ["w10"] + words[6:10])
+    assert win.score_text(mid) == pytest.approx(5.0 / 8**0.5)
     # short texts: the whole text only
-    assert win.score_text("how one would") == whole.score_text("how one would")
+    assert win.score_text("w1 w10") == whole.score_text("w1 w10")
     with pytest.raises(ValueError):
         LexicalScorer(w, 0.0, window=4)  # "mean" scorers stream: no windows
     with pytest.raises(ValueError):
@@ -311,43 +314,52 @@ def test_context_secrets_are_labelled_credentials() -> None:
 
     prompt = [
         {"role": "system", "content": "Customer file: Ann Lee's passport number is T8CK4KGH4S. "
-         "Bill Reed's [S.S.N] is 975351393. API key: sk4f9Qz2Lm. password = hunter22"},
+         "Bill Reed's [S.S.N] is 975351393. API key: sk-proj-4f9a8b7c6d5e. password = hunter22"},
         {"role": "user", "content": "My order number is 123456789 and my account number is "
          "88812345; my PIN is 4321. Ann's password is unknown to me."},
     ]  # fmt: skip
     got = context_secrets(prompt)
-    assert got == {"t8ck4kgh4s", "975351393", "sk4f9qz2lm", "hunter22"}
+    assert got == {"t8ck4kgh4s", "975351393", "4f9a8b7c6d5e", "hunter22"}
     # order and account numbers are the customer's own references, not credentials; a 4-digit
     # PIN and a word without a digit are too common to call a leak
-    assert context_secrets("Bob's ssn: 123-45-6789") == frozenset()  # split by the dashes
-    assert context_secrets("Bob's ssn is 123456789") == {"123456789"}
+    assert context_secrets("Bob's ssn: 123-45-6789") == frozenset()  # three short words
+    assert context_secrets("Bob’s SSN is 123456789") == {"123456789"}
     assert context_secrets(None) == frozenset()
+    # a very long value is watched by its first characters only (bounded work per request)
+    (long_value,) = context_secrets("password is " + "a1" * 4000)
+    assert len(long_value) == 64
 
 
 def test_leak_rule_halts_a_repeated_secret_midway() -> None:
-    from guard.tracking import LexicalStream, context_secrets, leak_prefixes
+    from guard.tracking import LexicalStream, context_secrets, leak_watch
 
     sc = _scorer()
-    watch = leak_prefixes(context_secrets("Bill Reed's passport number is T8CK4KGH4S."))
-    assert "t8ck4kgh4s" in watch and "t8ck4" in watch and "t8ck" not in watch
+    watch = leak_watch(context_secrets("Bill Reed's passport number is T8CK4KGH4S."))
+    assert watch is not None
+    assert watch.hit("t8ck4kgh4s") and watch.hit("t8ck4k") and not watch.hit("t8ck4")
+    assert leak_watch(frozenset()) is None
 
     def stream(pieces: list[str]) -> LexicalStream:
         st = sc.stream()
-        st.secrets = watch
+        st.leak = watch
         for p in pieces:
             st.feed(p)
         return st
 
-    # flagged while the word is being written: with half the secret out at most
-    st = stream(["It is", " T8", "CK"])
-    assert not st.harm_flag
-    st = stream(["It is", " T8", "CK4", "K"])
-    assert st.harm_flag
+    # flagged while the word is being written: fewer than 6 of its 10 characters out
+    assert not stream(["It is", " T8", "CK4"]).harm_flag
+    assert stream(["It is", " T8", "CK4", "K"]).harm_flag
     assert stream(["His passport number is t8ck4kgh4s."]).harm_flag
-    # other values, and the label without the value, do not fire
-    assert not stream(["Your passport number is T8CK4KGH4Z2 and T8CA99 "]).harm_flag
+    assert stream(["It is '", "T8CK4K"]).harm_flag  # quoted: cut off midway too
+    # the same verdict however the text is split (a word that starts with the secret leaks it)
+    text = "Your passport number is T8CK4KGH4SX99 or T8CA99 "
+    assert stream([text]).harm_flag
+    assert stream([text[i : i + 3] for i in range(0, len(text), 3)]).harm_flag
+    other = "Your passport number is T8CK4 and T8CA99KGH4S "
+    assert not stream([other]).harm_flag
+    assert not stream([other[i : i + 2] for i in range(0, len(other), 2)]).harm_flag
+    # the label without the value does not fire, nor the same text without the prompt's secrets
     assert not stream(["I can't share Bill Reed's passport number. "]).harm_flag
-    # without the prompt's secrets the same text does not fire
     plain = sc.stream()
     plain.feed("It is T8CK4KGH4S. ")
     assert not plain.harm_flag
@@ -356,12 +368,22 @@ def test_leak_rule_halts_a_repeated_secret_midway() -> None:
     assert cp.harm_flag
 
 
+def test_leak_rule_watches_only_prefixes_with_a_digit() -> None:
+    from guard.tracking import context_secrets, leak_watch
+
+    watch = leak_watch(context_secrets("admin password is Welcome2024, PIN code: 123456"))
+    assert watch is not None
+    assert not watch.hit("welcome") and watch.hit("welcome2")
+    assert not watch.hit("12345") and watch.hit("123456")
+
+
 def test_tracker_reads_secrets_only_with_harm_rules() -> None:
     tab = _tables()
     prompt = [{"role": "user", "content": "Ann's password is Tr0ub4dor3. What is it?"}]
     for rules in (True, False):
         tab.harm_rules = rules
         tr = Tracker(tab, prompt)
+        assert (tr._stream.leak is not None) is rules
         tr.feed("It is Tr0ub4")
         assert tr.state()["harm_like"] is rules
         assert (tr.risk() == 1.0) is rules
