@@ -1317,14 +1317,19 @@ def fit_request_scorer(
     )
     req_w16, req_w = _quantise(rw_raw)
     req_u16, req_u = _word_weights(inp.vec, req_we)
-    req_scorer = LexicalScorer(
-        req_w.tolist(),
-        req_bias,
-        char_ngrams=cfg.req_char_ngrams,
-        word_table=_word_table(embeddings, req_u),
-        norm=cfg.req_norm,
-        window=cfg.req_window,
-    )
+
+    def scorer(w: FloatArray, bias: float, u: FloatArray | None) -> LexicalScorer:
+        # the shipped scorer and every out-of-fold one score texts the same way
+        return LexicalScorer(
+            w.tolist(),
+            bias,
+            char_ngrams=cfg.req_char_ngrams,
+            word_table=_word_table(embeddings, u),
+            norm=cfg.req_norm,
+            window=cfg.req_window,
+        )
+
+    req_scorer = scorer(req_w, req_bias, req_u)
     text_fold: dict[str, int] = {}
     oof_req: dict[int, LexicalScorer] = {}
     if inp.k_folds:
@@ -1343,14 +1348,7 @@ def fit_request_scorer(
                 req_vec,
                 inp.emb_index,
             )
-            oof_req[f] = LexicalScorer(
-                _quantise(wf)[1].tolist(),
-                bf,
-                char_ngrams=cfg.req_char_ngrams,
-                word_table=_word_table(embeddings, _word_weights(inp.vec, wef)[1]),
-                norm=cfg.req_norm,
-                window=cfg.req_window,
-            )
+            oof_req[f] = scorer(_quantise(wf)[1], bf, _word_weights(inp.vec, wef)[1])
     return RequestScorerFit(texts, ry, req_w16, req_bias, req_u16, req_scorer, text_fold, oof_req)
 
 
