@@ -67,11 +67,20 @@ remove_rundir() {
 }
 
 prune_logs() {  # $1: glob of this kind of log in $CACHE, e.g. 'vllm-server-*.log'
-  local keep="${GUARD_LOG_KEEP:-6}"
-  # shellcheck disable=SC2012,SC2086
-  ls -1t "$CACHE"/$1 2>/dev/null | tail -n +"$((keep + 1))" | while read -r f; do
-    [[ "$f" == "$LOGFILE" ]] || rm -f -- "$f"
+  # Never fails: on a fresh cache the glob matches nothing (``ls`` would exit 2 and, under
+  # ``set -euo pipefail``, end the caller without a word), and the cache may not exist yet.
+  local keep="${GUARD_LOG_KEEP:-6}" f
+  local -a logs=()
+  mkdir -p "$CACHE"
+  # newest first; nullglob: no match is an empty list, not the pattern itself
+  while IFS= read -r f; do
+    [[ -n "$f" ]] && logs+=("$f")
+  done < <(shopt -s nullglob; for f in "$CACHE"/$1; do printf '%s\t%s\n' "$(stat -c %Y "$f" 2>/dev/null || echo 0)" "$f"; done | sort -rn | cut -f2-)
+  local i
+  for (( i = keep; i < ${#logs[@]}; i++ )); do
+    [[ "${logs[$i]}" == "$LOGFILE" ]] || rm -f -- "${logs[$i]}"
   done
+  return 0
 }
 
 cmd_stop() {
