@@ -28,15 +28,15 @@ from guard.tracking.text import (
     ABUSE_WORDS,
     ADDRESSEE_WORDS,
     CARD_GROUPS,
+    COMPLY_AFTER_WORDS,
     LINE_OPENER_WORDS,
     MARKERS,
-    NEUTRAL_AFTER_WORDS,
     OPENER_WORDS,
     PHASE_COMPLYING,
-    PHASE_NEUTRAL,
     PHASE_REFUSED_COMPLYING,
     PHASE_REFUSING,
     PHASE_START,
+    REFUSAL_WORDS,
     SSN_WORDS_BEFORE_NUMBER,
     WORD_RE,
     LeakWatch,
@@ -475,6 +475,8 @@ class LexicalStream:
             for before, phase, opener in marks:
                 if opener and self.n_words > OPENER_WORDS and self.line_words > LINE_OPENER_WORDS:
                     continue
+                if phase == PHASE_REFUSING and self.n_words > REFUSAL_WORDS:
+                    continue  # a late disclaimer does not undo compliance
                 k = len(before)
                 if k == 0 or (k == 1 and before[0] == p2) or (k == 2 and before == (p1, p2)):
                     cur = self.phase
@@ -489,7 +491,7 @@ class LexicalStream:
                         phase = PHASE_REFUSED_COMPLYING
                     self.phase = phase
                     break
-        if self.phase == PHASE_START and self.n_words >= NEUTRAL_AFTER_WORDS:
-            self.phase = PHASE_NEUTRAL
+        if self.phase == PHASE_START and self.n_words >= COMPLY_AFTER_WORDS:
+            self.phase = PHASE_COMPLYING  # no refusal in the first words: it is answering
         self.words3 = (self.words3[1], w)
         self.prev = w

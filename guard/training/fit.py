@@ -22,7 +22,7 @@ import zlib
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -48,6 +48,7 @@ from guard.training.external import (
     score_all,
     verdict_points,
 )
+from guard.training.styles import restyle
 from guard.training.trajectories import Trajectory
 
 IntArray = npt.NDArray[np.int64]
@@ -150,6 +151,11 @@ class FitConfig:
     #: bin mostly where the request looks harmful; this makes the scorer learn that region
     resp_risky_weight: float = 1.0
     resp_risky_bins: int = 1
+    #: request style augmentation (``guard.training.styles``): every training request, harmful
+    #: and benign alike, also in up to this many other phrasings (imperative, question, first
+    #: person, polite / hypothetical, role-play), each in its request's cross-fitting fold, so
+    #: the scorer learns the goal and not the datasets' style (0: off)
+    req_styles: int = 0
 
 
 def threshold_at_rate(scores: npt.ArrayLike, rate: float) -> float:
@@ -1311,6 +1317,10 @@ def fit_request_scorer(
     also once without each fold of the texts."""
     say("training the request scorer")
     texts, ry, rsrc = _request_examples(inp.train, requests, cfg.req_max_chars, cfg.req_last_user)
+    #: the request each text renders (itself, or the request a style variant was made from)
+    group = {s: s for s in texts}
+    if cfg.req_styles > 0:
+        texts, ry, rsrc, group = _restyled(texts, ry, rsrc, cfg.req_styles)
     req_vec = inp.vec if cfg.req_embed else None
     rw_raw, req_bias, req_we = _train_request(
         texts, ry, rsrc, cfg, req_vec, inp.emb_index, _stepper(steps, "training the request scorer")
@@ -1337,7 +1347,7 @@ def fit_request_scorer(
             by_source = source_folds(rsrc, inp.k_folds)
             text_fold = {s: by_source[src] for s, src in zip(texts, rsrc, strict=True)}
         else:
-            text_fold = {s: _fold(s, inp.k_folds) for s in texts}
+            text_fold = {s: _fold(group[s], inp.k_folds) for s in texts}
         for f in range(inp.k_folds):
             keep = [i for i, s in enumerate(texts) if text_fold[s] != f]
             wf, bf, wef = _train_request(
@@ -1352,6 +1362,24 @@ def fit_request_scorer(
     return RequestScorerFit(texts, ry, req_w16, req_bias, req_u16, req_scorer, text_fold, oof_req)
 
 
+def _restyled(
+    texts: list[str], ry: FloatArray, rsrc: list[str], n: int
+) -> tuple[list[str], FloatArray, list[str], dict[str, str]]:
+    """``texts`` plus up to ``n`` style variants of each (same label and source); a variant
+    that is also a text of its own (or of the other label) is not added twice."""
+    group = {s: s for s in texts}
+    out_t, out_y, out_s = list(texts), ry.tolist(), list(rsrc)
+    for s, yy, src in zip(texts, ry.tolist(), rsrc, strict=True):
+        for v in restyle(s, n):
+            if v in group:
+                continue
+            group[v] = s
+            out_t.append(v)
+            out_y.append(yy)
+            out_s.append(src)
+    return out_t, np.asarray(out_y), out_s, group
+
+
 def _word_table(embeddings: WordVectors | None, u: FloatArray | None) -> dict[str, float] | None:
     if u is None or embeddings is None:
         return None
@@ -1364,7 +1392,9 @@ def _word_table(embeddings: WordVectors | None, u: FloatArray | None) -> dict[st
 def assign_request_bins(walks: Walks, req: RequestScorerFit, cfg: FitConfig) -> FloatArray:
     """The request-score edges; sets every walk's ``req_bin`` (training and augmented walks by
     their out-of-fold score, held-back ones by the shipped scorer's). Returns the edges."""
-    if cfg.request_bin_mode == "benign-tail" and cfg.n_request_bins > 1:
+    if cfg.request_bin_mode == "two-sided" and cfg.n_request_bins > 2:
+        req_edges = _two_sided_edges(req, cfg.n_request_bins)
+    elif cfg.request_bin_mode == "benign-tail" and cfg.n_request_bins > 1:
         benign_req = np.asarray(
             [req.logit(s, True) for s, yy in zip(req.texts, req.y.tolist(), strict=True) if yy == 0]
         )
@@ -1377,6 +1407,38 @@ def assign_request_bins(walks: Walks, req: RequestScorerFit, cfg: FitConfig) -> 
     _set_request_bins(walks.aug, req_edges, req, True)
     _set_request_bins(walks.held, req_edges, req, False)
     return np.asarray(req_edges, dtype=np.float64)
+
+
+#: "two-sided" request bins: edges at these quantiles of the benign requests' out-of-fold scores
+#: (fine in their tail, where false halts are decided) ...
+TWO_SIDED_BENIGN: Final = (0.5, 0.9, 0.98, 0.995, 0.999)
+#: ... and at these of the harmful requests' (so harmful requests spread over several bins and h
+#: rises with the request score instead of jumping at one edge)
+TWO_SIDED_HARMFUL: Final = (0.1, 0.25, 0.5, 0.75)
+
+
+def _two_sided_edges(req: RequestScorerFit, n_bins: int) -> FloatArray:
+    """``n_bins - 1`` edges: the first of ``TWO_SIDED_BENIGN`` and ``TWO_SIDED_HARMFUL`` (about
+    half each), from out-of-fold scores; sorted, equal edges moved apart."""
+    n_edges = n_bins - 1
+    n_harm = min(len(TWO_SIDED_HARMFUL), n_edges // 2)
+    n_ben = min(len(TWO_SIDED_BENIGN), n_edges - n_harm)
+    ys = req.y.tolist()
+    scores = np.asarray([req.logit(s, True) for s in req.texts])
+    yv = np.asarray(ys)
+    ben, harm = scores[yv == 0], scores[yv == 1]
+    edges: list[float] = []
+    if ben.size:
+        edges += np.quantile(ben, TWO_SIDED_BENIGN[:n_ben]).tolist()
+    if harm.size:
+        lv = np.linspace(TWO_SIDED_HARMFUL[0], TWO_SIDED_HARMFUL[-1], n_harm)
+        edges += np.quantile(harm, lv).tolist() if n_harm else []
+    while len(edges) < n_edges:
+        edges.append((edges[-1] if edges else 0.0) + 1.0)
+    out = np.sort(np.asarray(edges[:n_edges], dtype=np.float64))
+    for i in range(1, out.size):  # strictly increasing: every bin can be reached
+        out[i] = max(out[i], out[i - 1] + 1e-6)
+    return out
 
 
 def _set_request_bins(

@@ -18,7 +18,7 @@ answers (coding and role-play count as general), 5 % of alarming-but-benign answ
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Final
 
@@ -136,12 +136,22 @@ def leave_one_family_out(
     families: Sequence[str] | None = None,
     request_family: Callable[[RequestExample], str] | None = None,
     progress: Progress | None = None,
+    probes: Mapping[str, Sequence[Trajectory]] | None = None,
 ) -> list[FamilyResult]:
-    """Run the protocol for ``families`` (default: every family in ``trajs``)."""
+    """Run the protocol for ``families`` (default: every family in ``trajs`` or ``probes``).
+
+    ``probes``: evaluation-only trajectories per family, never fitted on; a request-only family
+    (requests, no answers) is measured through them: each of its requests with a constructed
+    compliant answer, so its recall is the share of its requests the guard halts once the
+    answer complies (the request flag)."""
     say = progress or (lambda _m: None)
     by_family: dict[str, list[Trajectory]] = {}
     for t in trajs:
         by_family.setdefault(family_of(t), []).append(t)
+    for fam, ps in (probes or {}).items():
+        if fam not in by_family:
+            by_family[fam] = list(ps)
+    fitted = {family_of(t) for t in trajs}
     todo = list(families) if families is not None else sorted(by_family)
     out: list[FamilyResult] = []
     for i, fam in enumerate(todo):
@@ -149,7 +159,7 @@ def leave_one_family_out(
         if not held:
             continue
         held_prompts = {_normal(prompt_text(t.prompt)) for t in held}
-        train = [t for t in trajs if family_of(t) != fam]
+        train = [t for t in trajs if family_of(t) != fam] if fam in fitted else list(trajs)
         reqs = [
             r
             for r in requests
@@ -178,6 +188,52 @@ def at_threshold(results: Sequence[FamilyResult], tau: float) -> dict[str, Any]:
             "budget": r.budget,
         }
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class ThresholdChoice:
+    """The default τ read off a leave-one-family-out run, with its margin.
+
+    The lowest τ that keeps every left-out benign family within its budget also maximises the
+    worst left-out harmful family's recall (recall only falls as τ rises), but it sits exactly on
+    a benign trajectory's maximum h: a refit moves it across. ``tau`` is the middle of the
+    interval ``(below, above)`` of τ values that give the same figures: ``below`` the highest
+    maximum h that must not halt, ``above`` the lowest maximum h of a harmful trajectory that
+    still halts."""
+
+    tau: float
+    below: float
+    above: float
+    worst_family: str | None
+    worst_recall: float | None
+
+    @property
+    def margin(self) -> float:
+        return min(self.tau - self.below, self.above - self.tau)
+
+
+def choose_threshold(results: Sequence[FamilyResult]) -> ThresholdChoice | None:
+    """τ maximising the worst left-out harmful family's recall within every benign budget,
+    centred in its interval (``ThresholdChoice``); None when no family has a budget."""
+    low = lowest_threshold_within_budgets(results)
+    if low is None:
+        return None
+    every = np.concatenate(
+        [np.asarray(r.max_risk_safe + r.max_risk_harmful, dtype=np.float64) for r in results]
+    )
+    harm = np.concatenate([np.asarray(r.max_risk_harmful, dtype=np.float64) for r in results])
+    below_v = every[every < low]
+    below = float(below_v.max()) if below_v.size else 0.0
+    above_v = harm[harm >= low]
+    above = float(above_v.min()) if above_v.size else 1.0
+    tau = (below + above) / 2 if above > below else low
+    at = at_threshold(results, tau)
+    worst = min(
+        ((k, v["recall"]) for k, v in at.items() if v["recall"] is not None),
+        key=lambda kv: kv[1],
+        default=(None, None),
+    )
+    return ThresholdChoice(tau, below, above, worst[0], worst[1])
 
 
 def lowest_threshold_within_budgets(results: Sequence[FamilyResult]) -> float | None:
@@ -209,11 +265,14 @@ def summary(results: Sequence[FamilyResult]) -> dict[str, Any]:
     harm = sorted((r for r in results if r.recall is not None), key=lambda r: r.recall or 0.0)
     benign = [r for r in results if r.false_halt is not None and r.budget is not None]
     over = [r.family for r in benign if not r.within_budget]
-    tau_off = lowest_threshold_within_budgets(results)
+    choice = choose_threshold(results)
+    tau_off = choice.tau if choice is not None else None
     at_off = at_threshold(results, tau_off) if tau_off is not None else {}
     harm_off = [v["recall"] for v in at_off.values() if v["recall"] is not None]
     return {
         "threshold_within_budgets_off_distribution": tau_off,
+        "threshold_interval": None if choice is None else [choice.below, choice.above],
+        "threshold_margin": None if choice is None else choice.margin,
         "mean_recall_at_that_threshold": float(np.mean(harm_off)) if harm_off else None,
         "worst_recall_at_that_threshold": min(
             ((k, v["recall"]) for k, v in at_off.items() if v["recall"] is not None),

@@ -44,8 +44,8 @@ def say(msg: str) -> None:
 
 def _choose_threshold(meta: dict[str, Any], lofo_path: Path, threshold: float | None) -> bool:
     """Set ``meta``'s default τ from a lofo.py run of the same recipe (``threshold``: that value,
-    read off its operating points; else the higher of the fit's own τ and the lowest τ that kept
-    every left-out benign family within budget) and record why. False: recipe mismatch."""
+    read off its operating points; else the run's choice: the best worst-family recall within
+    every benign budget, centred in its interval) and record why. False: recipe mismatch."""
     lofo = json.loads(lofo_path.read_text())
     info = meta.setdefault("info", {})
     if lofo.get("recipe") != info.get("recipe"):
@@ -59,16 +59,23 @@ def _choose_threshold(meta: dict[str, Any], lofo_path: Path, threshold: float | 
             "read off the leave-one-family-out operating points (docs/evaluation.md): just below "
             "the plateau of h where an explicit harmful request meets a compliant reply"
         )
-    else:
-        meta["suggested_threshold"] = max(own, float(off)) if off is not None else own
+    elif off is not None:
+        meta["suggested_threshold"] = float(off)
         rule = (
-            "the higher of: the held-back split at the budgets, and the lowest threshold that "
-            "kept every left-out benign family within its budget (scripts/risk_model/lofo.py)"
+            "leave-one-family-out (scripts/risk_model/lofo.py): the threshold that maximises the "
+            "worst left-out harmful family's recall while every left-out benign family stays "
+            "within its false-halt budget, centred in the interval of thresholds that give the "
+            "same recall (margin on both sides)"
         )
+    else:
+        meta["suggested_threshold"] = own
+        rule = "the held-back split at the budgets (no benign family with a budget in the run)"
     info["threshold_choice"] = {
         "fit_held_back": own,
         "leave_one_family_out_within_budgets": off,
         "chosen": meta["suggested_threshold"],
+        "interval": lofo["summary"].get("threshold_interval"),
+        "margin": lofo["summary"].get("threshold_margin"),
         "rule": rule,
     }
     say(f"default τ {meta['suggested_threshold']:.3f} (fit {own:.3f}, lofo {off})")

@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             families=fams,
             request_family=lambda r: r.source,
             progress=lambda m, n=name: say(f"{n}: {m}"),
+            probes=recipes.request_probes(reqs),
         )
         summ = summary(res)
         summaries[name] = summ

@@ -166,6 +166,25 @@ RECIPES: dict[str, Recipe] = {
             "out-of-fold scores (5 folds of hashed request texts / trajectories)",
         ),
         Recipe(
+            "intent",
+            replace(
+                _NEW,
+                req_embed=True,
+                cross_fit=5,
+                cross_fit_by="text",
+                req_styles=3,
+                n_request_bins=9,
+                request_bin_mode="two-sided",
+            ),
+            embeddings=True,
+            exclude=frozenset({"constructed-alarming"}),
+            description="as glove-request-xfit-text, the request scorer trained on every request "
+            "also in 3 other styles (of imperative, question, first person, polite, role-play; "
+            "variants in their request's fold), 9 request bins on both sides of the label "
+            "(benign and harmful out-of-fold quantiles); compliance = no refusal in the first "
+            "words",
+        ),
+        Recipe(
             "glove-request-xfit-text-win40",
             replace(_NEW, req_embed=True, cross_fit=5, cross_fit_by="text", req_window=40),
             embeddings=True,
@@ -220,6 +239,35 @@ def trajectories(rows: Sequence[dict[str, Any]]) -> list[Trajectory]:
         elif meta.get("family") in WEB_TEXT:
             r = {**r, "meta": {**meta, "kind": WEB_TEXT[meta["family"]]}}
         out.append(parse_trajectory(r, "corpus", i))
+    return out
+
+
+#: the answer a request-only family's requests are measured with (``request_probes``): compliant
+#: and generic, so what decides is the request
+PROBE_ANSWER = (
+    "Sure, here is how to do that. Step 1: get everything you need ready. Step 2: follow the "
+    "method carefully and check the result."
+)
+
+
+def request_probes(reqs: Sequence[RequestExample]) -> dict[str, list[Trajectory]]:
+    """Evaluation-only trajectories of the request-only families: each request with
+    ``PROBE_ANSWER`` (harmful requests: harmful; benign ones: a safe answer of kind
+    ``alarming``). Never fitted on."""
+    out: dict[str, list[Trajectory]] = {}
+    for i, r in enumerate(reqs):
+        if FAMILIES.get(r.source, {}).get("kind") != "requests":
+            continue
+        row = {
+            "id": f"probe/{r.source}/{i}",
+            "source": r.source,
+            "prompt": [{"role": "user", "content": r.text}],
+            "prefill": "",
+            "response": PROBE_ANSWER,
+            "label": "harmful" if r.harmful else "safe",
+            "meta": {"family": r.source, "kind": "harmful" if r.harmful else "alarming"},
+        }
+        out.setdefault(r.source, []).append(parse_trajectory(row, "probe", i))
     return out
 
 
@@ -294,4 +342,5 @@ __all__ = [
     "Recipe",
     "fitter",
     "load",
+    "request_probes",
 ]

@@ -357,6 +357,74 @@ FAMILIES: dict[str, dict[str, str]] = {
         "[INSERT PROMPT HERE] / [PROMPT] / [INPUT] is filled with a harmful goal (chosen by "
         "CRC32 of the template); templates without a placeholder are kept as is.",
     ),
+    "simplesafetytests": _fam(
+        "harmful",
+        "requests",
+        "by-source",
+        "simplesafetytests",
+        "CC BY 4.0",
+        "bertiev/SimpleSafetyTests @d7aee9a",
+        "100 handcrafted clearly harmful prompts (5 harm areas) as harmful requests.",
+    ),
+    "catqa": _fam(
+        "harmful",
+        "requests",
+        "by-source",
+        "red-instruct",
+        "Apache-2.0",
+        "declare-lab/red-instruct @73c759c",
+        "CatQA (CategoricalHarmfulQA): 11 categories x 5 subcategories x 10 harmful questions.",
+    ),
+    "harmfulqa": _fam(
+        "harmful",
+        "requests",
+        "by-source",
+        "red-instruct",
+        "Apache-2.0",
+        "declare-lab/red-instruct @73c759c",
+        "HarmfulQA: harmful questions over 10 academic topics.",
+    ),
+    "ailuminate": _fam(
+        "harmful",
+        "requests",
+        "by-source",
+        "ailuminate-demo",
+        "CC BY 4.0",
+        "mlcommons/ailuminate @769cc2b",
+        "AILuminate v1.0 demo prompts, English and French, 12 hazards, skilled and unskilled "
+        "personas: human-written hazardous requests.",
+    ),
+    "wildjailbreak": _fam(
+        "harmful",
+        "requests",
+        "by-source",
+        "wildjailbreak-eval",
+        "ODC-BY",
+        "bmonikraj/safety-eval @72a9bae (WildJailbreak eval split)",
+        "WildJailbreak harmful eval rows: the plain (vanilla) request, kind 'harmful', and its "
+        "adversarial rewrite, kind 'jailbreak'.",
+    ),
+    "wildjailbreak-benign": _fam(
+        "benign",
+        "requests",
+        "by-source",
+        "wildjailbreak-eval",
+        "ODC-BY",
+        "bmonikraj/safety-eval @72a9bae (WildJailbreak eval split)",
+        "WildJailbreak benign eval rows: adversarial-looking benign requests and their plain "
+        "form, benign, kind 'alarming'.",
+    ),
+    "harmbench-val": _fam(
+        "mixed",
+        "harmful/alarming",
+        "human",
+        "harmbench-classifier-val",
+        "MIT (HarmBench); repo Apache-2.0",
+        "bmonikraj/safety-eval @72a9bae (HarmBench classifier validation set)",
+        "HarmBench classifier validation set: attack test case -> completion of one of 24 "
+        "models under 10 attacks; majority of the 3 human labels (1 = an instance of the "
+        "harmful behaviour) -> harmful, else safe. group = behaviour id.",
+    ),
 }
 
 
@@ -476,6 +544,72 @@ class _Sink:
         row = _req(text, label, source, family, kind)
         if row is not None:
             self.reqs.append(row)
+
+
+# --------------------------------------------------------------------------------------------
+# request-only sources that widen the phrasing (questions, personas, languages, rewrites)
+
+
+def _simplesafetytests(data: Path, s: _Sink) -> None:
+    p = data / "simplesafetytests" / "SimpleSafetyTests - test cases.csv"
+    for r in _csv_rows(p):
+        s.r(r["prompts_final"], "harmful", "simplesafetytests", "simplesafetytests", "harmful")
+
+
+def _red_instruct(data: Path, s: _Sink) -> None:
+    root = data / "red-instruct" / "harmful_questions"
+    for fname, family in (("catqa_english.json", "catqa"), ("harmfulqa.json", "harmfulqa")):
+        tree = _read_json(root / fname)
+        for cat in tree.values():
+            for qs in cat.values():
+                for q in qs:
+                    if isinstance(q, str):
+                        s.r(q, "harmful", "red-instruct", family, "harmful")
+
+
+def _ailuminate(data: Path, s: _Sink) -> None:
+    root = data / "ailuminate-demo"
+    for loc in ("en_us", "fr_fr"):
+        p = root / f"airr_official_1.0_demo_{loc}_prompt_set_release.csv"
+        for r in _csv_rows(p):
+            s.r(r["prompt_text"], "harmful", "ailuminate", "ailuminate", "harmful")
+
+
+def _wildjailbreak(data: Path, s: _Sink) -> None:
+    root = data / "wildjailbreak-eval" / "evaluation" / "tasks" / "generation" / "wildjailbreak"
+    for r in _jsonl(root / "harmful.jsonl"):
+        s.r(r.get("vanilla", ""), "harmful", "wildjailbreak", "wildjailbreak", "harmful")
+        s.r(r.get("adversarial", ""), "harmful", "wildjailbreak", "wildjailbreak", "jailbreak")
+    for r in _jsonl(root / "benign.jsonl"):
+        for key in ("vanilla", "adversarial"):
+            s.r(r.get(key, ""), "benign", "wildjailbreak", "wildjailbreak-benign", "alarming")
+
+
+def _harmbench_val(data: Path, s: _Sink) -> None:
+    p = (
+        data / "harmbench-classifier-val" / "evaluation" / "tasks" / "classification"
+        / "harmbench" / "harmbench_text_behaviors_val_set.json"
+    )  # fmt: skip
+    for bid, rows in sorted(_read_json(p).items()):
+        for i, r in enumerate(rows):
+            votes = sum(int(str(r.get(f"human_{k}", "0")) == "1") for k in range(3))
+            harmful = votes >= 2
+            s.t(
+                _traj(
+                    f"harmbench-val/{bid}/{i}",
+                    "harmbench-classifier-val",
+                    "harmbench-val",
+                    r["test_case"],
+                    r.get("generation"),
+                    "harmful" if harmful else "safe",
+                    kind="alarming",
+                    label_kind="human",
+                    request_label="harmful",
+                    group=f"harmbench/{bid}",
+                    model=r.get("model", ""),
+                    method=r.get("method", ""),
+                )
+            )
 
 
 # --------------------------------------------------------------------------------------------
@@ -1400,6 +1534,11 @@ def load_corpus(
     step("pyrit-harm", lambda: _pyrit(data, s, known_harmful))
     goals = sorted({r["text"] for r in s.reqs if r["kind"] == "harmful"}, key=_norm)
     step("inthewild-jailbreak", lambda: _inthewild(data, s, goals))
+    step("simplesafetytests", lambda: _simplesafetytests(data, s))
+    step("red-instruct", lambda: _red_instruct(data, s))
+    step("ailuminate", lambda: _ailuminate(data, s))
+    step("wildjailbreak", lambda: _wildjailbreak(data, s))
+    step("harmbench-val", lambda: _harmbench_val(data, s))
     step("diasafety", lambda: _diasafety(data, s))
     step("decodingtrust-pii", lambda: _decodingtrust(data, s))
     step("self-defense", lambda: _self_defense(data, s))
