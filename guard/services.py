@@ -30,6 +30,9 @@ class Services:
     tracer: Tracer | None = None
     guard_model: GuardModel | None = None
     active: int = 0  # generations in flight
+    #: admission slots taken: a request takes one before it awaits the upstream (so a burst
+    #: cannot pass the ``max_streams`` check all at once) and gives it back when it ends
+    admitted: int = 0
     draining: bool = False  # shutting down: new generations get 503
 
 

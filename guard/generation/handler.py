@@ -39,11 +39,17 @@ from guard.upstream.client import UpstreamResponse
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
+#: seconds a client told "overloaded" should wait before it retries
+OVERLOAD_RETRY_AFTER_S = 1
+
+
 def error_response(exc: GuardError, request_id: str | None = None) -> Response:
     body = chunks.error_body(exc.message, exc.error_type, exc.code, exc.param)
-    headers = {"x-request-id": request_id} if request_id else None
+    headers = {"x-request-id": request_id} if request_id else {}
+    if isinstance(exc, Overloaded):
+        headers["retry-after"] = str(OVERLOAD_RETRY_AFTER_S)
     return Response(
-        body, status_code=exc.status_code, media_type="application/json", headers=headers
+        body, status_code=exc.status_code, media_type="application/json", headers=headers or None
     )
 
 
@@ -60,7 +66,7 @@ async def generate(svc: Services, request: Request, route: str) -> Response:
         loaded = svc.models.current
         policy = loaded.book.resolve(req.model, key_name, route)
         check_limits(req, policy)
-        if svc.active >= svc.settings.max_streams:
+        if svc.admitted >= svc.settings.max_streams:
             raise Overloaded("too many concurrent generations; retry later")
         # Streaming clients get their own bytes forwarded; non-streaming ones are streamed
         # internally so a harmful generation can be stopped early.
@@ -72,7 +78,15 @@ async def generate(svc: Services, request: Request, route: str) -> Response:
         headers = svc.upstream.headers(request.headers, forward_auth=not svc.auth.enabled)
         headers["x-request-id"] = rid
         t_send = time.perf_counter_ns()
-        resp = await svc.upstream.open("POST", wire.PATHS[route], content=content, headers=headers)
+        # the slot is taken before the first await: every request of a burst sees the others
+        svc.admitted += 1
+        try:
+            resp = await svc.upstream.open(
+                "POST", wire.PATHS[route], content=content, headers=headers
+            )
+        except BaseException:
+            svc.admitted -= 1
+            raise
         svc.metrics.upstream_latency_seconds.observe(resp.latency_s)
     except GuardError as exc:
         if isinstance(exc, UpstreamError):
@@ -88,6 +102,7 @@ async def generate(svc: Services, request: Request, route: str) -> Response:
         echo["traceparent"] = tp
     if resp.status_code != 200:
         # The upstream refused the request: its status and body, as they are.
+        svc.admitted -= 1
         try:
             err_body = await resp.aread()
         except UpstreamError:
@@ -116,7 +131,7 @@ async def generate(svc: Services, request: Request, route: str) -> Response:
         )
     gen = GuardedGeneration(
         svc, req, policy, loaded.model, rid=rid, headers=headers, pre_ns=t_send - t0, span=span
-    )
+    )  # its run() gives the admission slot back, however it ends
     if req.stream:
         return GuardedStreamResponse(
             functools.partial(gen.run, resp),

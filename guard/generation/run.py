@@ -161,6 +161,7 @@ class GuardedGeneration:
             completed = True
         finally:
             svc.active -= 1
+            svc.admitted -= 1  # taken by the handler before it opened the upstream
             m.active_streams.dec()
             for fut in self._verdicts:
                 fut.cancel()  # a verdict nobody will read is never sent

@@ -314,3 +314,56 @@ async def test_internal_error_mid_stream_still_ends_the_stream(harness, monkeypa
     assert evs[-1] == "[DONE]" and evs[-2]["error"]["type"] == "internal_error"
     assert "Traceback" not in r.text and h.upstream.open_streams == 0
     assert h.metric("guard_requests_total", {"endpoint": "chat", "outcome": "error"}) == 1
+
+
+async def test_a_burst_beyond_max_streams_gets_503_with_retry_after(harness) -> None:
+    """The admission check and the slot it takes happen before the first await: every request
+    of a simultaneous burst sees the ones before it (the check once read a counter that rose
+    only once a stream ran, so a burst of 8 against a limit of 4 was admitted whole)."""
+    import asyncio
+
+    import anyio
+
+    release = anyio.Event()
+
+    async def hold(_i: int) -> None:
+        await release.wait()
+
+    def slow(path: str, req: dict[str, Any]) -> Script:
+        return Script(b"".join(chat_events(BENIGN)) + DONE, before_read=hold)
+
+    h = harness(slow, env={"GUARD_MAX_STREAMS": "4"})
+    opened = anyio.Event()
+
+    async def answer_late() -> None:  # every request of the burst reaches the upstream first
+        await opened.wait()
+
+    h.upstream.before_open = answer_late
+
+    async def one() -> httpx.Response:
+        return await h.client.post("/v1/chat/completions", json=dict(CHAT, stream=True))
+
+    tasks = [asyncio.create_task(one()) for _ in range(8)]
+    # the 4 excess requests are answered while the admitted ones are still held upstream
+    for _ in range(100_000):  # yields to the event loop, bounded
+        if len(h.upstream.requests) + sum(t.done() for t in tasks) >= 8:
+            break
+        await asyncio.sleep(0)
+    assert len(h.upstream.requests) == 4  # only the admitted ones reached the upstream
+    opened.set()
+    for _ in range(100_000):
+        if sum(t.done() for t in tasks) >= 4:
+            break
+        await asyncio.sleep(0)
+    rejected = [t.result() for t in tasks if t.done()]
+    assert len(rejected) == 4
+    for r in rejected:
+        assert assert_openai_error(r, 503)["type"]
+        assert r.headers["retry-after"] == "1"
+    release.set()
+    done = await asyncio.gather(*tasks)
+    assert sorted(r.status_code for r in done) == [200] * 4 + [503] * 4
+    assert h.upstream.open_streams == 0
+    # the slots came back: the next request is admitted
+    r = await one()
+    assert r.status_code == 200 and b"[DONE]" in r.content

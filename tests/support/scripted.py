@@ -130,6 +130,8 @@ class ScriptedUpstream:
     completed: int = 0
     open_streams: int = 0
     record: bool = True  # keep every request (off for long loops that measure memory)
+    #: awaited before the response headers (an upstream that takes its time to answer)
+    before_open: Callable[[], Awaitable[None]] | None = None
 
     def transport(self) -> httpx.MockTransport:
         return httpx.MockTransport(self._handle)
@@ -139,6 +141,8 @@ class ScriptedUpstream:
         if self.record:
             self.requests.append((request.url.path, body, dict(request.headers)))
         script = self.handler(request.url.path, body)
+        if self.before_open is not None:
+            await self.before_open()
         return httpx.Response(
             script.status,
             headers={"content-type": script.content_type},
