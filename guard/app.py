@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from guard import __version__, jsonfast, wire
 from guard.config import Settings
 from guard.decision.policy import RiskModelLike
-from guard.errors import ClientError, GuardError, NotFound, UpstreamError
+from guard.errors import ClientError, GuardError, MethodNotAllowed, NotFound, UpstreamError
 from guard.generation.handler import error_response, generate
 from guard.observability.decision_log import DecisionLog
 from guard.observability.metrics import Metrics
@@ -255,6 +255,10 @@ async def _watch_files(svc: Services, every: float) -> None:
             await anyio.to_thread.run_sync(svc.models.poll)
 
 
+#: the /v1 routes the guard serves with POST only
+GUARDED_POST_ROUTES = frozenset(("chat/completions", "completions"))
+
+
 def _refuse_unguarded(app: FastAPI) -> None:
     # Registered last: the routes above take precedence.
     @app.api_route(
@@ -262,9 +266,12 @@ def _refuse_unguarded(app: FastAPI) -> None:
         methods=["GET", "POST", "PUT", "DELETE", "PATCH"],
         include_in_schema=False,
     )
-    async def unguarded(rest: str) -> Response:
+    async def unguarded(rest: str, request: Request) -> Response:
         # Generation routes the guard does not check (e.g. /v1/responses) are refused, never
         # passed through silently.
+        if rest in GUARDED_POST_ROUTES:
+            # a route the guard serves, with the wrong method (GET /v1/chat/completions)
+            raise MethodNotAllowed(f"{request.method} /v1/{rest} is not allowed; use POST")
         raise NotFound(
             f"/v1/{rest} is not served by the guard (only chat/completions,"
             " completions and models are)"

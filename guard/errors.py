@@ -87,6 +87,11 @@ class NotFound(ClientError):
     code = "not_found"
 
 
+class MethodNotAllowed(ClientError):
+    status_code = 405
+    code = "method_not_allowed"
+
+
 class UpstreamError(GuardError):
     """The upstream (vLLM) failed us."""
 

@@ -104,7 +104,9 @@ def stack() -> Iterator[dict[str, str]]:
     guard_bin = Path(sys.executable).parent / "guard"
     if not guard_bin.exists():
         pytest.fail(f"{guard_bin} missing: install the project into the venv (pip install -e .)")
-    tmp = Path(tempfile.mkdtemp(prefix="guard-live-"))
+    # a pytest-style temp folder that is removed afterwards, whatever happens
+    tmp_ctx = tempfile.TemporaryDirectory(prefix="guard-live-")
+    tmp = Path(tmp_ctx.name)
     fake_port, guard_port, prom_port = _free_port(), _free_port(), _free_port()
     guard_cfg = tmp / "guard.yaml"
     guard_cfg.write_text(
@@ -140,6 +142,7 @@ def stack() -> Iterator[dict[str, str]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GUARD_")}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     with contextlib.ExitStack() as stack_:
+        stack_.callback(tmp_ctx.cleanup)  # first in, so it runs last: after every process
         fake = stack_.enter_context(
             _process(
                 [

@@ -175,6 +175,15 @@ async def test_unguarded_generation_routes_are_refused(harness) -> None:
     assert h.upstream.requests == []
 
 
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions"])
+async def test_a_guarded_route_with_the_wrong_method_is_405(harness, path: str) -> None:
+    h = harness(ok_handler)
+    r = await h.client.get(path)
+    err = assert_openai_error(r, 405)
+    assert err["code"] == "method_not_allowed" and "POST" in err["message"]
+    assert h.upstream.requests == []
+
+
 async def test_request_id_and_traceparent_pass_through(harness) -> None:
     h = harness(ok_handler)
     tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"

@@ -82,3 +82,16 @@ def test_hash_key_is_sha256_hex() -> None:
 def test_upstream_key_is_secret() -> None:
     s = load_settings(env={"GUARD_UPSTREAM": "http://x:1", "GUARD_UPSTREAM_API_KEY": "sekret"})
     assert "sekret" not in repr(s) and "sekret" not in str(s.model_dump())
+
+
+def test_the_example_configs_keys_match_their_stated_example_keys() -> None:
+    """deploy/guard.example.yaml says which key each hash is of: a user trying it gets in."""
+    import re
+
+    from guard.config import hash_key
+
+    text = (ROOT / "deploy" / "guard.example.yaml").read_text()
+    pairs = re.findall(r'sha256 of "([^"]+)".*?\n.*?sha256: ([0-9a-f]{64})', text, re.S)
+    assert len(pairs) >= 2
+    for key, digest in pairs:
+        assert hash_key(key) == digest, key
