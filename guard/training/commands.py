@@ -185,9 +185,12 @@ def cmd_fit(args: argparse.Namespace) -> int:
         req_embed=args.glove in ("request", "both"),
         resp_embed=args.glove == "both",
         harm_rules=args.harm_rules,
+        req_styles=args.request_styles,
         scorer=args.scorer,
         external=_external_spec(args) if args.scorer != "lexical" else FitConfig().external,
     )
+    if not _enough_held_back(trajs, args.holdout, args.seed, args.force):
+        return EXIT_BAD_INPUT
     embeddings = None
     if args.glove != "off":
         from guard.training.embeddings import load_glove
@@ -224,6 +227,49 @@ def cmd_fit(args: argparse.Namespace) -> int:
     if args.report_json:
         Path(args.report_json).write_text(json.dumps(json_safe(res.report), indent=2) + "\n")
     return EXIT_OK
+
+
+#: held-back safe trajectories below which the suggested τ is noise: at a 1 % budget, fewer
+#: than 100 means a single false halt already exceeds it (a warning) ...
+WARN_HELD_BACK_SAFE = 100
+#: ... and below which it is meaningless (refused without ``--force``), as is a split with no
+#: harmful record (recall cannot be measured)
+MIN_HELD_BACK_SAFE = 10
+
+
+def _enough_held_back(trajs: list[Any], holdout: float, seed: int, force: bool) -> bool:
+    """Is the held-back split large enough to choose τ on? Refuse (or, with ``--force``, warn)
+    when it is not: a τ read off a handful of records is noise."""
+    from guard.training.fit import _is_holdout, holdout_key
+
+    held = [t for t in trajs if _is_holdout(holdout_key(t), holdout, seed)]
+    n_safe = sum(not t.harmful for t in held)
+    n_harm = len(held) - n_safe
+    msg = (
+        f"the held-back split ({holdout:.0%} of {len(trajs)} trajectories) has {n_safe} safe and "
+        f"{n_harm} harmful records"
+    )
+    advice = (
+        "label more logs, raise --holdout, or pick τ yourself with guard eval on your own traffic"
+    )
+    if n_safe >= WARN_HELD_BACK_SAFE and n_harm >= 1:
+        return True
+    if n_safe >= MIN_HELD_BACK_SAFE and n_harm >= 1:
+        print(
+            f"warning: {msg}: the suggested threshold is coarse (under {WARN_HELD_BACK_SAFE} "
+            f"safe records one false halt is over a 1 % budget); {advice}",
+            file=sys.stderr,
+        )
+        return True
+    msg += (
+        f": too few to choose the threshold (at least {MIN_HELD_BACK_SAFE} safe and 1 harmful "
+        f"are needed); {advice}"
+    )
+    if force:
+        print(f"warning: {msg} (--force: fitting anyway)", file=sys.stderr)
+        return True
+    _err(msg + " (--force fits anyway)")
+    return False
 
 
 def _model(args: argparse.Namespace) -> Any:
@@ -462,6 +508,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--threshold-kind",
         default=None,
         help="benign meta.kind whose held-back false-halt rate sets τ (default: all benign)",
+    )
+    p.add_argument(
+        "--request-styles",
+        type=int,
+        default=3,
+        help="train the request scorer on every request also in this many other phrasings "
+        "(imperative, question, first person, polite, role-play), both labels alike, so it "
+        "learns the goal and not the style (0: off; 3 as the shipped model)",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="fit even when the held-back split is too small to choose the threshold",
     )
     _scorer_options(p, fit=True)
     p.set_defaults(func=cmd_fit)

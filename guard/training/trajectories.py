@@ -97,6 +97,15 @@ def parse_trajectory(obj: Any, path: str, line: int) -> Trajectory:
         for m in prompt:
             if not isinstance(m, dict) or "role" not in m:
                 raise _fail(path, line, "'prompt' messages must be objects with a 'role'")
+    elif prompt is None and obj.get("response") is None:
+        raise _fail(
+            path,
+            line,
+            "this record has no request or response text: a decision log written with "
+            "decision_log.include_content: false cannot be fitted on. Set "
+            "decision_log.include_content: true (GUARD_DECISION_LOG_INCLUDE_CONTENT=true), "
+            "collect logs in shadow mode, label them, then fit",
+        )
     elif not isinstance(prompt, str):
         raise _fail(path, line, "'prompt' must be a string or a list of messages")
     if not isinstance(response, str):

@@ -193,3 +193,27 @@ def test_fit_cross_fit_by_source_reaches_the_fit(tmp_path: Path) -> None:
     report = load_risk_model(out).raw_meta["info"]["fit_report"]
     assert report["config"]["cross_fit"] == 2
     assert report["config"]["cross_fit_by"] == "source"
+
+
+def test_fit_refuses_a_held_back_split_too_small_to_choose_tau(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    logs = write_rows(tmp_path / "t.jsonl", make_rows(30, seed=5))
+    out = tmp_path / "m.npz"
+    assert _run(["fit", str(logs), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "held-back split" in err and "--force" in err and not out.exists()
+    assert _run(["fit", str(logs), "-o", str(out), "--force", "--depth", "4"]) == 0
+    assert "warning" in capsys.readouterr().err and out.is_file()
+
+
+def test_fitting_a_log_without_content_says_what_to_change(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A decision log written with include_content: false has no prompt or response."""
+    rec = {"id": "r1", "source": "guard", "prompt": None, "prefill": None, "response": None,
+           "label": "safe", "meta": {}}  # fmt: skip
+    p = tmp_path / "decisions.jsonl"
+    p.write_text(json.dumps(rec) + "\n")
+    assert _run(["fit", str(p), "-o", str(tmp_path / "m.npz")]) == 2
+    assert "include_content: true" in capsys.readouterr().err
