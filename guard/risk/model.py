@@ -196,6 +196,7 @@ def _scorers(
         word_table=req_table,
         norm=str(meta.get("req_norm", "mean")),
         window=int(meta.get("req_window", 0)),
+        content_only=bool(meta.get("req_content_only", False)),
     )
     return resp, req
 

@@ -38,6 +38,7 @@ from guard.tracking.text import (
     PHASE_START,
     REFUSAL_WORDS,
     SSN_WORDS_BEFORE_NUMBER,
+    STYLE_WORDS,
     WORD_RE,
     LeakWatch,
 )
@@ -100,11 +101,20 @@ def split_words(text: str) -> list[str]:
     return out
 
 
-def text_feature_ids(text: str, mask: int, char_ngrams: tuple[int, int] = (0, 0)) -> list[int]:
-    """All feature ids of a whole text, in order (per word: unigram, character n-grams, bigram)."""
+def content_words(words: list[str]) -> list[str]:
+    """``words`` without the style words (``STYLE_WORDS``)."""
+    return [w for w in words if w not in STYLE_WORDS]
+
+
+def text_feature_ids(
+    text: str, mask: int, char_ngrams: tuple[int, int] = (0, 0), content_only: bool = False
+) -> list[int]:
+    """All feature ids of a whole text, in order (per word: unigram, character n-grams, bigram);
+    ``content_only``: of its content words only (bigrams join consecutive content words)."""
     ids: list[int] = []
     prev = BOS
-    for w in split_words(text):
+    words = split_words(text)
+    for w in content_words(words) if content_only else words:
         ids.extend(word_feature_ids(w, mask, char_ngrams))
         ids.append(zlib.crc32(f"{prev} {w}".encode()) & mask)
         prev = w
@@ -134,6 +144,7 @@ class LexicalScorer:
         "_name",
         "bias",
         "char_ngrams",
+        "content_only",
         "decay",
         "mask",
         "norm",
@@ -153,6 +164,7 @@ class LexicalScorer:
         word_table: Mapping[str, float] | None = None,
         norm: str = "mean",
         window: int = 0,
+        content_only: bool = False,
     ) -> None:
         n = len(weights)
         if n == 0 or n & (n - 1):
@@ -166,6 +178,11 @@ class LexicalScorer:
             raise ValueError(f"norm must be one of {NORMS}")
         if window < 0 or (window and norm != "l2"):
             raise ValueError("window must be 0, or > 0 with norm 'l2'")
+        if content_only and norm != "l2":
+            raise ValueError("content_only needs norm 'l2' (whole texts: the request scorer)")
+        #: "l2" only: score the content words of a text, skipping ``STYLE_WORDS`` (the goal of a
+        #: request, not its phrasing)
+        self.content_only = bool(content_only)
         #: "l2" only: a text longer than this many words also scores as the maximum over windows
         #: of this many words (half-overlapping): a harmful request wrapped in a long template is
         #: not averaged away by the template (0: the whole text only)
@@ -228,6 +245,8 @@ class LexicalScorer:
 
     def _score_l2(self, text: str) -> float:
         words = split_words(text)
+        if self.content_only:
+            words = content_words(words)
         logit = self._l2_words(words, BOS)
         win = self.window
         n = len(words)

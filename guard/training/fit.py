@@ -37,6 +37,7 @@ from guard.tracking import (
     split_words,
     text_feature_ids,
 )
+from guard.tracking.lexical import content_words
 from guard.tracking.text import N_PHASES, PHASE_REFUSING, context_secrets, leak_watch
 from guard.training.embeddings import WordVectors, vocab_array
 from guard.training.external import (
@@ -156,6 +157,9 @@ class FitConfig:
     #: person, polite / hypothetical, role-play), each in its request's cross-fitting fold, so
     #: the scorer learns the goal and not the datasets' style (0: off)
     req_styles: int = 0
+    #: the request scorer reads content words only (``guard.tracking.text.STYLE_WORDS`` are not
+    #: features): the goal, not the phrasing ("l2" only)
+    req_content_only: bool = False
 
 
 def threshold_at_rate(scores: npt.ArrayLike, rate: float) -> float:
@@ -824,7 +828,10 @@ def _train_request(
     if not (ry.size and 0 < ry.sum() < ry.size):
         return np.zeros(n_hash), 0.0, None if vectors is None else np.zeros(vectors.shape[1])
     rdocs = [
-        np.asarray(text_feature_ids(s, rmask, cfg.req_char_ngrams), dtype=np.int32) for s in texts
+        np.asarray(
+            text_feature_ids(s, rmask, cfg.req_char_ngrams, cfg.req_content_only), dtype=np.int32
+        )
+        for s in texts
     ]
     rdoc, rfeat, rval = _sparse_docs(rdocs)
     if cfg.req_norm == "l2":
@@ -834,7 +841,10 @@ def _train_request(
     if vectors is not None and word_index is not None:
         dense = np.zeros((len(texts), vectors.shape[1] + 1))
         for i, s in enumerate(texts):
-            rows = [r for r in (word_index.get(w, -1) for w in split_words(s)) if r >= 0]
+            words = split_words(s)
+            if cfg.req_content_only:
+                words = content_words(words)
+            rows = [r for r in (word_index.get(w, -1) for w in words) if r >= 0]
             if rows:
                 dense[i, :-1] = vectors[rows].sum(axis=0)
                 dense[i, -1] = len(rows)
@@ -1337,6 +1347,7 @@ def fit_request_scorer(
             word_table=_word_table(embeddings, u),
             norm=cfg.req_norm,
             window=cfg.req_window,
+            content_only=cfg.req_content_only,
         )
 
     req_scorer = scorer(req_w, req_bias, req_u)
@@ -1576,6 +1587,8 @@ def build_artifact(
     if cfg.req_window:
         # only when on: artifacts without windows stay byte-identical to before
         meta["req_window"] = cfg.req_window
+    if cfg.req_content_only:
+        meta["req_content_only"] = True
     arrays: dict[str, npt.NDArray[Any]] = {
         "counts": counts.astype(np.float32),
         "resp_w": resp.w16,

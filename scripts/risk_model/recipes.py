@@ -173,6 +173,7 @@ RECIPES: dict[str, Recipe] = {
                 cross_fit=5,
                 cross_fit_by="text",
                 req_styles=3,
+                req_content_only=True,
                 n_request_bins=9,
                 request_bin_mode="two-sided",
             ),
@@ -181,8 +182,8 @@ RECIPES: dict[str, Recipe] = {
             description="as glove-request-xfit-text, the request scorer trained on every request "
             "also in 3 other styles (of imperative, question, first person, polite, role-play; "
             "variants in their request's fold), 9 request bins on both sides of the label "
-            "(benign and harmful out-of-fold quantiles); compliance = no refusal in the first "
-            "words",
+            "(benign and harmful out-of-fold quantiles), request features of content words only "
+            "(style words skipped); compliance = no refusal in the first words",
         ),
         Recipe(
             "glove-request-xfit-text-win40",
