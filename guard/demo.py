@@ -149,6 +149,10 @@ class Output:
         return "\n".join(lines[-n:])
 
 
+#: seconds between "still running" lines of a long phase when stderr is not a terminal
+HEARTBEAT_S = 30.0
+
+
 @contextlib.contextmanager
 def _phase(title: str) -> Iterator[None]:
     """One line for a phase; on a terminal a spinner with the elapsed time while it runs."""
@@ -172,8 +176,22 @@ def _phase(title: str) -> Iterator[None]:
                 stop.set()
                 t.join()
     else:
+        # no terminal (CI, nohup, a supervisor's log): a line every HEARTBEAT_S instead of a
+        # spinner, so a long first-run step is never minutes of silence
         say(f"{title} ...")
-        yield
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(HEARTBEAT_S):
+                say(f"{title}: still running ({time.monotonic() - t0:.0f} s)")
+
+        t = threading.Thread(target=beat, daemon=True)
+        t.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            t.join()
     say(f"{title}: done in {time.monotonic() - t0:.0f} s")
 
 
@@ -347,7 +365,24 @@ def print_results(results: list[dict[str, Any]]) -> None:
     print()
 
 
+def _stop_on_signal(signum: int, _frame: object) -> None:
+    """SIGTERM / SIGHUP (a supervisor, ``kill``, a closed terminal) clean up as Ctrl-C does: the
+    exception unwinds through every ``finally`` that stops vLLM and ``guard serve``."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def run(args: argparse.Namespace) -> int:
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, _stop_on_signal)
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        say("interrupted: everything it started has been stopped")
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
     out = Output(args.verbose, cache_dir() / "logs" / f"demo-{args.port}.log")
     # the SDK's own client logs each request at INFO through httpx: not wanted on the terminal
     logging.getLogger("httpx").setLevel(logging.WARNING)

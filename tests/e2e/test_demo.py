@@ -20,6 +20,8 @@ import tempfile
 import threading
 from pathlib import Path
 
+import pytest
+
 from tests.e2e.guard_proc import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -77,9 +79,12 @@ def _port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
 def test_demo_ctrl_c_stops_everything_and_leaves_no_temp_files(
-    vllm_url: str, tmp_path: Path
+    vllm_url: str, tmp_path: Path, how: str
 ) -> None:
+    """Ctrl-C (SIGINT to the foreground group) and a supervisor's SIGTERM to the demo process
+    alone both stop everything it started."""
     # vllm_url: the session's server is up, so the tiny model is built and cached already.
     # The demo's TMPDIR: a short path (vLLM's IPC socket paths must stay under 107 bytes).
     tmp = Path(tempfile.mkdtemp(prefix="gdemo-"))
@@ -126,7 +131,10 @@ def test_demo_ctrl_c_stops_everything_and_leaves_no_temp_files(
         assert _port_open(gport) and _port_open(vport)
         during = sorted(p.name for p in tmp.iterdir())
         assert any(n.startswith("guard-vllm.") for n in during), during  # vLLM's per-run dir
-        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the foreground group
+        if how == "ctrl-c":  # the terminal signals the foreground process group
+            os.killpg(proc.pid, signal.SIGINT)
+        else:  # `kill PID`, systemd, a container runtime: the demo process only
+            proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=120) in (0, 130)
     finally:
         if proc.poll() is None:

@@ -47,3 +47,29 @@ def test_failing_step_shows_the_log_tail_and_exits(
     finally:
         out.close()
     assert "why-it-broke" in capfd.readouterr().err
+
+
+def test_a_long_phase_says_it_is_still_running_off_a_terminal(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """On a non-terminal (CI, nohup) the spinner is replaced by a line every HEARTBEAT_S."""
+    import threading
+
+    from guard import demo
+
+    monkeypatch.setattr(demo, "HEARTBEAT_S", 0.01)
+    beats = threading.Event()
+    real_say = demo.say
+
+    def say(msg: str) -> None:
+        real_say(msg)
+        if "still running" in msg:
+            beats.set()
+
+    monkeypatch.setattr(demo, "say", say)
+    with demo._phase("installing something slow"):
+        assert beats.wait(10)
+    err = capsys.readouterr().err
+    assert "[demo] installing something slow ..." in err
+    assert "installing something slow: still running" in err
+    assert "installing something slow: done in" in err
