@@ -82,6 +82,13 @@ def leaked_tokens(prefill: str, chunks: list[str]) -> int:
     return leaked
 
 
+def _shipped_version() -> str:
+    sys.path.insert(0, str(ROOT))
+    from guard.risk import load_risk_model
+
+    return str(load_risk_model().meta.version)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -89,7 +96,18 @@ def main() -> int:
     ap.add_argument("--vllm-url", required=True)
     ap.add_argument("--windows", default="0,2,4,8,16")
     ap.add_argument("--n", type=int, default=30, help="requests of each kind per window")
+    ap.add_argument(
+        "--sampling",
+        choices=("default", "greedy"),
+        default="default",
+        help="default: the model's default sampling (no temperature, no seed: what a client "
+        "that sets nothing gets, so a result is one draw); greedy: temperature 0, seeded",
+    )
     args = ap.parse_args()
+
+    def sampling(i: int) -> dict[str, Any]:
+        return {"temperature": 0, "seed": i} if args.sampling == "greedy" else {}
+
     windows = [int(w) for w in args.windows.split(",")]
     benign = [e for e in dialogues.examples(400, seed=41, split="test") if e.kind == "benign"]
     attacks = [e for e in dialogues.examples(400, seed=42, split="test") if e.kind == "prefill"]
@@ -105,8 +123,7 @@ def main() -> int:
                     "model": "tiny",
                     "messages": ex.prompt,
                     "max_tokens": 32,
-                    "temperature": 0,
-                    "seed": i,
+                    **sampling(i),
                     "stream": True,
                 }
                 first, _, fin = stream(url, body)
@@ -127,8 +144,7 @@ def main() -> int:
                 body = {
                     "model": "tiny",
                     "max_tokens": 48,
-                    "temperature": 0,
-                    "seed": i,
+                    **sampling(i),
                     "stream": True,
                     "messages": [*ex.prompt, {"role": "assistant", "content": ex.prefill}],
                     "continue_final_message": True,
@@ -163,7 +179,17 @@ def main() -> int:
     out = ROOT / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "holdback.json").write_text(
-        json.dumps({"vllm_url": args.vllm_url, "rows": rows}, indent=2) + "\n"
+        json.dumps(
+            {
+                "vllm_url": args.vllm_url,
+                "sampling": args.sampling,
+                "risk_model": _shipped_version(),
+                "date": time.strftime("%Y-%m-%d"),
+                "rows": rows,
+            },
+            indent=2,
+        )
+        + "\n"
     )
     lines = [
         "| W (tokens) | guard-added time to 1st content, mean (ms) | client TTFT p50 (ms) | "

@@ -117,3 +117,17 @@ def simulate_hits(
         alive[idx[nxt >= n]] = False
         state[idx] = np.where(nxt < n, nxt, state[idx])
     return float(harm.mean())
+
+
+def monotone_in_request(h: npt.ArrayLike, n_request_bins: int) -> FloatArray:
+    """``h`` (depth rows x states, the request bin the slowest index of a state) made
+    non-decreasing in the request bin, every other component fixed: a request that looks more
+    harmful never makes harm less likely. The fitted cells of neighbouring request bins are
+    noisy (a bin of templated jailbreaks answered evasively sits between two bins of plain
+    harmful requests); the running maximum over the request axis removes that noise in the one
+    direction the model's meaning fixes."""
+    a = np.asarray(h, dtype=np.float64)
+    rows, n = a.shape
+    per_bin = n // n_request_bins
+    out = np.maximum.accumulate(a.reshape(rows, n_request_bins, per_bin), axis=1)
+    return np.asarray(out.reshape(rows, n), dtype=np.float64)

@@ -11,7 +11,7 @@ import numpy.typing as npt
 
 from guard.errors import RiskModelError
 from guard.risk.artifact import load_artifact
-from guard.risk.chain import END_FLOOR, hitting_table, smooth_transitions
+from guard.risk.chain import END_FLOOR, hitting_table, monotone_in_request, smooth_transitions
 from guard.tracking import LexicalScorer, StateSpace, Tracker, TrackerTables
 
 FloatArray = npt.NDArray[np.float64]
@@ -84,6 +84,8 @@ class RiskModel:
             resp_table, req_table = word_tables(arrays)
             p = smooth_transitions(counts, kappa, float(meta.get("end_floor", END_FLOOR)))
             h = hitting_table(p)
+            if meta.get("monotone_request"):
+                h = monotone_in_request(h, space.n_request_bins)
             resp, req = _scorers(arrays, meta, resp_table, req_table)
             tables = TrackerTables(
                 space=space,

@@ -160,6 +160,8 @@ class FitConfig:
     #: the request scorer reads content words only (``guard.tracking.text.STYLE_WORDS`` are not
     #: features): the goal, not the phrasing ("l2" only)
     req_content_only: bool = False
+    #: hitting probabilities non-decreasing in the request bin (``monotone_in_request``)
+    monotone_request: bool = False
 
 
 def threshold_at_rate(scores: npt.ArrayLike, rate: float) -> float:
@@ -1589,6 +1591,8 @@ def build_artifact(
         meta["req_window"] = cfg.req_window
     if cfg.req_content_only:
         meta["req_content_only"] = True
+    if cfg.monotone_request:
+        meta["monotone_request"] = True
     arrays: dict[str, npt.NDArray[Any]] = {
         "counts": counts.astype(np.float32),
         "resp_w": resp.w16,

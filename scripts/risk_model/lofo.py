@@ -22,7 +22,7 @@ from pathlib import Path
 
 import recipes
 
-from guard.training.lofo import format_table, leave_one_family_out, summary
+from guard.training.lofo import FamilyResult, format_table, leave_one_family_out, summary
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -44,7 +44,17 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="override the recipe's optimiser iterations (faster folds; stated in the output)",
     )
+    ap.add_argument(
+        "--merge",
+        nargs="+",
+        type=Path,
+        default=None,
+        help="do not fit: merge these lofo JSON files of one recipe (runs split with --families "
+        "across processes) into OUT/<recipe>.json and .md",
+    )
     args = ap.parse_args(argv)
+    if args.merge:
+        return _merge(args.merge, args.out)
     names = args.recipe or [recipes.SHIPPED]
     data = args.data or recipes.default_data_dir()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -81,6 +91,30 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n## {name}: {recipe.description}\n\n{format_table(res)}\n")
         print(json.dumps(summ, indent=2))
     say(f"done in {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+def _merge(paths: list[Path], out: Path) -> int:
+    docs = [json.loads(p.read_text()) for p in paths]
+    names = {d["recipe"] for d in docs}
+    if len(names) != 1:
+        say(f"cannot merge runs of different recipes: {sorted(names)}")
+        return 2
+    fams: dict[str, FamilyResult] = {}
+    for d in docs:
+        for f in d["families"]:
+            f = {k: v for k, v in f.items() if k != "within_budget"}
+            for k in ("max_risk_harmful", "max_risk_safe"):
+                f[k] = tuple(f[k])
+            fams[f["family"]] = FamilyResult(**f)
+    res = sorted(fams.values(), key=lambda r: r.family)
+    doc = {**docs[0], "summary": summary(res), "families": [r.to_json() for r in res]}
+    name = docs[0]["recipe"]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(doc, indent=2) + "\n")
+    (out / f"{name}.md").write_text(format_table(res) + "\n")
+    print(f"\n## {name}: {doc['description']}\n\n{format_table(res)}\n")
+    print(json.dumps(doc["summary"], indent=2))
     return 0
 
 

@@ -174,6 +174,7 @@ RECIPES: dict[str, Recipe] = {
                 cross_fit_by="text",
                 req_styles=3,
                 req_content_only=True,
+                monotone_request=True,
                 n_request_bins=9,
                 request_bin_mode="two-sided",
             ),
@@ -183,7 +184,8 @@ RECIPES: dict[str, Recipe] = {
             "also in 3 other styles (of imperative, question, first person, polite, role-play; "
             "variants in their request's fold), 9 request bins on both sides of the label "
             "(benign and harmful out-of-fold quantiles), request features of content words only "
-            "(style words skipped); compliance = no refusal in the first words",
+            "(style words skipped), h non-decreasing in the request bin; compliance = no "
+            "refusal in the first words",
         ),
         Recipe(
             "glove-request-xfit-text-win40",
