@@ -24,7 +24,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -154,45 +154,47 @@ HEARTBEAT_S = 30.0
 
 
 @contextlib.contextmanager
+def _every(seconds: float, fn: Callable[[], None]) -> Iterator[None]:
+    """Call ``fn`` every ``seconds`` in a background thread while the block runs."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(seconds):
+            fn()
+
+    t = threading.Thread(target=loop, daemon=True)
+    t.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        t.join()
+
+
+@contextlib.contextmanager
 def _phase(title: str) -> Iterator[None]:
     """One line for a phase; on a terminal a spinner with the elapsed time while it runs."""
     from rich.console import Console
 
     console = Console(stderr=True)
     t0 = time.monotonic()
+
+    def elapsed() -> str:
+        return f"{time.monotonic() - t0:.0f} s"
+
     if console.is_terminal:
-        with console.status(f"[demo] {title}", spinner="dots") as status:
-            stop = threading.Event()
-
-            def tick() -> None:
-                while not stop.wait(1.0):
-                    status.update(f"[demo] {title} ({time.monotonic() - t0:.0f} s)")
-
-            t = threading.Thread(target=tick, daemon=True)
-            t.start()
-            try:
-                yield
-            finally:
-                stop.set()
-                t.join()
+        with (
+            console.status(f"[demo] {title}", spinner="dots") as status,
+            _every(1.0, lambda: status.update(f"[demo] {title} ({elapsed()})")),
+        ):
+            yield
     else:
         # no terminal (CI, nohup, a supervisor's log): a line every HEARTBEAT_S instead of a
         # spinner, so a long first-run step is never minutes of silence
         say(f"{title} ...")
-        stop = threading.Event()
-
-        def beat() -> None:
-            while not stop.wait(HEARTBEAT_S):
-                say(f"{title}: still running ({time.monotonic() - t0:.0f} s)")
-
-        t = threading.Thread(target=beat, daemon=True)
-        t.start()
-        try:
+        with _every(HEARTBEAT_S, lambda: say(f"{title}: still running ({elapsed()})")):
             yield
-        finally:
-            stop.set()
-            t.join()
-    say(f"{title}: done in {time.monotonic() - t0:.0f} s")
+    say(f"{title}: done in {elapsed()}")
 
 
 def _run_step(title: str, cmd: list[str], env: dict[str, str], out: Output) -> str:
