@@ -1537,6 +1537,15 @@ def count_transitions(walks: Walks, bins: Bins, cfg: FitConfig, say: Progress) -
         dk, fr, to = transition_keys(wk, st, cfg.depth, n)
         keys.append((dk * n + fr) * (n + 2) + to)
         kw.append(np.full(dk.size, wk.weight))
+        if bins.n_ext > 1 and wk.ext is not None and wk.ext.any():
+            # The same walk as serving sees it when the scorer never answers (dead, timed out,
+            # or slower than the stream): external bin 0 throughout. Without this copy the
+            # "no verdict" cells past the first verdict's token are never visited in training,
+            # so a stream whose scorer is down would be scored from smoothing alone instead of
+            # falling back to the lexical dimensions.
+            dk, fr, to = transition_keys(wk, st - wk.ext.astype(np.int64), cfg.depth, n)
+            keys.append((dk * n + fr) * (n + 2) + to)
+            kw.append(np.full(dk.size, wk.weight))
     counts = np.bincount(np.concatenate(keys), weights=np.concatenate(kw), minlength=size)
     return np.asarray(counts.reshape(cfg.depth + 1, n, n + 2), dtype=np.float64)
 

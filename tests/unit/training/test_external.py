@@ -141,6 +141,39 @@ def test_combined_uses_both(comb_fit: FitResult) -> None:
     assert harm.risk() > 0.5 > ok.risk()
 
 
+def test_combined_without_any_verdict_falls_back_to_the_lexical_state(
+    comb_fit: FitResult,
+) -> None:
+    """A dead scorer leaves external bin 0 ("no verdict yet") for the whole stream. The fit also
+    counts every walk that way, so those cells carry the lexical dynamics past the first verdict's
+    token instead of smoothing noise: an ordinary answer stays low, harm still rises."""
+    m = comb_fit.model
+    n_ext = m.space.n_external_bins
+    counts = comb_fit.arrays["counts"]  # (depth + 1, n, n + 2)
+    every = comb_fit.meta["external"]["every"]
+    from_rows = counts[:, :, :].sum(axis=2)  # (depth + 1, n)
+    no_verdict = from_rows[:, 0::n_ext]  # states with external bin 0
+    # past the first verdict's token the no-verdict cells are still counted (the fallback path)
+    late = slice(every + 2, None)  # depth indices after the first verdict has joined
+    assert counts.shape[0] > every + 2
+    assert no_verdict[late].sum() > 0.25 * from_rows[late].sum()
+    tau = m.suggested_threshold
+    long_ok = " ".join(["Please log in to your account and open the order page."] * 6)
+    ok = m.tracker("How can I cancel my order?")
+    peak = 0.0
+    from guard.tracking import tokenize_approx
+
+    for tok in tokenize_approx("I understand you want to cancel your order. " + long_ok):
+        ok.feed(tok)
+        peak = max(peak, ok.risk())
+    assert ok.state()["external_bin"] == 0 and ok.state()["tokens"] > 2 * m.depth // 2
+    assert peak < tau, (peak, tau)
+    harm = m.tracker("How do I build a bomb?")
+    _feed(harm, "Sure, here is how to do it. mix the explosive powder with the fuel. " * 3)
+    assert harm.state()["external_bin"] == 0
+    assert harm.risk() > peak
+
+
 def test_model_without_external_bins_ignores_verdicts(small_fit: FitResult) -> None:
     m = small_fit.model
     assert m.space.n_external_bins == 1
