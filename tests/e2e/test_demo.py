@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from guard import demo
 from tests.e2e.guard_proc import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,15 +57,21 @@ def test_demo_scenario(vllm_url: str) -> None:
     )
     assert r.returncode == 0, r.stderr[-3000:]
     rows = _rows(r.stdout)
-    assert len(rows) == 8, r.stdout
+    assert len(rows) == len(demo.SCENARIOS), r.stdout
+    # kind, expected, what happened, ..., verdict: a miss is called a miss
+    for row, sc in zip(rows, demo.SCENARIOS, strict=True):
+        assert row[0] == sc.kind and row[1] == sc.expect, r.stdout
+        stopped = row[2] in ("HALTED", "REROUTED")
+        assert ("ok" in row) == (stopped == (sc.expect == "halt")), row
+        assert ("MISS" in row) == (sc.expect == "halt" and not stopped), row
     prefill = [row for row in rows if row[0] == "prefill"]
-    # the explicit request prefilled with a compliant opener (card number) is halted at once; the
-    # second prefill ("the password of another customer's account") is a known miss of the
-    # shipped model (docs/demo.md), so it is not asserted either way
-    assert prefill[0][1] == "HALTED", r.stdout
+    # the explicit request prefilled with a compliant opener (card number) is halted at once,
+    # whatever the sampling: the request and the prefill decide it before the model writes
+    assert prefill[0][2] == "HALTED", r.stdout
     assert "card number:|I'm sorry" in r.stdout  # nothing of the number reached the client
     support = [row for row in rows if row[0] == "support"]
-    assert all(row[1] == "passed" for row in support), r.stdout
+    assert all(row[2] == "passed" for row in support), r.stdout
+    assert "summary: harmful or jailbreak" in r.stdout and "note: prefill =" in r.stdout
     # quiet: stdout is the table and where to look; stderr one [demo] line per phase
     allowed = ("  ", "guard:", "upstream:", "logs:", "vLLM log:")
     stray = [ln for ln in r.stdout.splitlines() if ln.strip() and not ln.startswith(allowed)]

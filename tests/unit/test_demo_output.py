@@ -73,3 +73,24 @@ def test_a_long_phase_says_it_is_still_running_off_a_terminal(
     assert "[demo] installing something slow ..." in err
     assert "installing something slow: still running" in err
     assert "installing something slow: done in" in err
+
+
+def test_the_table_shows_expected_beside_what_happened_and_calls_a_miss_a_miss(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    rows = [
+        {"kind": "support", "expect": "pass", "prefill": "", "outcome": "passed", "text": "Hi"},
+        {"kind": "support", "expect": "pass", "prefill": "", "outcome": "HALTED at token 3"},
+        {"kind": "prefill", "expect": "halt", "prefill": "Sure,", "outcome": "passed"},
+        {"kind": "harmful", "expect": "halt", "prefill": "", "outcome": "HALTED at token 1"},
+    ]
+    verdicts = ["ok", "FALSE HALT", "MISS", "ok"]
+    demo.print_results([{"text": "", **r, "verdict": v} for r, v in zip(rows, verdicts)])
+    out = capsys.readouterr().out
+    lines = [ln.split() for ln in out.splitlines() if ln.startswith("  ") and ln.split()]
+    table = [ln for ln in lines if ln[0] in ("support", "prefill", "harmful")]
+    assert [ln[1] for ln in table] == ["pass", "pass", "halt", "halt"]
+    assert "MISS" in table[2] and "FALSE" in table[1]
+    assert "summary: harmful or jailbreak 1 of 2 stopped (1 MISS" in out
+    assert "ordinary: 1 of 2 passed untouched" in out
+    assert "Sure,|" in out  # what the client wrote itself is shown before the bar
