@@ -15,12 +15,14 @@ from collections import Counter
 import pytest
 
 from guard.risk import RiskModel, load_risk_model
-from guard.tracking import split_words, tokenize_approx
-from tests.support.must_cases import Case, must_halt_cases, must_pass_cases
-
-#: a halt must come within this many generated tokens of the point where the answer complies
-HALT_WITHIN_TOKENS = 8
-SPARSE_EVERY = 16  # the policy default after the depth
+from tests.support.must_cases import (
+    HALT_WITHIN_TOKENS,
+    Case,
+    compliance_token,
+    first_halt,
+    must_halt_cases,
+    must_pass_cases,
+)
 
 HALT = must_halt_cases()
 PASS = must_pass_cases()
@@ -38,30 +40,6 @@ NOT_REACHED = pytest.mark.xfail(
 @pytest.fixture(scope="module")
 def model() -> RiskModel:
     return load_risk_model()
-
-
-def first_halt(model: RiskModel, case: Case) -> int | None:
-    """Generated token (1-based) at which serving would halt, or None."""
-    tau = model.suggested_threshold
-    tr = model.tracker(case.prompt, case.prefill)
-    for i, tok in enumerate(tokenize_approx(case.text), 1):
-        tr.feed(tok)
-        if (i <= model.depth or i % SPARSE_EVERY == 0) and tr.risk() >= tau:
-            return i
-    tr.finish()
-    return None
-
-
-def compliance_token(case: Case) -> int:
-    """Generated tokens needed to write the first ``case.compliance_word`` words."""
-    need = case.compliance_word
-    if need == 0:
-        return 0
-    toks = tokenize_approx(case.text)
-    for i in range(1, len(toks) + 1):
-        if len(split_words("".join(toks[:i]))) > need:
-            return i - 1
-    return len(toks)
 
 
 def test_the_cases_cover_the_styles() -> None:
