@@ -52,3 +52,27 @@ def test_cpu_stack_serves_tiny_model() -> None:
     assert "--served-model-name=tiny" in vllm["command"]
     assert "scripts/models/tiny_model/build.py" in (COMPOSE / "docker-compose.cpu.yml").read_text()
     assert (ROOT / "scripts/models/tiny_model/build.py").exists()
+
+
+def _expand(s: str, env: dict[str, str]) -> str:
+    """Compose's ``${VAR:-default}`` interpolation (nested defaults included), for the test."""
+    import re
+
+    pat = re.compile(r"\$\{(\w+):-((?:[^${}]|\$\{[^{}]*\})*)\}")
+    while (m := pat.search(s)) is not None:
+        value = env.get(m.group(1)) or _expand(m.group(2), env)
+        s = s[: m.start()] + value + s[m.end() :]
+    return s
+
+
+def test_gpu_stack_serves_the_model_under_its_own_name() -> None:
+    """Clients ask for MODEL (the name vLLM serves it under), not a fixed alias; an operator's
+    SERVED_MODEL_NAME wins."""
+    vllm = yaml.safe_load((COMPOSE / "docker-compose.yml").read_text())["services"]["vllm"]
+    arg = next(a for a in vllm["command"] if a.startswith("--served-model-name="))
+    model = "meta-llama/Llama-3.1-8B-Instruct"
+    assert _expand(arg, {"MODEL": model}) == f"--served-model-name={model}"
+    assert _expand(arg, {"MODEL": model, "SERVED_MODEL_NAME": "bot"}) == "--served-model-name=bot"
+    assert _expand(arg, {}) == "--served-model-name=Qwen/Qwen2.5-1.5B-Instruct"
+    model_arg = next(a for a in vllm["command"] if a.startswith("--model="))
+    assert _expand(model_arg, {}) == "--model=Qwen/Qwen2.5-1.5B-Instruct"  # the same default
