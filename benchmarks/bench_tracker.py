@@ -67,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     res = {
         "benchmark": "tracker_per_token",
         "model": model.meta.version,
+        "risk_model": model.meta.version,
+        "date": time.strftime("%Y-%m-%d"),
         "tokens": n,
         "median_us": samples[n // 2] / 1000,
         "p90_us": samples[int(n * 0.90)] / 1000,

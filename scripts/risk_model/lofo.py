@@ -83,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
             "description": recipe.description,
             "max_per_family": args.max_per_family,
             "iterations": recipe.config.iterations,
+            "date": time.strftime("%Y-%m-%d"),
+            "families_run": fams or "all",
             "summary": summ,
             "families": [r.to_json() for r in res],
         }
@@ -108,7 +110,14 @@ def _merge(paths: list[Path], out: Path) -> int:
                 f[k] = tuple(f[k])
             fams[f["family"]] = FamilyResult(**f)
     res = sorted(fams.values(), key=lambda r: r.family)
-    doc = {**docs[0], "summary": summary(res), "families": [r.to_json() for r in res]}
+    dates = sorted(str(d.get("date", "")) for d in docs)
+    doc = {
+        **docs[0],
+        "date": dates[-1] or time.strftime("%Y-%m-%d"),  # the latest of the merged runs
+        "merged_from": [p.name for p in paths],
+        "summary": summary(res),
+        "families": [r.to_json() for r in res],
+    }
     name = docs[0]["recipe"]
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps(doc, indent=2) + "\n")
