@@ -34,6 +34,12 @@ def _read(args: argparse.Namespace) -> list[Any]:
     from guard.training.trajectories import read_trajectories
 
     trajs, rep = read_trajectories(args.logs, skip_invalid=args.skip_invalid)
+    for where in rep.torn:
+        print(
+            f"warning: {where}: the last line is cut off (its writer stopped mid-record, e.g. "
+            "killed): skipped",
+            file=sys.stderr,
+        )
     if rep.n_skipped:
         print(f"skipped {rep.n_skipped} invalid lines (--skip-invalid):", file=sys.stderr)
         for m in rep.skipped:

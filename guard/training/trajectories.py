@@ -155,6 +155,8 @@ class ReadReport:
     n_read: int = 0
     n_skipped: int = 0
     skipped: list[str] = field(default_factory=list)
+    #: files whose last line was cut off mid-write (no newline, not valid JSON): skipped always
+    torn: list[str] = field(default_factory=list)
 
 
 def iter_trajectories(
@@ -175,6 +177,12 @@ def iter_trajectories(
                         try:
                             obj = json.loads(line)
                         except json.JSONDecodeError as exc:
+                            if not line.endswith("\n"):
+                                # The last line of a log whose writer was killed mid-record
+                                # (SIGKILL, power loss): what came before is whole, only this
+                                # record is lost. Said, skipped, never fatal.
+                                rep.torn.append(f"{path}:{lineno}")
+                                continue
                             raise _fail(str(path), lineno, f"malformed JSON ({exc.msg})") from exc
                         traj = parse_trajectory(obj, str(path), lineno)
                     except DataError as exc:

@@ -217,3 +217,27 @@ def test_fitting_a_log_without_content_says_what_to_change(
     p.write_text(json.dumps(rec) + "\n")
     assert _run(["fit", str(p), "-o", str(tmp_path / "m.npz")]) == 2
     assert "include_content: true" in capsys.readouterr().err
+
+
+def test_a_torn_last_line_is_said_and_skipped_by_every_reader(
+    fitted: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A decision log whose writer was SIGKILLed mid-record ends in a cut-off line: fit, eval and
+    depth say so and use every whole record before it (a torn line elsewhere is still an error)."""
+    model, held = fitted
+    whole = held.read_text()
+    torn = tmp_path / "torn.jsonl"
+    torn.write_text(whole + whole.splitlines()[0][:37])  # the last record cut off, no newline
+    capsys.readouterr()
+    for argv in (
+        ["depth", str(torn), "--model", str(model)],
+        ["eval", str(torn), "--model", str(model), "--json"],
+        ["fit", str(torn), "-o", str(tmp_path / "m.npz"), "--depth", "4", "--bins", "3", "--force"],
+    ):
+        assert _run(argv) == 0, argv
+        err = capsys.readouterr().err
+        assert f"{torn}:{len(whole.splitlines()) + 1}: the last line is cut off" in err, argv
+    inner = tmp_path / "inner.jsonl"
+    inner.write_text(whole.splitlines()[0][:37] + "\n" + whole)  # cut off, then more records
+    assert _run(["depth", str(inner), "--model", str(model)]) == 2
+    assert "malformed JSON" in capsys.readouterr().err
