@@ -211,6 +211,8 @@ ENV_KEYS: dict[str, tuple[str, ...]] = {
     "HALT_SEPARATOR": ("policy", "halt_separator"),
     "DECISION_LOG": ("decision_log", "path"),
     "DECISION_LOG_CONTENT": ("decision_log", "include_content"),
+    "DECISION_LOG_MAX_BYTES": ("decision_log", "max_bytes"),
+    "DECISION_LOG_BACKUPS": ("decision_log", "backups"),
     "TRACING": ("tracing", "enabled"),
     "OTLP_ENDPOINT": ("tracing", "endpoint"),
     "GUARD_MODEL_URL": ("guard_model", "url"),

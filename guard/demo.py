@@ -411,8 +411,8 @@ def print_results(results: list[dict[str, Any]]) -> None:
         f" ordinary: {passed} of {len(ok)} passed untouched"
     )
     print(
-        "  note: prefill = the client wrote the start of the answer (text before |, sent as an assistant"
-        " message vLLM continues); sampling: the model's defaults, so a rerun can differ"
+        "  note: prefill = the client wrote the start of the answer (text before |, sent as an"
+        " assistant message vLLM continues); sampling: the model's defaults, so a rerun can differ"
     )
     print()
 

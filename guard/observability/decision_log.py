@@ -8,6 +8,7 @@ and deletes rotated files older than ``retention_days``.
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import re
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from guard import jsonfast
+
+log = logging.getLogger("guard.decision_log")
 
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 _CARD = re.compile(r"\b(?:\d[ -]?){12,18}\d\b")
@@ -56,9 +59,42 @@ class DecisionLog:
         self._thread.start()
 
     def _open(self) -> Any:
+        self._drop_torn_tail()
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         os.chmod(self.path, 0o600)  # also when the file already existed with wider bits
         return os.fdopen(fd, "ab", buffering=64 * 1024)
+
+    def _drop_torn_tail(self) -> None:
+        """A process killed mid-write (SIGKILL, OOM) can leave a record cut off at the end of the
+        file. Appending after it would glue the next record to the fragment: one malformed line
+        in the middle of the log, which every reader rejects. So the fragment (never a whole
+        record: every record ends with a newline) is cut off before the first append."""
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            return
+        if size == 0:
+            return
+        with self.path.open("r+b") as fh:
+            fh.seek(size - 1)
+            if fh.read(1) == b"\n":
+                return
+            keep, end = 0, size
+            while end > 0:  # back to the last newline, a block at a time (records can be large)
+                start = max(0, end - (1 << 20))
+                fh.seek(start)
+                cut = fh.read(end - start).rfind(b"\n")
+                if cut >= 0:
+                    keep = start + cut + 1
+                    break
+                end = start
+            fh.truncate(keep)
+        log.warning(
+            "decision log %s: removed a record cut off mid-write (%d bytes) at its end, left by "
+            "a process that was killed; every whole record before it is kept",
+            self.path,
+            size - keep,
+        )
 
     def submit(self, record: dict[str, Any]) -> None:
         """Never blocks: drops (counted) when the writer is far behind."""
@@ -87,8 +123,9 @@ class DecisionLog:
                     return
                 batch.append(nxt)
             self._write(batch)
-            if self._queue.empty():
-                self._fh.flush()
+            # Every batch reaches the operating system at once (one write of up to 256
+            # records): a killed process loses only records not yet taken off the queue.
+            self._fh.flush()
         self._fh.flush()
 
     def _write(self, batch: list[dict[str, Any]]) -> None:

@@ -103,7 +103,7 @@ def parse_trajectory(obj: Any, path: str, line: int) -> Trajectory:
             line,
             "this record has no request or response text: a decision log written with "
             "decision_log.include_content: false cannot be fitted on. Set "
-            "decision_log.include_content: true (GUARD_DECISION_LOG_INCLUDE_CONTENT=true), "
+            "decision_log.include_content: true (GUARD_DECISION_LOG_CONTENT=true), "
             "collect logs in shadow mode, label them, then fit",
         )
     elif not isinstance(prompt, str):

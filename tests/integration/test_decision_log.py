@@ -97,3 +97,30 @@ def test_full_queue_drops_and_counts(tmp_path: Path) -> None:
     log.close()
     written = len((tmp_path / "d.jsonl").read_text().splitlines())
     assert written + len(dropped) == 2000 and written >= 1
+
+
+def test_a_torn_tail_left_by_a_killed_writer_is_cut_before_appending(
+    tmp_path: Path, caplog: Any
+) -> None:
+    """A guard SIGKILLed mid-write leaves a cut-off record at the end; the next guard on the same
+    file removes only that fragment (saying so), so its first record is not glued to it."""
+    log = tmp_path / "d.jsonl"
+    whole = [json.dumps({"id": f"r{i}", "pad": "x" * 300}) for i in range(3)]
+    big = json.dumps({"id": "big", "pad": "y" * (3 << 20)})  # a record larger than one block
+    log.write_text("\n".join([*whole, big]) + "\n" + '{"id": "torn", "pa')
+    with caplog.at_level("WARNING", logger="guard.decision_log"):
+        d = DecisionLog(log)
+    d.submit({"id": "after"})
+    d.close()
+    ids = [r["id"] for r in read(log)]
+    assert ids == ["r0", "r1", "r2", "big", "after"]
+    assert "cut off mid-write (18 bytes)" in caplog.text
+    # a whole file is never touched, and a file of one torn fragment becomes empty
+    caplog.clear()
+    d = DecisionLog(log)
+    d.close()
+    assert [r["id"] for r in read(log)] == ids and "cut off" not in caplog.text
+    only = tmp_path / "only.jsonl"
+    only.write_text('{"id": "to')
+    DecisionLog(only).close()
+    assert only.read_text() == ""

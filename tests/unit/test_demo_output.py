@@ -85,7 +85,9 @@ def test_the_table_shows_expected_beside_what_happened_and_calls_a_miss_a_miss(
         {"kind": "harmful", "expect": "halt", "prefill": "", "outcome": "HALTED at token 1"},
     ]
     verdicts = ["ok", "FALSE HALT", "MISS", "ok"]
-    demo.print_results([{"text": "", **r, "verdict": v} for r, v in zip(rows, verdicts)])
+    demo.print_results(
+        [{"text": "", **r, "verdict": v} for r, v in zip(rows, verdicts, strict=True)]
+    )
     out = capsys.readouterr().out
     lines = [ln.split() for ln in out.splitlines() if ln.startswith("  ") and ln.split()]
     table = [ln for ln in lines if ln[0] in ("support", "prefill", "harmful")]
