@@ -60,6 +60,10 @@ async def generate(svc: Services, request: Request, route: str) -> Response:
         if svc.draining:
             raise Overloaded("the guard is shutting down")
         key_name = svc.auth.client(request.headers)
+        if svc.admitted >= svc.settings.max_streams:
+            # Full already: answer before reading and parsing the body, so the excess of a burst
+            # costs the guard (and the admitted streams) as little as possible.
+            raise Overloaded("too many concurrent generations; retry later")
         raw = await _read_body(request, svc.settings.max_body_bytes)
         body = decode_json(raw, request.headers.get("content-type"))
         req = parse_generation(route, body)
