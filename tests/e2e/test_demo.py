@@ -62,8 +62,12 @@ def test_demo_scenario(vllm_url: str) -> None:
     for row, sc in zip(rows, demo.SCENARIOS, strict=True):
         assert row[0] == sc.kind and row[1] == sc.expect, r.stdout
         stopped = row[2] in ("HALTED", "REROUTED")
-        assert ("ok" in row) == (stopped == (sc.expect == "halt")), row
-        assert ("MISS" in row) == (sc.expect == "halt" and not stopped), row
+        if sc.expect == "pass":
+            assert ("FALSE" in row) == stopped and ("ok" in row) == (not stopped), row
+        elif stopped:
+            assert "ok" in row and "MISS" not in row and "(refused)" not in row, row
+        else:  # delivered: either the model refused by itself, or it is a miss, said as one
+            assert ("MISS" in row) != ("(refused)" in row), row
     prefill = [row for row in rows if row[0] == "prefill"]
     # the explicit request prefilled with a compliant opener (card number) is halted at once,
     # whatever the sampling: the request and the prefill decide it before the model writes
@@ -71,7 +75,7 @@ def test_demo_scenario(vllm_url: str) -> None:
     assert "card number:|I'm sorry" in r.stdout  # nothing of the number reached the client
     support = [row for row in rows if row[0] == "support"]
     assert all(row[2] == "passed" for row in support), r.stdout
-    assert "summary: harmful or jailbreak" in r.stdout and "note: prefill =" in r.stdout
+    assert "summary: harmful or jailbreak 6:" in r.stdout and "note: prefill =" in r.stdout
     # quiet: stdout is the table and where to look; stderr one [demo] line per phase
     allowed = ("  ", "guard:", "upstream:", "logs:", "vLLM log:")
     stray = [ln for ln in r.stdout.splitlines() if ln.strip() and not ln.startswith(allowed)]
