@@ -20,7 +20,7 @@ from typing import Any, Final
 from guard.risk.model import RiskModel
 from guard.training.depth import first_crossing
 from guard.training.evaluate import trace
-from guard.training.fit import rotate_phrases, split_phrases
+from guard.training.phrases import rotate_phrases, split_phrases
 from guard.training.trajectories import Trajectory
 
 RECOVERIES: Final = (

@@ -163,7 +163,8 @@ def _external_spec(args: argparse.Namespace) -> Any:
 def cmd_fit(args: argparse.Namespace) -> int:
     """Fit a risk model from labelled trajectory logs."""
     from guard.risk.artifact import save_artifact
-    from guard.training.fit import FitConfig, fit, format_report, json_safe
+    from guard.training.fit import FitConfig, fit
+    from guard.training.report_text import format_report, json_safe
 
     trajs = _read(args)
     reqs = _read_requests(args.requests) if args.requests else []
@@ -293,7 +294,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     """
     from guard.risk.model import load_risk_model
     from guard.training.evaluate import evaluate, format_compare, format_eval
-    from guard.training.fit import json_safe
+    from guard.training.report_text import json_safe
 
     paths = args.model or [None]
     models = [load_risk_model(p) for p in paths]

@@ -16,12 +16,10 @@ nothing at the end of a censored one) -> Dirichlet smoothing with back-off -> ta
 from __future__ import annotations
 
 import datetime as _dt
-import math
-import re
 import zlib
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import numpy as np
@@ -49,6 +47,15 @@ from guard.training.external import (
     score_all,
     verdict_points,
 )
+from guard.training.logreg import (
+    _balanced,
+    _quantise,
+    _source_weights,
+    _sparse_docs,
+    train_logreg,
+)
+from guard.training.phrases import cyclic_rotations
+from guard.training.report_text import _summary, json_safe
 from guard.training.styles import restyle
 from guard.training.trajectories import Trajectory
 
@@ -306,160 +313,6 @@ class _Recorder:
             if self.word_index is None
             else np.asarray([self.word_index.get(w, -1) for w in vocab], dtype=np.int32),
         )
-
-
-_PHRASE = re.compile(r"[^.!?;:\n]+[.!?;:\n]*\s*|[.!?;:\n]+\s*")
-
-
-def split_phrases(text: str) -> list[str]:
-    """Phrases ending at sentence/clause punctuation or newlines; ``"".join`` gives ``text``."""
-    parts = _PHRASE.findall(text)
-    if "".join(parts) != text:  # pragma: no cover - the pattern covers every character
-        return [text]
-    return parts
-
-
-def rotate_phrases(phrases: Sequence[str], k: int) -> str:
-    """Rotation ``k`` of a phrase list, keeping a space between phrases that lacked one."""
-    seq = [*phrases[k:], *phrases[:k]]
-    return "".join(p if p[-1:].isspace() else p + " " for p in seq).rstrip()
-
-
-def cyclic_rotations(
-    traj: Trajectory, weight: float = 1.0, max_rotations: int = 8
-) -> list[tuple[Trajectory, float]]:
-    """Cyclic phrase rotations of a trajectory (identity excluded), sharing ``weight`` in total.
-
-    Only trajectories whose harm position is not tied to the text (no ``harm_start_char``) and
-    that ended (not censored) are rotated. The orbit therefore adds at most ``weight`` (one
-    trajectory's worth) on top of the original.
-    """
-    if traj.harm_start_char is not None or traj.censored:
-        return []
-    phrases = split_phrases(traj.continuation())
-    n = len(phrases)
-    if n < 2:
-        return []
-    texts: list[str] = []
-    seen = {"".join(phrases), rotate_phrases(phrases, 0)}
-    shifts = range(1, n)
-    if n - 1 > max_rotations:
-        shifts = range(1, n, max(1, math.ceil((n - 1) / max_rotations)))
-    for k in shifts:
-        rot = rotate_phrases(phrases, k)
-        if rot not in seen:
-            seen.add(rot)
-            texts.append(rot)
-    if not texts:
-        return []
-    w = weight / len(texts)
-    return [
-        (
-            replace(
-                traj,
-                id=f"{traj.id}#rot{i + 1}",
-                response=traj.prefill + t,
-                tokens=None,
-                harm_start_char=None,
-            ),
-            w,
-        )
-        for i, t in enumerate(texts)
-    ]
-
-
-# --------------------------------------------------------------------------------------------
-# logistic regression on hashed features
-
-
-def _sigmoid(z: FloatArray) -> FloatArray:
-    return np.asarray(0.5 * (1.0 + np.tanh(0.5 * z)), dtype=np.float64)
-
-
-def train_logreg(
-    doc: IntArray,
-    feat: IntArray,
-    val: FloatArray,
-    y: FloatArray,
-    sw: FloatArray,
-    n_feat: int,
-    *,
-    l2: float,
-    iterations: int,
-    lr: float,
-    step: Callable[[int, int], None] | None = None,
-) -> tuple[FloatArray, float]:
-    """Weighted L2 logistic regression on a sparse (doc, feat, val) matrix, full-batch Adam.
-
-    ``step(done, total)`` is called every 10 iterations (progress)."""
-    n_docs = y.shape[0]
-    sw = sw / sw.sum()
-    w = np.zeros(n_feat)
-    b = 0.0
-    mw = np.zeros(n_feat)
-    vw = np.zeros(n_feat)
-    mb = vb = 0.0
-    b1, b2, eps = 0.9, 0.999, 1e-8
-    for it in range(1, iterations + 1):
-        z = np.asarray(b + np.bincount(doc, weights=val * w[feat], minlength=n_docs), np.float64)
-        g = np.asarray(sw * (_sigmoid(z) - y), dtype=np.float64)
-        gw = np.bincount(feat, weights=val * g[doc], minlength=n_feat) + l2 * w
-        gb = float(g.sum())
-        mw = b1 * mw + (1 - b1) * gw
-        vw = b2 * vw + (1 - b2) * gw * gw
-        mb = b1 * mb + (1 - b1) * gb
-        vb = b2 * vb + (1 - b2) * gb * gb
-        c1 = 1 - b1**it
-        c2 = 1 - b2**it
-        w -= lr * (mw / c1) / (np.sqrt(vw / c2) + eps)
-        b -= lr * (mb / c1) / (math.sqrt(vb / c2) + eps)
-        if step is not None and (it % 10 == 0 or it == iterations):
-            step(it, iterations)
-    return w, b
-
-
-def _sparse_docs(
-    docs: Sequence[npt.NDArray[np.int32]],
-    vals: Sequence[FloatArray | None] | None = None,
-) -> tuple[IntArray, IntArray, FloatArray]:
-    """Sparse rows: l1-normalised counts, or (with ``vals``) summed per-feature values."""
-    doc_parts, feat_parts, val_parts = [], [], []
-    for i, ids in enumerate(docs):
-        if ids.size == 0:
-            continue
-        v = vals[i] if vals is not None else None
-        if v is None:
-            f, c = np.unique(ids, return_counts=True)
-            val_parts.append(np.asarray(c / ids.size, dtype=np.float64))
-        else:
-            f, inv = np.unique(ids, return_inverse=True)
-            val_parts.append(np.asarray(np.bincount(inv, weights=v, minlength=f.size), np.float64))
-        doc_parts.append(np.full(f.size, i, dtype=np.int64))
-        feat_parts.append(f.astype(np.int64))
-    if not doc_parts:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
-    return np.concatenate(doc_parts), np.concatenate(feat_parts), np.concatenate(val_parts)
-
-
-def _balanced(y: FloatArray, w: FloatArray) -> FloatArray:
-    out = w.copy()
-    for cls in (0.0, 1.0):
-        m = y == cls
-        tot = w[m].sum()
-        if tot > 0:
-            out[m] = w[m] / tot
-    return out
-
-
-def _source_weights(sources: Sequence[str], y: FloatArray) -> FloatArray:
-    """Weights giving every (source, class) the same total."""
-    cnt = Counter(zip(sources, y.tolist(), strict=True))
-    return np.asarray([1.0 / cnt[(s, c)] for s, c in zip(sources, y.tolist(), strict=True)])
-
-
-def _quantise(w: FloatArray) -> tuple[npt.NDArray[np.float16], FloatArray]:
-    q = np.clip(w, -60000, 60000).astype(np.float16)
-    return q, q.astype(np.float64)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1880,78 +1733,3 @@ def _rule_alone(held: HeldBack, rule: ScorerRule) -> tuple[dict[str, float], flo
         }
         rule_recall = float(reach[hy].mean()) if hy.any() else None
     return rule_fpr, rule_recall
-
-
-def json_safe(x: Any) -> Any:
-    """Replace non-finite floats (not JSON) by None, recursively."""
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, dict):
-        return {k: json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [json_safe(v) for v in x]
-    return x
-
-
-def _summary(report: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "counts": report["counts"],
-        "held_back": {k: v for k, v in report["held_back"].items() if k != "calibration"},
-        "markov_test": report["markov_test"],
-        "config": report["config"],
-    }
-
-
-def format_report(report: dict[str, Any]) -> str:
-    c = report["counts"]
-    s = report["sparsity"]
-    h = report["held_back"]
-    m = report["markov_test"]
-    lines = [
-        "fit report",
-        f"  trajectories: {c['trajectories']} (train {c['train']}: {c['train_harmful']} harmful, "
-        f"{c['train_safe']} safe; held back {c['held_back']}); censored {c['censored']}, "
-        f"with harm onset {c['with_onset']}",
-        f"  request examples: {c['request_examples']}; transitions counted: {c['transitions']:.0f}"
-        f"; augmented rotations: {c['augmented_rotations']} from {c['augmented_orbits']} orbits",
-        f"  states: {s['states']} transient (+HARM, END); rows (depth x state): {s['rows']}, "
-        f"empty {s['empty_rows']}, under kappa {s['rows_under_kappa']}; non-zero cells "
-        f"{s['nonzero_cells']}/{s['cells']}",
-        f"  held back ({'TRAINING data, no holdout' if h['on_training_data'] else 'held-back'}):"
-        f" n={h['n']} harmful={h['harmful']} threshold={h['suggested_threshold']:.3f} "
-        f"recall={h['recall_at_threshold']:.3f} false-halt={h['false_halt_rate_at_threshold']:.3f}"
-        f" ECE={h['ece']:.3f}",
-        "  held-back operating points: "
-        + (
-            "; ".join(
-                f"{k} recall {v['recall']:.3f} at {v['fpr_target']:.0%} FPR (n={v['n_benign']})"
-                for k, v in h.get("recall_at_fpr", {}).items()
-            )
-            or "-"
-        ),
-        "  scorer rule s*: "
-        + (
-            f"logit {h['harm_score_logit']:.3f} (sigmoid "
-            f"{1 / (1 + math.exp(-h['harm_score_logit'])):.3f}); alone: recall "
-            f"{h['harm_score_recall'] if h['harm_score_recall'] is not None else float('nan'):.3f}"
-            ", benign reaching it "
-            + ", ".join(f"{k} {v:.3f}" for k, v in h["harm_score_false_halt_by_kind"].items())
-            if h.get("harm_score_logit") is not None
-            else "off"
-        ),
-        "  calibration (h at depth min(T, D) vs observed harmful):",
-        "    bin        n      mean_pred  observed",
-    ]
-    for row in h["calibration"]:
-        lines.append(
-            f"    {row['bin']:<9} {row['n']:>6}  {row['mean_pred']:>9.3f}  {row['obs']:>8.3f}"
-        )
-    if m.get("n_transitions"):
-        lines.append(
-            f"  Markov test (held-out log-likelihood per transition, n={m['n_transitions']}): "
-            f"1st order {m['loglik_first_order']:.4f}, 2nd order {m['loglik_second_order']:.4f}"
-            f" (gain {m['gain_per_transition']:+.4f}); on state changes only "
-            f"({m['n_state_changes']}): {m['loglik_first_order_changes']:.3f} vs "
-            f"{m['loglik_second_order_changes']:.3f}"
-        )
-    return "\n".join(lines)

@@ -33,7 +33,8 @@ from sources import FAMILIES
 
 from guard.errors import GuardError
 from guard.risk.artifact import save_artifact
-from guard.training.fit import fit, format_report
+from guard.training.fit import fit
+from guard.training.report_text import format_report
 
 ROOT = Path(__file__).resolve().parents[2]
 

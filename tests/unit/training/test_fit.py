@@ -8,14 +8,13 @@ from guard.training.fit import (
     FitConfig,
     FitResult,
     _Recorder,
-    cyclic_rotations,
     fit,
     source_folds,
-    split_phrases,
     walk_logits,
     walk_risks,
     walk_states,
 )
+from guard.training.phrases import cyclic_rotations, split_phrases
 from guard.training.trajectories import parse_trajectory
 from tests.support.synth import SMALL, make_rows
 
