@@ -189,6 +189,8 @@ def _scorers(
         char_ngrams=_pair(meta.get("resp_char_ngrams")),
         decay=float(meta.get("resp_decay", 1.0)),
         word_table=resp_table,
+        # served with the rule its counts were made with (absent: fitted before the change)
+        phase_rule=str(meta.get("phase_rule", "markers")),
     )
     req = LexicalScorer(
         np.asarray(arrays["req_w"], dtype=np.float64).tolist(),

@@ -31,10 +31,13 @@ from guard.tracking.text import (
     COMPLY_AFTER_WORDS,
     LINE_OPENER_WORDS,
     MARKERS,
+    NEUTRAL_AFTER_WORDS,
     OPENER_WORDS,
     PHASE_COMPLYING,
+    PHASE_NEUTRAL,
     PHASE_REFUSED_COMPLYING,
     PHASE_REFUSING,
+    PHASE_RULES,
     PHASE_START,
     REFUSAL_WORDS,
     SSN_WORDS_BEFORE_NUMBER,
@@ -148,6 +151,7 @@ class LexicalScorer:
         "decay",
         "mask",
         "norm",
+        "phase_rule",
         "weights",
         "window",
         "word_table",
@@ -165,6 +169,7 @@ class LexicalScorer:
         norm: str = "mean",
         window: int = 0,
         content_only: bool = False,
+        phase_rule: str = "no-refusal",
     ) -> None:
         n = len(weights)
         if n == 0 or n & (n - 1):
@@ -180,6 +185,10 @@ class LexicalScorer:
             raise ValueError("window must be 0, or > 0 with norm 'l2'")
         if content_only and norm != "l2":
             raise ValueError("content_only needs norm 'l2' (whole texts: the request scorer)")
+        if phase_rule not in PHASE_RULES:
+            raise ValueError(f"phase_rule must be one of {PHASE_RULES}")
+        #: how a response stream reads refusal and compliance (``guard.tracking.text``)
+        self.phase_rule = phase_rule
         #: "l2" only: score the content words of a text, skipping ``STYLE_WORDS`` (the goal of a
         #: request, not its phrasing)
         self.content_only = bool(content_only)
@@ -295,10 +304,13 @@ class LexicalStream:
     """
 
     __slots__ = (
+        "_after",
+        "_after_phase",
         "_char",
         "_decay",
         "_mask",
         "_partial",
+        "_refusal_words",
         "_sc",
         "_w",
         "abuse",
@@ -329,6 +341,11 @@ class LexicalStream:
         self._char = scorer.char_ngrams
         self._decay = scorer.decay
         self.bias = scorer.bias
+        # the phase rule, read once per stream (not per word)
+        no_refusal = scorer.phase_rule == "no-refusal"
+        self._after = COMPLY_AFTER_WORDS if no_refusal else NEUTRAL_AFTER_WORDS
+        self._after_phase = PHASE_COMPLYING if no_refusal else PHASE_NEUTRAL
+        self._refusal_words = REFUSAL_WORDS if no_refusal else 1 << 62
         self._partial = ""
         self.prev = BOS
         self.words3: tuple[str, str] = ("", "")
@@ -365,6 +382,9 @@ class LexicalStream:
         new._mask = self._mask
         new._char = self._char
         new._decay = self._decay
+        new._after = self._after
+        new._after_phase = self._after_phase
+        new._refusal_words = self._refusal_words
         new.den = self.den
         new.bias = self.bias
         new._partial = self._partial
@@ -494,7 +514,7 @@ class LexicalStream:
             for before, phase, opener in marks:
                 if opener and self.n_words > OPENER_WORDS and self.line_words > LINE_OPENER_WORDS:
                     continue
-                if phase == PHASE_REFUSING and self.n_words > REFUSAL_WORDS:
+                if phase == PHASE_REFUSING and self.n_words > self._refusal_words:
                     continue  # a late disclaimer does not undo compliance
                 k = len(before)
                 if k == 0 or (k == 1 and before[0] == p2) or (k == 2 and before == (p1, p2)):
@@ -510,7 +530,8 @@ class LexicalStream:
                         phase = PHASE_REFUSED_COMPLYING
                     self.phase = phase
                     break
-        if self.phase == PHASE_START and self.n_words >= COMPLY_AFTER_WORDS:
-            self.phase = PHASE_COMPLYING  # no refusal in the first words: it is answering
+        if self.phase == PHASE_START and self.n_words >= self._after:
+            # "no-refusal": no refusal in the first words, so it is answering ("markers": neutral)
+            self.phase = self._after_phase
         self.words3 = (self.words3[1], w)
         self.prev = w

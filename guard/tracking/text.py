@@ -29,8 +29,9 @@ PHASE_REFUSING: Final = 1
 #: refusal within the first ``COMPLY_AFTER_WORDS`` words (an answer that opens with a list, a
 #: heading, prose or a client prefill complies as much as one that opens with "Sure")
 PHASE_COMPLYING: Final = 2
-#: no longer entered (an answer with no marker complies after ``COMPLY_AFTER_WORDS`` words); the
-#: index stays so every artifact's state space keeps its shape
+#: neutral: no marker yet after ``NEUTRAL_AFTER_WORDS`` words. Entered only under the
+#: ``"markers"`` phase rule of models fitted before 2026-12 (their tables were counted that way);
+#: under ``"no-refusal"`` such an answer complies instead. The index stays in every state space.
 PHASE_NEUTRAL: Final = 3
 #: a compliance marker after a refusal marker ("I'm sorry... [DAN]: Sure, here's..."): the stock
 #: role-play jailbreak. Sticky: a later refusal marker does not leave it.
@@ -38,6 +39,13 @@ PHASE_REFUSED_COMPLYING: Final = 4
 PHASE_NAMES: Final = ("start", "refusing", "complying", "neutral", "refused_then_complying")
 N_PHASES: Final = 5
 
+#: The phase rules an artifact can be fitted with (``meta.phase_rule``; absent: "markers").
+#: "markers": compliance only by a marker, ``neutral`` after ``NEUTRAL_AFTER_WORDS`` words
+#: without one, refusal markers anywhere. "no-refusal": compliance is the absence of a refusal
+#: (below). A model is always served with the rule its counts were made with.
+PHASE_RULES: Final = ("markers", "no-refusal")
+#: "markers" rule: words after which a response still in ``start`` becomes ``neutral``.
+NEUTRAL_AFTER_WORDS: Final = 12
 #: Words without a refusal after which a response still in ``start`` complies: refusals come
 #: first ("I'm sorry, but", "As an AI language model, I cannot"); an answer that has written this
 #: many words without one is answering.

@@ -1442,6 +1442,9 @@ def build_artifact(
         "req_max_chars": cfg.req_max_chars,
         "req_norm": cfg.req_norm,
         "req_text": "last_user" if cfg.req_last_user else "all",
+        # the phases were recorded with this rule (the _Recorder's scorer default): serving reads
+        # the response the same way
+        "phase_rule": "no-refusal",
         "scorer": cfg.scorer,
         "scorers": _scorers_meta(inp, cfg),
         "info": dict(info or {}),

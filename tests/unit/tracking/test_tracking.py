@@ -433,3 +433,36 @@ def test_scorer_rule_makes_high_scores_harm_like() -> None:
         assert tr.logit() == pytest.approx(5.0)
         assert tr.risk() == want
         assert tr.state()["harm_like"] is (want == 1.0)
+
+
+def test_a_model_is_served_with_the_phase_rule_it_was_fitted_with(small_fit) -> None:  # type: ignore[no-untyped-def]
+    """Artifacts fitted before the "no-refusal" rule (no ``phase_rule`` in their metadata, e.g.
+    the shipped 57d4002b26ab) read answers as they were counted: neutral after 12 words without a
+    marker, refusals anywhere. New fits record "no-refusal" and are served with it."""
+    from guard.risk import RiskModel
+    from guard.tracking.text import PHASE_NAMES
+
+    def phases(sc: LexicalScorer, text: str) -> list[str]:
+        st = sc.stream()
+        out = []
+        for w in text.split(" "):
+            st.feed(w + " ")
+            out.append(PHASE_NAMES[st.phase])
+        return out
+
+    listy = "1. Mix the two powders in a bowl. 2. Add water slowly while stirring it well."
+    late = "Sure, here is how. " + "Mix the powders well, wait, then heat them. " * 4 + "I am sorry"
+    old = LexicalScorer([0.0] * 16, 0.0, phase_rule="markers")
+    new = LexicalScorer([0.0] * 16, 0.0)
+    assert phases(new, listy)[7] == "complying" and "neutral" not in phases(new, listy)
+    assert phases(old, listy)[11] == "neutral" and "complying" not in phases(old, listy)[:11]
+    assert phases(old, late)[-1] == "refusing"  # "markers": a refusal marker anywhere
+    assert phases(new, late)[-1] == "complying"  # "no-refusal": a late disclaimer is not one
+    assert phases(new.stream().copy()._sc, listy) == phases(new, listy)
+    with pytest.raises(ValueError, match="phase_rule"):
+        LexicalScorer([0.0] * 16, 0.0, phase_rule="vibes")
+    # the artifact decides: a new fit records its rule; without the key, "markers"
+    assert small_fit.meta["phase_rule"] == "no-refusal"
+    assert small_fit.model.tables.response_scorer.phase_rule == "no-refusal"
+    legacy = {k: v for k, v in small_fit.meta.items() if k != "phase_rule"}
+    assert RiskModel(small_fit.arrays, legacy).tables.response_scorer.phase_rule == "markers"
