@@ -138,7 +138,7 @@ def test_demo_ctrl_c_stops_everything_and_leaves_no_temp_files(
             out.append(line)
             if line.startswith("logs:"):
                 break
-        assert len(_rows("".join(out))) == 8, "".join(out)
+        assert len(_rows("".join(out))) == len(demo.SCENARIOS), "".join(out)
         assert _port_open(gport) and _port_open(vport)
         during = sorted(p.name for p in tmp.iterdir())
         assert any(n.startswith("guard-vllm.") for n in during), during  # vLLM's per-run dir
