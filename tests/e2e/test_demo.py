@@ -146,7 +146,22 @@ def test_demo_ctrl_c_stops_everything_and_leaves_no_temp_files(
             os.killpg(proc.pid, signal.SIGINT)
         else:  # `kill PID`, systemd, a container runtime: the demo process only
             proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=120) in (0, 130)
+        try:
+            rc = proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            # what each process of the demo's group was doing, for the report
+            ps = subprocess.run(
+                ["ps", "-o", "pid,stat,wchan:20,etime,args", "-g", str(proc.pid)],
+                capture_output=True,
+                text=True,
+                check=False,
+            ).stdout
+            err.flush()
+            raise AssertionError(
+                f"the demo did not stop within 120 s of {how}:\n{ps}\n"
+                + (tmp_path / "stderr.txt").read_text()[-3000:]
+            ) from None
+        assert rc in (0, 130)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
