@@ -441,14 +441,19 @@ def print_results(results: list[dict[str, Any]]) -> None:
 
 
 def _stop_on_signal(signum: int, _frame: object) -> None:
-    """SIGTERM / SIGHUP (a supervisor, ``kill``, a closed terminal) clean up as Ctrl-C does: the
-    exception unwinds through every ``finally`` that stops vLLM and ``guard serve``."""
+    """Ctrl-C (SIGINT), SIGTERM, SIGHUP (a supervisor, ``kill``, a closed terminal) all clean up
+    the same way: the exception unwinds through every ``finally`` that stops vLLM and
+    ``guard serve``."""
     raise KeyboardInterrupt(f"signal {signum}")
 
 
 def run(args: argparse.Namespace) -> int:
     if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGHUP):
+        # SIGINT too: a process started in the background by a shell (``cmd &``, CI runners,
+        # some supervisors) inherits SIGINT *ignored*, and Python then never raises
+        # KeyboardInterrupt, so Ctrl-C sent to its group would stop its children and leave it
+        # asleep. The demo says Ctrl-C stops everything: it installs the handler itself.
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, _stop_on_signal)
     try:
         return _run(args)
