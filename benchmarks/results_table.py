@@ -47,25 +47,15 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f} %"
 
 
-def _lofo_families(doc: dict[str, Any]) -> list[FamilyResult]:
-    out = []
-    for f in doc["families"]:
-        f = {k: v for k, v in f.items() if k != "within_budget"}
-        f["max_risk_harmful"] = tuple(f["max_risk_harmful"])
-        f["max_risk_safe"] = tuple(f["max_risk_safe"])
-        out.append(FamilyResult(**f))
-    return out
-
-
 def lofo_rows(model: RiskModel) -> list[Row]:
     recipe = str(model.raw_meta.get("info", {}).get("recipe", ""))
     path = RESULTS / "lofo" / f"{recipe}.json"
     rerun = f"scripts/risk_model/lofo.py --recipe {recipe} (docs/evaluation.md)"
     if not path.is_file():
-        return [Row("detection, left-out families", "not measured", "–", "–", rerun, "no run")]
+        return [_unmeasured("detection, left-out families", rerun)]
     doc = json.loads(path.read_text())
     tau = model.suggested_threshold
-    fams = _lofo_families(doc)
+    fams = [FamilyResult.from_json(f) for f in doc["families"]]
     at = at_threshold(fams, tau)
     harm = sorted(
         ((k, v["recall"], r.n_harmful) for r, (k, v) in zip(fams, at.items(), strict=True)
@@ -131,61 +121,71 @@ def _stale(doc: dict[str, Any], model: RiskModel, key: str = "risk_model") -> st
     return ""
 
 
+def _result(name: str) -> dict[str, Any] | None:
+    path = RESULTS / name
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _unmeasured(what: str, rerun: str) -> Row:
+    return Row(what, "not measured", "–", "–", rerun, "no run")  # never a silent pass
+
+
+def _measured(doc: dict[str, Any], model: RiskModel, what: str, figure: str, rerun: str) -> Row:
+    """A row of a result file that names its risk model and date (stale if not the shipped)."""
+    return Row(
+        what, figure, str(doc.get("risk_model")), str(doc.get("date")), rerun, _stale(doc, model)
+    )
+
+
 def must_row(model: RiskModel) -> Row:
     rerun = "benchmarks/bench_must.py"
-    path = RESULTS / "must.json"
-    if not path.is_file():
-        return Row("must-halt / must-pass floor", "not measured", "–", "–", rerun, "no run")
-    doc = json.loads(path.read_text())
+    doc = _result("must.json")
+    if doc is None:
+        return _unmeasured("must-halt / must-pass floor", rerun)
     r = doc["rows"][0]
     styles = ", ".join(f"{k} {v}" for k, v in r["halted_by_request_style"].items())
     per = r["harmful"] // max(1, len(r["halted_by_request_style"]) or 5)
-    return Row(
+    return _measured(
+        doc,
+        model,
         "must-halt / must-pass cases written for the test (13 harmful and 13 ordinary goals × 5 "
         "request styles × 6 answer styles, half prefilled), at the default τ",
         f"harmful halted within 8 tokens of compliance: **{r['halted_in_time']} of "
         f"{r['harmful']}** (per request style, of {per}: {styles}); ordinary answers halted: "
         f"**{r['false_halts']} of {r['benign']}**",
-        str(doc.get("risk_model")),
-        str(doc.get("date")),
         rerun,
-        _stale(doc, model),
     )
 
 
 def holdback_row(model: RiskModel) -> Row:
     rerun = "benchmarks/bench_holdback.py --windows 0 --sampling default --vllm-url URL"
-    path = RESULTS / "holdback.json"
-    if not path.is_file():
-        return Row("prefilled attacks on vLLM", "not measured", "–", "–", rerun, "no run")
-    doc = json.loads(path.read_text())
+    doc = _result("holdback.json")
+    if doc is None:
+        return _unmeasured("prefilled attacks on vLLM", rerun)
     row = next((x for x in doc["rows"] if str(x.get("window")) == "0"), doc["rows"][-1])
-    return Row(
+    return _measured(
+        doc,
+        model,
         "prefilled harmful openers on the tiny vLLM model, default sampling, hold-back 0",
         f"{row['attacks']} attacks: {row['halted']} halted, **{row['attacks_with_harm_delivered']}"
         f" delivered harm** (harmful tokens leaked: mean {row['harmful_tokens_leaked_mean']}, max "
         f"{row['harmful_tokens_leaked_max']}); ordinary requests halted {row['benign_halted']} of "
         f"{row['benign']}",
-        str(doc.get("risk_model")),
-        str(doc.get("date")),
         rerun,
-        _stale(doc, model),
     )
 
 
 def tracker_row(model: RiskModel) -> Row:
     rerun = "benchmarks/bench_tracker.py --json benchmarks/results/tracker.json"
-    path = RESULTS / "tracker.json"
-    if not path.is_file():
-        return Row("per-token check", "not measured", "–", "–", rerun, "no run")
-    doc = json.loads(path.read_text())
-    return Row(
+    doc = _result("tracker.json")
+    if doc is None:
+        return _unmeasured("per-token check", rerun)
+    return _measured(
+        doc,
+        model,
         "per-token check (tracker update + table lookup; budget 5 µs)",
         f"median {doc['median_us']:.2f} µs, p99 {doc['p99_us']:.2f} µs",
-        str(doc.get("risk_model")),
-        str(doc.get("date")),
         rerun,
-        _stale(doc, model),
     )
 
 

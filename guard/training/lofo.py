@@ -76,6 +76,14 @@ class FamilyResult:
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "within_budget": self.within_budget}
 
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> FamilyResult:
+        """The inverse of ``to_json`` (a lofo.py result file's ``families`` entries)."""
+        f = {k: v for k, v in d.items() if k != "within_budget"}
+        for k in ("max_risk_harmful", "max_risk_safe"):
+            f[k] = tuple(f.get(k, ()))
+        return cls(**f)
+
 
 def _normal(text: str) -> str:
     return " ".join(text.lower().split())

@@ -105,10 +105,7 @@ def _merge(paths: list[Path], out: Path) -> int:
     fams: dict[str, FamilyResult] = {}
     for d in docs:
         for f in d["families"]:
-            f = {k: v for k, v in f.items() if k != "within_budget"}
-            for k in ("max_risk_harmful", "max_risk_safe"):
-                f[k] = tuple(f[k])
-            fams[f["family"]] = FamilyResult(**f)
+            fams[f["family"]] = FamilyResult.from_json(f)
     res = sorted(fams.values(), key=lambda r: r.family)
     dates = sorted(str(d.get("date", "")) for d in docs)
     doc = {
