@@ -12,6 +12,7 @@ import numpy.typing as npt
 from guard.errors import RiskModelError
 from guard.risk.artifact import load_artifact
 from guard.risk.chain import END_FLOOR, hitting_table, monotone_in_request, smooth_transitions
+from guard.risk.probe import RequestProbe
 from guard.tracking import LexicalScorer, StateSpace, Tracker, TrackerTables
 
 FloatArray = npt.NDArray[np.float64]
@@ -70,22 +71,43 @@ def default_model_path() -> Path:
 
 
 class RiskModel:
-    """Tables computed at load: ``P`` (smoothed transitions) and ``H`` (hitting probabilities)."""
+    """Tables computed at load: ``P`` (smoothed transitions) and ``H`` (hitting probabilities).
 
-    __slots__ = ("H", "P", "arrays", "meta", "raw_meta", "space", "tables")
+    A model whose external dimension is fixed for the whole generation (the encoder's request
+    verdict: ``meta.external.blocks``) stores one chain per external bin, ``counts`` shaped
+    ``(n_ext, D + 1, m, m + 2)`` with ``m = n_states / n_ext``: no transition ever changes that
+    bin, so the full ``n x n`` chain is block-diagonal and storing it dense would waste
+    ``n_ext``-fold. ``H`` is the same ``(D + 1, n_states)`` table either way (the external bin the
+    fastest index of a state); ``P`` is then a tuple of the per-block transition tensors.
+    """
+
+    __slots__ = ("H", "P", "arrays", "blocks", "meta", "probe", "raw_meta", "space", "tables")
 
     def __init__(self, arrays: dict[str, npt.NDArray[Any]], meta: dict[str, Any]) -> None:
         try:
             space = _state_space(meta)
             depth = int(meta["depth"])
             kappa = float(meta["kappa"])
-            counts, edges, req_edges, ext_edges = _checked_arrays(arrays, space, depth)
+            ext_meta = meta.get("external")
+            blocks = isinstance(ext_meta, dict) and bool(ext_meta.get("blocks"))
+            counts, edges, req_edges, ext_edges = _checked_arrays(arrays, space, depth, blocks)
             harm_logit = _harm_logit(meta)
             resp_table, req_table = word_tables(arrays)
-            p = smooth_transitions(counts, kappa, float(meta.get("end_floor", END_FLOOR)))
-            h = hitting_table(p)
+            end_floor = float(meta.get("end_floor", END_FLOOR))
+            p: Any
+            if blocks:
+                p = tuple(smooth_transitions(c, kappa, end_floor) for c in counts)
+                h = _interleave([hitting_table(pb) for pb in p])
+                # a request that looks more harmful never makes harm less likely (bin 0: none)
+                h = _monotone_in_external(h, space.n_external_bins)
+            else:
+                p = smooth_transitions(counts, kappa, end_floor)
+                h = hitting_table(p)
             if meta.get("monotone_request"):
                 h = monotone_in_request(h, space.n_request_bins)
+            probe = None
+            if isinstance(meta.get("encoder"), dict):
+                probe = RequestProbe.from_artifact(arrays, meta["encoder"])
             resp, req = _scorers(arrays, meta, resp_table, req_table)
             tables = TrackerTables(
                 space=space,
@@ -114,9 +136,33 @@ class RiskModel:
         self.arrays = arrays
         self.raw_meta = meta
         self.space = space
+        self.blocks = blocks
         self.P = p
         self.H = h
         self.tables = tables
+        #: the request-intent probe on a sentence encoder (None: a lexical-only model)
+        self.probe = probe
+
+    def transition_probs(
+        self, d: npt.ArrayLike, fr: npt.ArrayLike, to: npt.ArrayLike
+    ) -> FloatArray:
+        """``P[d, fr, to]`` for arrays of depth indices and full state indices (``to`` may be
+        ``n_states`` (HARM) or ``n_states + 1`` (END)), block models included."""
+        dd, ff, tt = (np.asarray(x, dtype=np.int64) for x in (d, fr, to))
+        if not self.blocks:
+            return np.asarray(self.P[dd, ff, tt], dtype=np.float64)
+        k = self.space.n_external_bins
+        n = self.space.n_states
+        m = n // k
+        out = np.zeros(dd.size)
+        blk = ff % k
+        # a block's absorbing columns are m, m + 1; its transient targets are base indices
+        to_base = np.where(tt >= n, m + (tt - n), tt // k)
+        for b in range(k):
+            sel = blk == b
+            if sel.any():
+                out[sel] = self.P[b][dd[sel], ff[sel] // k, to_base[sel]]
+        return out
 
     @property
     def depth(self) -> int:
@@ -141,14 +187,30 @@ def _state_space(meta: dict[str, Any]) -> StateSpace:
     )
 
 
+def _interleave(hs: list[FloatArray]) -> FloatArray:
+    """Per-block tables ``h_b[d, base]`` -> ``H[d, base * n_blocks + b]``."""
+    return np.asarray(np.stack(hs, axis=2).reshape(hs[0].shape[0], -1), dtype=np.float64)
+
+
+def _monotone_in_external(h: FloatArray, n_ext: int) -> FloatArray:
+    """``h`` non-decreasing over the external bins 1..n_ext-1 (bin 0, no verdict, is apart)."""
+    rows, n = h.shape
+    a = h.reshape(rows, n // n_ext, n_ext).copy()
+    if n_ext > 2:
+        a[:, :, 1:] = np.maximum.accumulate(a[:, :, 1:], axis=2)
+    return np.asarray(a.reshape(rows, n), dtype=np.float64)
+
+
 def _checked_arrays(
-    arrays: dict[str, npt.NDArray[Any]], space: StateSpace, depth: int
+    arrays: dict[str, npt.NDArray[Any]], space: StateSpace, depth: int, blocks: bool = False
 ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
     """Counts, response edges, request edges and external edges, shapes checked against the state
     space (``RiskModelError`` when one does not fit)."""
     counts = np.asarray(arrays["counts"], dtype=np.float64)
     n = space.n_states
-    if counts.shape != (depth + 1, n, n + 2):
+    k = space.n_external_bins
+    want = (k, depth + 1, n // k, n // k + 2) if blocks else (depth + 1, n, n + 2)
+    if counts.shape != want:
         raise RiskModelError(
             f"risk model: counts shape {counts.shape} does not match depth {depth} and {n} states"
         )

@@ -121,19 +121,9 @@ class _HTTPScorer:
         raise NotImplementedError
 
     # -- I/O ----------------------------------------------------------------------------------
-    def _handle(self, resp: httpx.Response, n: int) -> list[float]:
-        if resp.status_code != 200:
-            raise ScorerError(f"{self.url}: HTTP {resp.status_code}: {resp.text[:300]}")
-        try:
-            payload = resp.json()
-        except ValueError as e:
-            raise ScorerError(f"{self.url}: response is not JSON: {e}") from e
-        return self.parse_response(payload, n)
 
-    async def score(self, texts: Sequence[str]) -> list[float]:
-        """P(unsafe) per text, in order, from one HTTP request. Raises ScorerError."""
-        if not texts:
-            return []
+    async def _post(self, texts: Sequence[str]) -> object:
+        """One POST of ``texts``; the decoded JSON body. Raises ScorerError."""
         if self._client is None:
             self._client = httpx.AsyncClient(timeout=self.timeout)
         try:
@@ -145,12 +135,9 @@ class _HTTPScorer:
             )
         except httpx.HTTPError as e:
             raise ScorerError(f"{self.url}: {type(e).__name__}: {e}") from e
-        return self._handle(resp, len(texts))
+        return self._payload(resp)
 
-    def score_sync(self, texts: Sequence[str]) -> list[float]:
-        """Blocking twin of :meth:`score` (offline fitting)."""
-        if not texts:
-            return []
+    def _post_sync(self, texts: Sequence[str]) -> object:
         if self._sync is None:
             self._sync = httpx.Client(timeout=self.timeout)
         try:
@@ -162,7 +149,27 @@ class _HTTPScorer:
             )
         except httpx.HTTPError as e:
             raise ScorerError(f"{self.url}: {type(e).__name__}: {e}") from e
-        return self._handle(resp, len(texts))
+        return self._payload(resp)
+
+    def _payload(self, resp: httpx.Response) -> object:
+        if resp.status_code != 200:
+            raise ScorerError(f"{self.url}: HTTP {resp.status_code}: {resp.text[:300]}")
+        try:
+            return resp.json()
+        except ValueError as e:
+            raise ScorerError(f"{self.url}: response is not JSON: {e}") from e
+
+    async def score(self, texts: Sequence[str]) -> list[float]:
+        """P(unsafe) per text, in order, from one HTTP request. Raises ScorerError."""
+        if not texts:
+            return []
+        return self.parse_response(await self._post(texts), len(texts))
+
+    def score_sync(self, texts: Sequence[str]) -> list[float]:
+        """Blocking twin of :meth:`score` (offline fitting)."""
+        if not texts:
+            return []
+        return self.parse_response(self._post_sync(texts), len(texts))
 
     async def aclose(self) -> None:
         if self._own_client and self._client is not None:

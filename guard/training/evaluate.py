@@ -27,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from guard.risk.model import RiskModel
+from guard.tracking.text import request_text
 from guard.training.external import (
     ExternalScorer,
     ExternalSpec,
@@ -36,6 +37,7 @@ from guard.training.external import (
     verdict_points,
 )
 from guard.training.fit import calibration_table, threshold_at_rate
+from guard.training.probe_fit import Encoder, embed_checked
 from guard.training.trajectories import Trajectory
 
 SCHEMA: Final = "guard.eval/1"
@@ -72,12 +74,17 @@ def trace(
     model: RiskModel,
     traj: Trajectory,
     verdicts: dict[int, float] | None = None,
+    request_p: float | None = None,
 ) -> Trace:
     """Replay ``traj`` through a tracker. ``verdicts`` maps a token count ``t`` to the external
-    P(unsafe) that joins the state after ``t`` generated tokens (``set_external_score``)."""
+    P(unsafe) that joins the state after ``t`` generated tokens (``set_external_score``);
+    ``request_p`` is the encoder probe's request verdict, in force from the start (serving holds
+    the first tokens until it arrives; None: it never did, the lexical state alone)."""
     tokens = traj.generated_tokens()
     onset = traj.onset_token(tokens)
     tr = model.tracker(traj.prompt, traj.prefill)
+    if request_p is not None:
+        tr.set_external_score(request_p)
     risks: list[float] = []
     scores: list[float] = []
     ext: list[float] = []
@@ -235,9 +242,11 @@ def evaluate(
     progress: Callable[[str], None] | None = None,
     external_scorer: ExternalScorer | None = None,
     external_every: int | None = None,
+    encoder: Encoder | None = None,
 ) -> dict[str, Any]:
     """``external_scorer`` is required for models fitted with external scores (their verdicts
-    are replayed on the model's schedule; ``external_every`` overrides its k)."""
+    are replayed on the model's schedule; ``external_every`` overrides its k); ``encoder`` for
+    the request verdict of a model with an encoder probe (without it: the lexical fallback)."""
     from guard.errors import DataError
 
     if not trajs:
@@ -246,7 +255,7 @@ def evaluate(
         model, trajs, external_scorer, every=external_every, progress=progress
     )
     method_names = (*METHODS, "external") if verdicts is not None else METHODS
-    traces = _trace_all(model, trajs, verdicts, progress)
+    traces = _trace_all(model, trajs, verdicts, progress, request_probs(model, trajs, encoder))
     harm = [t for t in traces if t.traj.harmful]
     if not harm:
         raise DataError("no harmful trajectories in the evaluation data: recall is undefined")
@@ -291,15 +300,51 @@ def evaluate(
     }
 
 
+def request_probs(
+    model: RiskModel, trajs: Sequence[Trajectory], encoder: Encoder | None
+) -> list[float | None] | None:
+    """The encoder probe's request verdict per trajectory (None: the model has no probe).
+
+    A model with a probe evaluated without an encoder is evaluated as serving runs it when the
+    encoder is down: every verdict missing, the lexical state alone."""
+    if model.probe is None:
+        return None
+    if encoder is None:
+        return [None] * len(trajs)
+    spec = model.probe.encoder
+    if encoder.dim != spec.dim or encoder.sha256 != spec.sha256:
+        from guard.errors import DataError
+
+        raise DataError(
+            f"encoder {encoder.name} ({encoder.sha256[:12]}) is not the one model "
+            f"{model.meta.version} was fitted with ({spec.name}, {spec.sha256[:12]})"
+        )
+    texts = [
+        request_text(t.prompt, model.tables.req_max_chars, model.tables.req_last_user)
+        for t in trajs
+    ]
+    uniq = sorted(set(texts))
+    p = dict(zip(uniq, model.probe.probs(embed_checked(encoder, uniq)).tolist(), strict=True))
+    return [p[x] for x in texts]
+
+
 def _trace_all(
     model: RiskModel,
     trajs: Sequence[Trajectory],
     verdicts: list[dict[int, float]] | None,
     progress: Callable[[str], None] | None,
+    req_p: Sequence[float | None] | None = None,
 ) -> list[Trace]:
     traces = []
     for i, t in enumerate(trajs):
-        traces.append(trace(model, t, verdicts[i] if verdicts is not None else None))
+        traces.append(
+            trace(
+                model,
+                t,
+                verdicts[i] if verdicts is not None else None,
+                req_p[i] if req_p is not None else None,
+            )
+        )
         if progress and (i + 1) % 2000 == 0:
             progress(f"  traced {i + 1}/{len(trajs)}")
     return traces

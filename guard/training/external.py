@@ -168,6 +168,7 @@ class CachedScorer:
 def model_external_spec(raw_meta: dict[str, object]) -> ExternalSpec | None:
     """The verdict schedule a model was fitted with, or None for a lexical-only model."""
     ext = raw_meta.get("external")
-    if not isinstance(ext, dict):
+    if not isinstance(ext, dict) or ext.get("target") == "request":
+        # the encoder's request verdict is not a response schedule (``guard.training.probe_fit``)
         return None
     return ExternalSpec.from_meta(ext)

@@ -55,6 +55,7 @@ from guard.training.logreg import (
     train_logreg,
 )
 from guard.training.phrases import cyclic_rotations
+from guard.training.probe_fit import Encoder, ProbeFit, fit_request_probe
 from guard.training.report_text import _summary, json_safe
 from guard.training.styles import restyle
 from guard.training.trajectories import Trajectory
@@ -169,6 +170,12 @@ class FitConfig:
     req_content_only: bool = False
     #: hitting probabilities non-decreasing in the request bin (``monotone_in_request``)
     monotone_request: bool = False
+    #: the request-intent probe on a sentence encoder (``fit(..., encoder=...)``,
+    #: ``guard.training.probe_fit``): its out-of-fold probability's bin is the state's external
+    #: dimension, fixed for the generation (one chain per bin; bin 0: no verdict, lexical only)
+    encoder_probe: bool = False
+    probe_l2: float = 1e-4
+    probe_iterations: int = 300
 
 
 def threshold_at_rate(scores: npt.ArrayLike, rate: float) -> float:
@@ -475,7 +482,7 @@ def calibration_table(
 def markov_order_test(
     train: Sequence[tuple[Walk, IntArray]],
     held: Sequence[tuple[Walk, IntArray]],
-    p1: FloatArray,
+    p1: Callable[[IntArray, IntArray, IntArray], FloatArray],
     depth: int,
     n: int,
     kappa: float,
@@ -513,7 +520,7 @@ def markov_order_test(
     hd, hprev, hfr, hto, _ = keys(held)
     if hd.size == 0:
         return {"n_transitions": 0}
-    base = p1[hd, hfr, hto]
+    base = p1(hd, hfr, hto)
     hk3 = (hd * (n + 1) + hprev) * n + hfr
     hk4 = hk3 * (n + 2) + hto
 
@@ -820,6 +827,8 @@ class Inputs:
     vec: FloatArray | None
     #: cross-fitting folds (0: off)
     k_folds: int
+    #: the external dimension is the encoder's request verdict: one chain per external bin
+    blocks: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -885,6 +894,8 @@ class RequestScorerFit:
     #: fold of every training text, and the scorer fitted without that fold
     text_fold: dict[str, int]
     oof: dict[int, LexicalScorer]
+    #: the source of every training text (``texts`` order)
+    sources: tuple[str, ...] = ()
 
     def logit(self, text: str, oof: bool) -> float:
         if oof and text in self.text_fold:
@@ -958,8 +969,9 @@ class Threshold:
     y: FloatArray
     kinds: npt.NDArray[np.str_]
     pairs: list[tuple[Walk, IntArray]]
-    #: smoothed transitions of the fitted chain (the Markov test's first order)
-    p: FloatArray
+    #: smoothed transitions of the fitted chain, ``p(d, from, to)`` (the Markov test's first
+    #: order)
+    p: Callable[[IntArray, IntArray, IntArray], FloatArray]
 
 
 def fit(
@@ -972,22 +984,27 @@ def fit(
     external_scorer: ExternalScorer | None = None,
     embeddings: WordVectors | None = None,
     steps: Steps | None = None,
+    encoder: Encoder | None = None,
 ) -> FitResult:
     """Fit a risk model. ``external_scorer`` is required when ``config.scorer`` is ``external``
     or ``combined``: it is called (batched) on response prefixes every ``config.external.every``
     tokens of each trajectory, so the chain learns how its verdict combines with the rest."""
     cfg = config
     say = progress or (lambda _m: None)
-    inp = check_inputs(trajs, cfg, external_scorer, embeddings)
+    inp = check_inputs(trajs, cfg, external_scorer, embeddings, encoder)
     walks = extract_walks(inp, cfg, external_scorer, say, steps)
     req = fit_request_scorer(inp, cfg, requests, embeddings, say, steps)
+    probe = None
+    if cfg.encoder_probe:
+        assert encoder is not None
+        probe = attach_request_probe(inp, walks, req, encoder, cfg, say, steps)
     # sets every walk's request bin in place: the states below are read off the walks (and the
     # response scorer's training weights may depend on it)
     req_edges = assign_request_bins(walks, req, cfg)
     resp = fit_response_scorer(inp, walks, cfg, say, steps)
-    bins = response_bins(inp, walks, resp, cfg, say)
-    counts = count_transitions(walks, bins, cfg, say)
-    art = build_artifact(inp, resp, req, req_edges, bins, counts, cfg, embeddings, info)
+    bins = response_bins(inp, walks, resp, cfg, say, probe)
+    counts = count_transitions(walks, bins, cfg, say, inp.blocks)
+    art = build_artifact(inp, resp, req, req_edges, bins, counts, cfg, embeddings, info, probe)
     held = score_held_back(walks, resp, cfg, say)
     rule = choose_scorer_rule(inp, held, bins, cfg)
     # s* joins the metadata before the threshold is chosen: the held-back replay must halt
@@ -1010,6 +1027,7 @@ def check_inputs(
     cfg: FitConfig,
     external_scorer: ExternalScorer | None,
     embeddings: WordVectors | None,
+    encoder: Encoder | None = None,
 ) -> Inputs:
     """Reject what cannot be fitted (``DataError``) and split off the held-back trajectories."""
     if not trajs:
@@ -1027,6 +1045,15 @@ def check_inputs(
         cfg.external.validate()
         if external_scorer is None:
             raise DataError(f"scorer {cfg.scorer!r} needs an external scorer (none was given)")
+    if cfg.encoder_probe:
+        if use_ext:
+            raise DataError(
+                "the encoder's request probe is the external dimension: it cannot be combined "
+                f"with scorer {cfg.scorer!r}"
+            )
+        if encoder is None:
+            raise DataError("encoder_probe needs a sentence encoder (fit(..., encoder=...))")
+        use_ext = True
     if (cfg.resp_embed or cfg.req_embed) and embeddings is None:
         raise DataError("resp_embed / req_embed need word embeddings (fit(..., embeddings=...))")
     use_emb = cfg.resp_embed or cfg.req_embed
@@ -1050,6 +1077,7 @@ def check_inputs(
             else None
         ),
         k_folds=cfg.cross_fit if cfg.cross_fit >= 2 else 0,
+        blocks=cfg.encoder_probe,
     )
 
 
@@ -1088,7 +1116,7 @@ def extract_walks(
                 aug_w.append(rec.walk(rt, w))
         say(f"augmentation: {len(aug_w)} rotations from {n_orbits} trajectories")
     n_ext_texts = 0
-    if inp.use_ext:
+    if inp.use_ext and not inp.blocks:
         assert external_scorer is not None
         n_ext_texts = _attach_external(
             list(zip(inp.train + inp.held + aug_t, train_w + held_w + aug_w, strict=True)),
@@ -1225,7 +1253,9 @@ def fit_request_scorer(
                 inp.emb_index,
             )
             oof_req[f] = scorer(_quantise(wf)[1], bf, _word_weights(inp.vec, wef)[1])
-    return RequestScorerFit(texts, ry, req_w16, req_bias, req_u16, req_scorer, text_fold, oof_req)
+    return RequestScorerFit(
+        texts, ry, req_w16, req_bias, req_u16, req_scorer, text_fold, oof_req, tuple(rsrc)
+    )
 
 
 def _restyled(
@@ -1323,7 +1353,12 @@ def _set_request_bins(
 
 
 def response_bins(
-    inp: Inputs, walks: Walks, resp: ResponseScorerFit, cfg: FitConfig, say: Progress
+    inp: Inputs,
+    walks: Walks,
+    resp: ResponseScorerFit,
+    cfg: FitConfig,
+    say: Progress,
+    probe: ProbeFit | None = None,
 ) -> Bins:
     """Per-depth edges of the training walks' (out-of-fold) scores, the certain rule, the state
     space, and every training walk's states."""
@@ -1342,7 +1377,7 @@ def response_bins(
     else:
         edges = _quantile_edges(lg, dd, cfg.depth, n_risk_bins, top=cfg.bin_mode == "top")
     certain_logit, certain_min = _certain_rule(inp, walks.train, lg, benign_mask, cfg)
-    n_ext = cfg.external.n_bins if inp.use_ext else 1
+    n_ext = probe.n_bins if probe is not None else cfg.external.n_bins if inp.use_ext else 1
     space = StateSpace(cfg.n_request_bins, n_risk_bins, n_ext, N_PHASES)
     states_train = [
         walk_states(wk, lgt, edges, space) for wk, lgt in zip(all_train, logits_all, strict=True)
@@ -1380,9 +1415,15 @@ def _certain_rule(
 # -- transition counts ----------------------------------------------------------------------
 
 
-def count_transitions(walks: Walks, bins: Bins, cfg: FitConfig, say: Progress) -> FloatArray:
-    """Weighted counts of the training walks' transitions, shaped (depth + 1, n, n + 2)."""
+def count_transitions(
+    walks: Walks, bins: Bins, cfg: FitConfig, say: Progress, blocks: bool = False
+) -> FloatArray:
+    """Weighted counts of the training walks' transitions, shaped (depth + 1, n, n + 2); with
+    ``blocks`` (the external bin fixed per walk) one chain per external bin,
+    (n_ext, depth + 1, m, m + 2) with ``m = n / n_ext``."""
     say("counting transitions")
+    if blocks:
+        return _count_blocks(walks, bins, cfg)
     n = bins.space.n_states
     size = (cfg.depth + 1) * n * (n + 2)
     keys, kw = [], []
@@ -1403,6 +1444,73 @@ def count_transitions(walks: Walks, bins: Bins, cfg: FitConfig, say: Progress) -
     return np.asarray(counts.reshape(cfg.depth + 1, n, n + 2), dtype=np.float64)
 
 
+def _count_blocks(walks: Walks, bins: Bins, cfg: FitConfig) -> FloatArray:
+    k = bins.n_ext
+    m = bins.space.n_states // k
+    d1 = cfg.depth + 1
+    keys, kw = [], []
+    for wk, st in zip(walks.all_train, bins.states, strict=True):
+        base = st // k
+        dk, fr, to = transition_keys(wk, base, cfg.depth, m)
+        blk = int(wk.ext[0]) if wk.ext is not None and wk.ext.size else 0
+        for b in (blk, 0) if blk else (0,):
+            # every walk also as serving sees it when the encoder never answers: bin 0
+            keys.append(((b * d1 + dk) * m + fr) * (m + 2) + to)
+            kw.append(np.full(dk.size, wk.weight))
+    size = k * d1 * m * (m + 2)
+    counts = np.bincount(np.concatenate(keys), weights=np.concatenate(kw), minlength=size)
+    return np.asarray(counts.reshape(k, d1, m, m + 2), dtype=np.float64)
+
+
+# -- the request probe ----------------------------------------------------------------------
+
+
+def attach_request_probe(
+    inp: Inputs,
+    walks: Walks,
+    req: RequestScorerFit,
+    encoder: Encoder,
+    cfg: FitConfig,
+    say: Progress,
+    steps: Steps | None,
+) -> ProbeFit:
+    """Train the request probe on the request scorer's texts and folds; set every walk's
+    external bin for its whole length: training and augmented walks from their request's
+    out-of-fold probability, held-back ones from the shipped probe's."""
+    say(f"request probe on {encoder.name}: embedding {len(req.texts)} request texts")
+    pf = fit_request_probe(
+        encoder,
+        req.texts,
+        req.y,
+        req.sources or tuple("" for _ in req.texts),
+        req.text_fold,
+        inp.k_folds,
+        l2=cfg.probe_l2,
+        iterations=cfg.probe_iterations,
+        balance_sources=cfg.balance_sources,
+        step=_stepper(steps, "training the request probe"),
+    )
+    others = sorted({wk.req_text for wk in walks.held + walks.train + walks.aug} - set(pf.oof))
+    shipped: dict[str, float] = {}
+    if others:
+        from guard.training.probe_fit import embed_checked
+
+        shipped = dict(
+            zip(others, pf.probe.probs(embed_checked(encoder, others)).tolist(), strict=True)
+        )
+    for group, oof in ((walks.train, True), (walks.aug, True), (walks.held, False)):
+        for wk in group:
+            p = pf.oof.get(wk.req_text) if oof else None
+            if p is None:
+                p = shipped.get(wk.req_text)
+            if p is None:  # a held-back walk whose request is also a training text
+                p = float(pf.probe.probs(embed_checked(encoder, [wk.req_text]))[0])
+                shipped[wk.req_text] = p
+            wk.ext = np.full(wk.nf.size, pf.bin_of(p), dtype=np.int8)
+    say(f"request probe: out-of-fold AUROC {pf.auroc}, {len(pf.edges)} edges")
+    return pf
+
+
 # -- meta and arrays (the artifact) ---------------------------------------------------------
 
 
@@ -1416,6 +1524,7 @@ def build_artifact(
     cfg: FitConfig,
     embeddings: WordVectors | None,
     info: dict[str, Any] | None,
+    probe: ProbeFit | None = None,
 ) -> Artifact:
     """The artifact's arrays and metadata (the threshold a placeholder until it is chosen)."""
     created = _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
@@ -1449,7 +1558,14 @@ def build_artifact(
         "scorers": _scorers_meta(inp, cfg),
         "info": dict(info or {}),
     }
-    if inp.use_ext:
+    if probe is not None:
+        meta["external"] = {
+            "target": "request",
+            "edges": list(probe.edges),
+            "blocks": True,
+            "none_bin": True,
+        }
+    elif inp.use_ext:
         meta["external"] = cfg.external.to_meta()
     if cfg.req_window:
         # only when on: artifacts without windows stay byte-identical to before
@@ -1464,8 +1580,15 @@ def build_artifact(
         "req_w": req.w16,
         "edges": bins.edges,
         "req_edges": req_edges,
-        "ext_edges": np.asarray(cfg.external.edges if inp.use_ext else (), dtype=np.float64),
+        "ext_edges": np.asarray(
+            probe.edges if probe is not None else cfg.external.edges if inp.use_ext else (),
+            dtype=np.float64,
+        ),
     }
+    if probe is not None:
+        p_arrays, p_meta = probe.probe.to_artifact()
+        arrays.update(p_arrays)
+        meta["encoder"] = {**p_meta, "oof_auroc": probe.auroc}
     if embeddings is not None and inp.use_emb:
         arrays["vocab"] = vocab_array(embeddings.words)
         if resp.u16 is not None:
@@ -1497,7 +1620,9 @@ def _scorers_meta(inp: Inputs, cfg: FitConfig) -> list[dict[str, Any]]:
             "buckets": 1 << cfg.req_buckets_log2,
         },
     ]
-    if inp.use_ext:
+    if cfg.encoder_probe:
+        scorers.append({"name": "encoder-probe", "role": "request intent (external bins)"})
+    elif inp.use_ext:
         scorers.append({"name": "external", "role": "response", **cfg.external.to_meta()})
     return scorers
 
@@ -1590,7 +1715,9 @@ def choose_threshold(held: HeldBack, bins: Bins, art: Artifact, cfg: FitConfig) 
             if bk.size >= 20:
                 tau = max(tau, threshold_at_rate(bk, budget))
     tau = float(min(max(tau, 0.05), 0.99))
-    return Threshold(tau, tau_set, mr, np.asarray(pred), yy, kind_arr, pairs, model.P)
+    return Threshold(
+        tau, tau_set, mr, np.asarray(pred), yy, kind_arr, pairs, model.transition_probs
+    )
 
 
 # -- report ---------------------------------------------------------------------------------

@@ -26,8 +26,9 @@ import numpy as np
 
 from guard.risk.model import RiskModel
 from guard.tracking import prompt_text
-from guard.training.evaluate import trace
+from guard.training.evaluate import request_probs, trace
 from guard.training.fit import RequestExample, threshold_at_rate
+from guard.training.probe_fit import Encoder
 from guard.training.trajectories import Trajectory
 
 #: false-halt budget per benign kind (what a default threshold must hold on unseen families)
@@ -89,8 +90,12 @@ def _normal(text: str) -> str:
     return " ".join(text.lower().split())
 
 
-def measure(model: RiskModel, family: str, trajs: Sequence[Trajectory]) -> FamilyResult:
-    """Replay one family's trajectories through ``model`` at its suggested threshold."""
+def measure(
+    model: RiskModel, family: str, trajs: Sequence[Trajectory], encoder: Encoder | None = None
+) -> FamilyResult:
+    """Replay one family's trajectories through ``model`` at its suggested threshold (with
+    ``encoder``: the request probe's verdicts in force from the start)."""
+    req_p = request_probs(model, trajs, encoder)
     tau = model.suggested_threshold
     halted_h = 0
     n_h = 0
@@ -101,8 +106,8 @@ def measure(model: RiskModel, family: str, trajs: Sequence[Trajectory]) -> Famil
     kinds: dict[str, int] = {}
     mx_h: list[float] = []
     mx_s: list[float] = []
-    for t in trajs:
-        tr = trace(model, t)
+    for i, t in enumerate(trajs):
+        tr = trace(model, t, None, req_p[i] if req_p is not None else None)
         hit = np.flatnonzero(tr.risk >= tau)
         (mx_h if t.harmful else mx_s).append(round(float(tr.risk.max()), 5))
         if t.harmful:
@@ -145,6 +150,7 @@ def leave_one_family_out(
     request_family: Callable[[RequestExample], str] | None = None,
     progress: Progress | None = None,
     probes: Mapping[str, Sequence[Trajectory]] | None = None,
+    encoder: Encoder | None = None,
 ) -> list[FamilyResult]:
     """Run the protocol for ``families`` (default: every family in ``trajs`` or ``probes``).
 
@@ -178,7 +184,7 @@ def leave_one_family_out(
         t0 = time.perf_counter()
         model = fit_model(train, reqs)
         secs = time.perf_counter() - t0
-        res = measure(model, fam, held)
+        res = measure(model, fam, held, encoder)
         out.append(replace(res, fit_seconds=round(secs, 1)))
         say(f"    {format_row(out[-1])}")
     return out

@@ -172,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         info=info,
         progress=say,
         embeddings=recipes.glove() if recipe.embeddings else None,
+        encoder=recipes.encoder() if recipe.encoder else None,
     )
     fit_s = time.perf_counter() - t1
     res.meta["info"]["fit_seconds"] = round(fit_s, 1)

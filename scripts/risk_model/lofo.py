@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             request_family=lambda r: r.source,
             progress=lambda m, n=name: say(f"{n}: {m}"),
             probes=recipes.request_probes(reqs),
+            encoder=recipes.encoder() if recipe.encoder else None,
         )
         summ = summary(res)
         summaries[name] = summ

@@ -42,6 +42,8 @@ class Recipe:
     name: str
     config: FitConfig
     embeddings: bool = False
+    #: the request probe on the sentence encoder (served by vLLM: ``encoder()``)
+    encoder: bool = False
     #: families whose data the recipe may use (None: all)
     families: frozenset[str] | None = None
     #: families whose data the recipe never fits on (they stay in the evaluation)
@@ -188,6 +190,21 @@ RECIPES: dict[str, Recipe] = {
             "refusal in the first words",
         ),
         Recipe(
+            "encoder",
+            replace(
+                _NEW, req_embed=True, cross_fit=5, cross_fit_by="text", req_styles=3,
+                encoder_probe=True,
+            ),
+            embeddings=True,
+            encoder=True,
+            exclude=frozenset({"constructed-alarming"}),
+            description="as glove-request-xfit-text, plus the request-intent probe on "
+            "all-MiniLM-L6-v2 (served by vLLM, /v1/embeddings) as the external dimension: 7 "
+            "bins (none + 6 at out-of-fold quantiles of both classes), one chain per bin; every "
+            "request also in 3 other styles (probe and lexical request scorer alike, variants "
+            "in their request's fold); compliance = no refusal in the first words",
+        ),
+        Recipe(
             "glove-request-xfit-text-win40",
             replace(_NEW, req_embed=True, cross_fit=5, cross_fit_by="text", req_window=40),
             embeddings=True,
@@ -306,6 +323,28 @@ def glove() -> WordVectors:
     return _GLOVE[0]
 
 
+_ENCODER: list[Any] = []
+
+
+def encoder() -> Any:
+    """The sentence encoder the ``encoder`` recipes fit with: vLLM at ``$GUARD_ENCODER_URL``
+    (default ``http://127.0.0.1:8002``, as ``scripts/vllm/encoder_server.sh start`` serves it),
+    embeddings cached under ``$GUARD_CACHE/embeddings``. One per process."""
+    if not _ENCODER:
+        import os
+
+        from guard.scoring.embeddings import make_encoder
+
+        cache = Path(os.environ.get("GUARD_CACHE", Path.home() / ".cache" / "guard"))
+        _ENCODER.append(
+            make_encoder(
+                os.environ.get("GUARD_ENCODER_URL", "http://127.0.0.1:8002"),
+                cache_dir=cache / "embeddings",
+            )
+        )
+    return _ENCODER[0]
+
+
 def fitter(
     recipe: Recipe,
     info: dict[str, Any] | None = None,
@@ -329,6 +368,7 @@ def fitter(
             info=info,
             progress=progress,
             embeddings=glove() if recipe.embeddings else None,
+            encoder=encoder() if recipe.encoder else None,
         )
         cache[key] = res.model
         return res.model
