@@ -26,7 +26,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from guard import __version__, jsonfast, wire
 from guard.config import Settings
 from guard.decision.policy import RiskModelLike
-from guard.errors import ClientError, GuardError, MethodNotAllowed, NotFound, UpstreamError
+from guard.errors import (
+    ClientError,
+    GuardError,
+    MethodNotAllowed,
+    NotFound,
+    ScorerError,
+    UpstreamError,
+)
 from guard.generation.handler import error_response, generate
 from guard.observability.decision_log import DecisionLog
 from guard.observability.metrics import Metrics
@@ -88,6 +95,7 @@ def _lifespan(
             svc.upstream.clients = create_clients(settings, transport)
         if svc.decision_log is not None and svc.decision_log.closed:
             svc.decision_log = svc.decision_log.reopened()
+        await _check_encoder(svc)
         async with anyio.create_task_group() as tg:
             if reload_poll_seconds > 0:
                 tg.start_soon(_watch_files, svc, reload_poll_seconds)
@@ -109,8 +117,44 @@ def _lifespan(
                     svc.tracer.shutdown()
                 if svc.guard_model is not None:
                     await svc.guard_model.aclose()
+                if svc.encoder is not None:
+                    await svc.encoder.aclose()
 
     return lifespan
+
+
+async def _check_encoder(svc: Services) -> None:
+    """A model with a request probe must be served the encoder it was fitted with: a wrong one
+    refuses the start (``RiskModelError``); an unreachable one is a warning (the lexical state
+    decides until it answers, and every fallback is counted)."""
+    model = svc.models.current.model
+    probe = getattr(model, "probe", None)
+    if probe is None:
+        if svc.encoder is not None:
+            log.warning(
+                "encoder configured, but risk model %s has no request probe: unused",
+                svc.models.current.version,
+            )
+        return
+    if svc.encoder is None:
+        log.warning(
+            "risk model %s reads the request's intent from the sentence encoder %s, and no "
+            "encoder is configured (GUARD_ENCODER_URL / encoder.url): the lexical state alone "
+            "decides (weaker: docs/risk-model.md)",
+            svc.models.current.version,
+            probe.encoder.name,
+        )
+        return
+    try:
+        cos = await svc.encoder.check(model)
+    except ScorerError as exc:
+        log.warning("encoder not reachable at start (%s): lexical fallback until it is", exc)
+        return
+    log.info(
+        "encoder %s matches the risk model's probe (fingerprint cosine %.5f)",
+        probe.encoder.name,
+        cos,
+    )
 
 
 def _error_handlers(app: FastAPI) -> None:

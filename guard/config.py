@@ -125,6 +125,25 @@ class GuardModelConfig(_Strict):
         return _check_url(v, "guard_model.url")
 
 
+class EncoderConfig(_Strict):
+    """The sentence encoder served by vLLM (``--runner pooling``, ``/v1/embeddings``): a risk
+    model with a request probe reads the request's intent from it (the state's external
+    dimension). Asked once per request, as the request arrives (concurrently with vLLM's
+    prefill); the stream's first tokens wait for the verdict at most ``timeout_s``, then the
+    lexical state alone decides (counted in ``guard_scorer_calls_total{scorer="encoder"}``)."""
+
+    url: str
+    model: str | None = None  # served model name (default: the encoder the probe names)
+    timeout_s: float = Field(default=1.0, gt=0)
+    max_batch: int = Field(default=32, ge=1)
+    window_ms: float = Field(default=2.0, ge=0)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return _check_url(v, "encoder.url")
+
+
 class TracingConfig(_Strict):
     enabled: bool = False
     endpoint: str | None = None  # OTLP/HTTP, e.g. http://otel-collector:4318/v1/traces
@@ -154,6 +173,7 @@ class Settings(_Strict):
     decision_log: DecisionLogConfig = DecisionLogConfig()
     tracing: TracingConfig = TracingConfig()
     guard_model: GuardModelConfig | None = None
+    encoder: EncoderConfig | None = None
     shutdown_timeout: float = Field(default=30.0, ge=0)
     # Longer than a load balancer's idle timeout (often 60 s), so the proxy never closes a
     # keep-alive connection just as a client reuses it (a reset the client cannot retry safely).
@@ -216,6 +236,9 @@ ENV_KEYS: dict[str, tuple[str, ...]] = {
     "TRACING": ("tracing", "enabled"),
     "OTLP_ENDPOINT": ("tracing", "endpoint"),
     "GUARD_MODEL_URL": ("guard_model", "url"),
+    "ENCODER_URL": ("encoder", "url"),
+    "ENCODER_MODEL": ("encoder", "model"),
+    "ENCODER_TIMEOUT": ("encoder", "timeout_s"),
 }
 
 
@@ -312,6 +335,11 @@ def _check_cross_fields(settings: Settings) -> None:
         raise ConfigError(
             "guard_model: a generative guard needs unsafe_token_id and safe_token_id (the label"
             " tokens' ids in its tokenizer)"
+        )
+    if gm is not None and settings.encoder is not None:
+        raise ConfigError(
+            "guard_model and encoder: a risk model has one external dimension, either a guard "
+            "classifier's verdicts or the encoder's request verdict; configure one"
         )
     if len(key_names) != len(settings.api_keys):
         raise ConfigError("api_keys: names must be unique")

@@ -15,7 +15,7 @@ from guard.observability.decision_log import DecisionLog
 from guard.observability.metrics import Metrics, create_metrics
 from guard.observability.tracing import Tracer, create_tracer
 from guard.request.auth import Auth
-from guard.scoring.wiring import GuardModel
+from guard.scoring.wiring import GuardModel, RequestIntent
 from guard.upstream.client import Upstream, create_clients
 
 
@@ -29,6 +29,8 @@ class Services:
     decision_log: DecisionLog | None
     tracer: Tracer | None = None
     guard_model: GuardModel | None = None
+    #: the sentence encoder (request verdicts of a risk model with a probe)
+    encoder: RequestIntent | None = None
     active: int = 0  # generations in flight
     #: admission slots taken: a request takes one before it awaits the upstream (so a burst
     #: cannot pass the ``max_streams`` check all at once) and gives it back when it ends
@@ -71,6 +73,7 @@ def build_services(
         from guard.scoring.wiring import build_guard_model
 
         guard_model = build_guard_model(settings.guard_model, metrics)
+    encoder = RequestIntent(settings.encoder, metrics) if settings.encoder is not None else None
     svc = Services(
         settings,
         Upstream(clients, settings.upstream, key),
@@ -80,6 +83,7 @@ def build_services(
         decision_log,
         tracer,
         guard_model,
+        encoder,
     )
 
     def _swap_keys(fresh: Settings) -> None:

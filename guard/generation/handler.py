@@ -8,10 +8,12 @@ status (``error_response``).
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import time
 import uuid
 from dataclasses import replace
+from typing import Any
 
 import anyio
 from starlette.requests import Request
@@ -82,6 +84,9 @@ async def generate(svc: Services, request: Request, route: str) -> Response:
         headers = svc.upstream.headers(request.headers, forward_auth=not svc.auth.enabled)
         headers["x-request-id"] = rid
         t_send = time.perf_counter_ns()
+        # the request's intent is read while vLLM runs the prefill (it is awaited by the
+        # generation, before its first token leaves)
+        verdict = _request_verdict(svc, loaded.model, req.prompt)
         # the slot is taken before the first await: every request of a burst sees the others
         svc.admitted += 1
         try:
@@ -90,6 +95,8 @@ async def generate(svc: Services, request: Request, route: str) -> Response:
             )
         except BaseException:
             svc.admitted -= 1
+            if verdict is not None:
+                verdict.cancel()
             raise
         svc.metrics.upstream_latency_seconds.observe(resp.latency_s)
     except GuardError as exc:
@@ -107,6 +114,8 @@ async def generate(svc: Services, request: Request, route: str) -> Response:
     if resp.status_code != 200:
         # The upstream refused the request: its status and body, as they are.
         svc.admitted -= 1
+        if verdict is not None:
+            verdict.cancel()
         try:
             err_body = await resp.aread()
         except UpstreamError:
@@ -134,7 +143,15 @@ async def generate(svc: Services, request: Request, route: str) -> Response:
             },
         )
     gen = GuardedGeneration(
-        svc, req, policy, loaded.model, rid=rid, headers=headers, pre_ns=t_send - t0, span=span
+        svc,
+        req,
+        policy,
+        loaded.model,
+        rid=rid,
+        headers=headers,
+        pre_ns=t_send - t0,
+        span=span,
+        request_verdict=verdict,
     )  # its run() gives the admission slot back, however it ends
     if req.stream:
         return GuardedStreamResponse(
@@ -212,3 +229,14 @@ def _request_id(request: Request) -> str:
     if rid and len(rid) <= 200 and rid.isprintable():
         return rid
     return uuid.uuid4().hex
+
+
+def _request_verdict(svc: Services, model: Any, prompt: Any) -> asyncio.Future[float | None] | None:
+    """The encoder's future verdict on the request (None: the model reads no encoder, or the
+    policy does not track; a model with a probe and no encoder configured is counted)."""
+    if getattr(model, "probe", None) is None:
+        return None
+    if svc.encoder is None:
+        svc.metrics.scorer_calls.labels("encoder", "unconfigured").inc()
+        return None
+    return svc.encoder.submit(model, prompt)

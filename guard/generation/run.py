@@ -76,8 +76,10 @@ class GuardedGeneration:
         headers: Mapping[str, str],
         pre_ns: int,
         span: Any = None,
+        request_verdict: asyncio.Future[float | None] | None = None,
     ) -> None:
         self.svc = svc
+        self.request_verdict = request_verdict
         self.req = req
         self.rid = rid
         self.headers = dict(headers)  # for upstream attempts (x-request-id included)
@@ -127,6 +129,10 @@ class GuardedGeneration:
         deadline = time.monotonic() + svc.settings.total_timeout
         current: UpstreamResponse | None = resp
         try:
+            if self.request_verdict is not None:
+                # nothing leaves before the request's intent is known (bounded: the encoder's
+                # timeout resolves the future with None, the lexical fallback)
+                relay.set_request_verdict(await self.request_verdict)
             while current is not None:
                 try:
                     await self._attempt(current, deadline, write)
@@ -165,6 +171,8 @@ class GuardedGeneration:
             m.active_streams.dec()
             for fut in self._verdicts:
                 fut.cancel()  # a verdict nobody will read is never sent
+            if self.request_verdict is not None:
+                self.request_verdict.cancel()
             if not completed:
                 # Cancelled: by the streaming response's deadline timer (it says so first), by
                 # the caller's scope past ``cancel_at`` (non-streaming), or the client left.

@@ -161,6 +161,10 @@ class Relay:
         # No window of any kind: a chunk that passed its check leaves at once (the fast path).
         self._release_at_once = self.hold_back == 0 and self.verdict_hold == 0
         self._asks: list[tuple[int, str]] = []
+        #: the encoder's request verdict (``set_request_verdict``): P, and "answered" /
+        #: "fallback" (None: not asked)
+        self.request_p: float | None = None
+        self.request_verdict: str | None = None
         self.choices: list[_Choice | None] = [None] * req.n
         self.open_choices = req.n
         self.attempt = 0  # 0: the client's own request; >0: reroute attempts
@@ -187,6 +191,10 @@ class Relay:
             if self.tracking and self.model is not None:
                 try:
                     tracker = self.model.tracker(self.req.prompt, self.req.prefill)
+                    if self.request_p is not None:
+                        # a tracker without an external dimension has no such method: that
+                        # model reads no encoder (it was never asked)
+                        tracker.set_external_score(self.request_p)  # type: ignore[attr-defined]
                     guard = ChoiceGuard(tracker, self.policy, trace=self._trace)
                 except Exception:
                     guard = None
@@ -487,6 +495,12 @@ class Relay:
         return info
 
     # ------------------------------------------------------------------ verdicts
+
+    def set_request_verdict(self, p: float | None) -> None:
+        """The encoder's verdict on the request (P(harmful request); None: it fell back), in
+        force for every choice from its first token. Called before the first upstream event."""
+        self.request_p = p
+        self.request_verdict = "answered" if p is not None else "fallback"
 
     def take_verdict_asks(self) -> list[tuple[int, str]]:
         """Texts to score, as (choice index, text); the I/O layer asks the guard model."""

@@ -162,6 +162,8 @@ class RiskModel:
             sel = blk == b
             if sel.any():
                 out[sel] = self.P[b][dd[sel], ff[sel] // k, to_base[sel]]
+        # no transition leaves its block (the external bin is fixed for the generation)
+        out[(tt < n) & (tt % k != blk)] = 0.0
         return out
 
     @property

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from guard.config import GuardModelConfig
+from guard.config import EncoderConfig, GuardModelConfig
 from guard.observability.metrics import Metrics
 from guard.scoring.batcher import MicroBatcher
+from guard.scoring.embeddings import EmbeddingsClient
 from guard.scoring.http import ClassifyClient, GenerativeScoringClient
 from guard.scoring.verdicts import VerdictPolicy, VerdictSchedule, last_user_message
+from guard.tracking.text import request_text
 
 
 class _MetricsObserver:
@@ -75,3 +79,70 @@ def build_guard_model(cfg: GuardModelConfig, metrics: Metrics) -> GuardModel:
         score_request=False,
     )
     return GuardModel(batcher, policy, client, cfg.hold_until_verdict)
+
+
+class RequestIntent:
+    """The encoder service of one app: the request verdict of a risk model with a probe.
+
+    ``submit(model, prompt)`` embeds the request text exactly as the probe was fitted on
+    (``request_text`` with the model's own cut) through the micro-batcher, and returns the
+    future P(harmful request) (None on fallback: timeout, error, overload), or None when the
+    model has no probe. The probe is the model's at submit time, so a hot reload takes effect
+    on the next request.
+    """
+
+    def __init__(self, cfg: EncoderConfig, metrics: Metrics) -> None:
+        self.cfg = cfg
+        self.client = EmbeddingsClient(
+            cfg.url, model=cfg.model, timeout=cfg.timeout_s, name="encoder"
+        )
+        self.batcher = MicroBatcher(
+            self._score,
+            name="encoder",
+            max_batch=cfg.max_batch,
+            window_ms=cfg.window_ms,
+            timeout_s=cfg.timeout_s,
+            observer=_MetricsObserver(metrics),
+        )
+        self._probes: dict[str, Any] = {}
+
+    async def _score(self, items: Sequence[str]) -> list[float]:
+        # items are "<probe key>\x00<text>": one batch may mix models across a reload
+        probes = [self._probes[i.split("\x00", 1)[0]] for i in items]
+        vecs = await self.client.embed([i.split("\x00", 1)[1] for i in items])
+        return [p.prob(v) for p, v in zip(probes, vecs, strict=True)]
+
+    def submit(self, model: Any, prompt: Any) -> asyncio.Future[float | None] | None:
+        probe = getattr(model, "probe", None)
+        if probe is None:
+            return None
+        tab = model.tables
+        text = request_text(prompt, tab.req_max_chars, tab.req_last_user)
+        if not text.strip():
+            return None
+        key = str(id(probe))
+        self._probes[key] = probe
+        if len(self._probes) > 8:  # old models' probes, after many reloads
+            self._probes = {key: probe}
+        if self.client.model is None:
+            self.client.model = probe.encoder.name
+        self.client.max_tokens = probe.encoder.max_tokens
+        return self.batcher.submit(f"{key}\x00{text}")
+
+    async def check(self, model: Any) -> float | None:
+        """The fingerprint check of ``model``'s probe against the served encoder (None: no
+        probe). Raises ``RiskModelError`` on a mismatch, ``ScorerError`` when unreachable."""
+        from guard.risk.probe import CANARY
+
+        probe = getattr(model, "probe", None)
+        if probe is None:
+            return None
+        if self.client.model is None:
+            self.client.model = probe.encoder.name
+        (vec,) = await self.client.embed([CANARY])
+        cos: float = probe.encoder.check_fingerprint(vec, f"the encoder at {self.client.url}")
+        return cos
+
+    async def aclose(self) -> None:
+        await self.batcher.aclose()
+        await self.client.aclose()

@@ -195,6 +195,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         req_styles=args.request_styles,
         scorer=args.scorer,
         external=_external_spec(args) if args.scorer != "lexical" else FitConfig().external,
+        encoder_probe=bool(getattr(args, "encoder_url", None)),
     )
     if not _enough_held_back(trajs, args.holdout, args.seed, args.force):
         return EXIT_BAD_INPUT
@@ -204,6 +205,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
         embeddings = load_glove()
     scorer = make_scorer(args, args.scorer != "lexical")
+    encoder = make_encoder_arg(args)
     t0 = time.perf_counter()
     info = {"inputs": [str(p) for p in args.logs], "licences": {}}
     if scorer is not None:
@@ -224,6 +226,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
             external_scorer=scorer,
             steps=steps,
             embeddings=embeddings,
+            encoder=encoder,
         )
     meta = save_artifact(args.output, res.arrays, res.meta)
     print(format_report(res.report))
@@ -306,6 +309,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 )
     needs = any(m.meta.scorer != "lexical" for m in models)
     scorer = make_scorer(args, needs)
+    encoder = make_encoder_arg(args)
     trajs = _read(args)
     results = []
     for m in models:
@@ -316,6 +320,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 progress=_progress(len(trajs)),
                 external_scorer=scorer if m.meta.scorer != "lexical" else None,
                 external_every=args.scorer_every,
+                encoder=encoder,
             )
         )
     if len(results) == 1:
@@ -396,6 +401,42 @@ def _common(p: argparse.ArgumentParser, *, model: bool) -> None:
     )
     if model:
         p.add_argument("--model", default=None, help="risk model .npz (default: shipped model)")
+
+
+def make_encoder_arg(args: argparse.Namespace) -> Any:
+    """The sentence encoder of ``--encoder-url`` (None without it): vLLM's ``/v1/embeddings``,
+    embeddings cached on disk under ``$GUARD_CACHE/embeddings`` (by weights and text hash)."""
+    url = getattr(args, "encoder_url", None)
+    if not url:
+        return None
+    import os
+
+    from guard.scoring.embeddings import make_encoder
+
+    cache = Path(os.environ.get("GUARD_CACHE", Path.home() / ".cache" / "guard")) / "embeddings"
+    try:
+        return make_encoder(
+            url,
+            model=args.encoder_model,
+            sha256=args.encoder_sha256,
+            dim=args.encoder_dim,
+            cache_dir=cache,
+        )
+    except ValueError as exc:
+        raise DataError(str(exc)) from exc
+
+
+def _encoder_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("sentence encoder (request-intent probe)")
+    g.add_argument(
+        "--encoder-url",
+        default=None,
+        help="base URL of vLLM serving the sentence encoder (--runner pooling): fit the "
+        "request probe on it; its verdict becomes the state's external dimension",
+    )
+    g.add_argument("--encoder-model", default="all-MiniLM-L6-v2", help="served model name")
+    g.add_argument("--encoder-sha256", default=None, help="its weights' SHA-256 (MiniLM: known)")
+    g.add_argument("--encoder-dim", type=int, default=None, help="its dimension (MiniLM: 384)")
 
 
 def _scorer_options(p: argparse.ArgumentParser, *, fit: bool) -> None:
@@ -530,6 +571,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="fit even when the held-back split is too small to choose the threshold",
     )
     _scorer_options(p, fit=True)
+    _encoder_options(p)
     p.set_defaults(func=cmd_fit)
 
     p = subparsers.add_parser("eval", help="recall at fixed FPR vs baselines, calibration")
@@ -546,6 +588,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="print one JSON object (guard.eval/1; guard.eval-compare/1 with several models)",
     )
     _scorer_options(p, fit=False)
+    _encoder_options(p)
     p.set_defaults(func=cmd_eval)
 
     p = subparsers.add_parser("depth", help="depth at which risk crosses τ; coverage curve")

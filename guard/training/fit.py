@@ -55,7 +55,7 @@ from guard.training.logreg import (
     train_logreg,
 )
 from guard.training.phrases import cyclic_rotations
-from guard.training.probe_fit import Encoder, ProbeFit, fit_request_probe
+from guard.training.probe_fit import Encoder, ProbeFit, embed_checked, fit_request_probe
 from guard.training.report_text import _summary, json_safe
 from guard.training.styles import restyle
 from guard.training.trajectories import Trajectory
@@ -1493,8 +1493,6 @@ def attach_request_probe(
     others = sorted({wk.req_text for wk in walks.held + walks.train + walks.aug} - set(pf.oof))
     shipped: dict[str, float] = {}
     if others:
-        from guard.training.probe_fit import embed_checked
-
         shipped = dict(
             zip(others, pf.probe.probs(embed_checked(encoder, others)).tolist(), strict=True)
         )

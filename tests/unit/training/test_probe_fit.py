@@ -1,0 +1,180 @@
+"""The request-intent probe as the external dimension: fit with an in-process encoder, the
+block-diagonal chain, the artifact round trip, the fingerprint, evaluation with and without it.
+
+The encoder here is a deterministic stand-in (hashed bag of words, L2-normalised), enough to test
+the pipeline's contracts; the real one (all-MiniLM-L6-v2 served by vLLM) is tested end to end in
+tests/e2e/test_encoder_vllm.py.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from guard.errors import DataError, RiskModelError
+from guard.risk.artifact import save_artifact
+from guard.risk.model import load_risk_model
+from guard.risk.probe import CANARY
+from guard.training.evaluate import evaluate, request_probs, trace
+from guard.training.fit import FitConfig, FitResult, fit
+from guard.training.probe_fit import auroc, bin_edges
+from guard.training.trajectories import parse_trajectory
+from tests.support.synth import SMALL, make_rows
+
+DIM = 32
+
+
+class HashEncoder:
+    """Hashed bag of words, normalised: a fake encoder with the real one's contract."""
+
+    name = "hash-bow"
+    sha256 = "0" * 64
+    dim = DIM
+    max_tokens = 128
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        self.calls += 1
+        out = np.zeros((len(texts), DIM))
+        for i, t in enumerate(texts):
+            for w in t.lower().split():
+                out[i, zlib.crc32(w.encode()) % DIM] += 1.0
+            out[i, -1] += 0.1  # never the zero vector
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+class _Const:
+    def score_batch(self, texts: list[str]) -> list[float]:
+        return [0.5] * len(texts)
+
+
+def _cfg(**kw: object) -> FitConfig:
+    base = {f: getattr(SMALL, f) for f in SMALL.__slots__}
+    return FitConfig(**{**base, "encoder_probe": True, "probe_iterations": 150, **kw})
+
+
+@pytest.fixture(scope="module")
+def trajs() -> list:
+    return [parse_trajectory(r, "synth", i) for i, r in enumerate(make_rows(300))]
+
+
+@pytest.fixture(scope="module")
+def probe_fit(trajs: list) -> FitResult:
+    return fit(trajs, _cfg(cross_fit=3), encoder=HashEncoder())
+
+
+def test_encoder_probe_needs_an_encoder(trajs: list) -> None:
+    with pytest.raises(DataError, match="sentence encoder"):
+        fit(trajs, _cfg())
+
+
+def test_probe_is_one_external_dimension_only(trajs: list) -> None:
+    with pytest.raises(DataError, match="external dimension"):
+        fit(
+            trajs,
+            _cfg(scorer="combined"),
+            encoder=HashEncoder(),
+            external_scorer=_Const(),
+        )
+
+
+def test_block_model_shapes_and_meta(probe_fit: FitResult) -> None:
+    m = probe_fit.model
+    k = m.space.n_external_bins
+    assert m.blocks and k == len(m.raw_meta["external"]["edges"]) + 2
+    assert probe_fit.arrays["counts"].shape == (
+        k,
+        m.depth + 1,
+        m.space.n_states // k,
+        m.space.n_states // k + 2,
+    )
+    assert m.H.shape == (m.depth + 1, m.space.n_states)
+    assert m.probe is not None and len(m.probe.w) == DIM
+    assert m.raw_meta["encoder"]["name"] == "hash-bow"
+    assert m.raw_meta["external"]["target"] == "request"
+
+
+def test_every_walk_also_counts_in_the_no_verdict_chain(probe_fit: FitResult) -> None:
+    counts = probe_fit.arrays["counts"]
+    # bin 0 holds a copy of every walk: as many transitions as all verdict bins together
+    assert counts[0].sum() == pytest.approx(counts[1:].sum(), rel=1e-6)
+
+
+def test_hitting_probability_never_falls_as_the_request_looks_worse(probe_fit: FitResult) -> None:
+    m = probe_fit.model
+    k = m.space.n_external_bins
+    h = m.H.reshape(m.depth + 1, -1, k)[:, :, 1:]
+    assert np.all(np.diff(h, axis=2) >= -1e-12)
+
+
+def test_transition_probs_read_the_blocks(probe_fit: FitResult) -> None:
+    m = probe_fit.model
+    k = m.space.n_external_bins
+    n = m.space.n_states
+    s = 5 * k + 2  # base state 5, external bin 2
+    # every row of the full chain sums to 1 over its reachable targets (own block + absorbing)
+    to = np.concatenate((np.arange(2, n, k), [n, n + 1]))
+    p = m.transition_probs(np.zeros(to.size, int), np.full(to.size, s), to)
+    assert p.sum() == pytest.approx(1.0)
+    assert m.transition_probs([0], [s], [s + 1])[0] == 0.0  # another block: unreachable
+
+
+def test_artifact_round_trip_keeps_probe_and_tables(probe_fit: FitResult, tmp_path: Path) -> None:
+    path = tmp_path / "m.npz"
+    save_artifact(path, probe_fit.arrays, probe_fit.meta)
+    m2 = load_risk_model(path)
+    assert np.array_equal(m2.H, probe_fit.model.H)
+    assert m2.probe == probe_fit.model.probe
+
+
+def test_fingerprint_accepts_its_encoder_and_refuses_another(probe_fit: FitResult) -> None:
+    spec = probe_fit.model.probe.encoder  # type: ignore[union-attr]
+    vec = HashEncoder().embed([CANARY])[0]
+    assert spec.check_fingerprint(vec.tolist()) > 0.9999
+    with pytest.raises(RiskModelError, match="not the encoder"):
+        spec.check_fingerprint(HashEncoder().embed(["something else entirely"])[0].tolist())
+    with pytest.raises(RiskModelError, match="16-d"):
+        spec.check_fingerprint([0.25] * 16)
+
+
+def test_request_verdict_moves_the_risk(probe_fit: FitResult, trajs: list) -> None:
+    m = probe_fit.model
+    harmful = next(t for t in trajs if t.harmful and t.prefill == "")
+    none = trace(m, harmful).risk
+    low = trace(m, harmful, request_p=0.0).risk
+    high = trace(m, harmful, request_p=1.0).risk
+    assert high.max() >= low.max()
+    assert not np.array_equal(none, high)  # the verdict is in the state
+
+
+def test_evaluation_with_and_without_the_encoder(probe_fit: FitResult, trajs: list) -> None:
+    m = probe_fit.model
+    ps = request_probs(m, trajs[:20], HashEncoder())
+    assert ps is not None and all(p is not None and 0.0 <= p <= 1.0 for p in ps)
+    assert request_probs(m, trajs[:20], None) == [None] * 20  # the lexical fallback
+    with_enc = evaluate(m, trajs, encoder=HashEncoder())
+    without = evaluate(m, trajs)
+    assert with_enc["model"]["version"] == without["model"]["version"]
+
+
+def test_another_encoder_is_refused_in_evaluation(probe_fit: FitResult, trajs: list) -> None:
+    other = HashEncoder()
+    other.sha256 = "1" * 64
+    with pytest.raises(DataError, match="not the one"):
+        request_probs(probe_fit.model, trajs[:3], other)
+
+
+def test_bin_edges_cover_both_classes() -> None:
+    rng = np.random.default_rng(0)
+    p = np.concatenate((rng.uniform(0, 0.3, 500), rng.uniform(0.5, 1, 100)))
+    y = np.concatenate((np.zeros(500), np.ones(100)))
+    e = bin_edges(p, y)
+    assert list(e) == sorted(set(e)) and all(0 < x < 1 for x in e)
+    assert sum(x > 0.5 for x in e) >= 2  # the harmful side has more than one bin
+    assert auroc(p[y == 1], p[y == 0]) == pytest.approx(1.0)
