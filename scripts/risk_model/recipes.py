@@ -192,7 +192,11 @@ RECIPES: dict[str, Recipe] = {
         Recipe(
             "encoder",
             replace(
-                _NEW, req_embed=True, cross_fit=5, cross_fit_by="text", req_styles=3,
+                _NEW,
+                req_embed=True,
+                cross_fit=5,
+                cross_fit_by="text",
+                req_styles=3,
                 encoder_probe=True,
             ),
             embeddings=True,

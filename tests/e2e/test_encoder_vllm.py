@@ -25,7 +25,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 
@@ -130,7 +129,7 @@ def test_a_model_for_another_encoder_is_refused(
     save_artifact(bad, arrays, meta)
     env = {"GUARD_ENCODER_URL": encoder_url}
     t0 = time.monotonic()
-    with pytest.raises(RuntimeError, match="not the encoder the risk model was fitted with"):
-        with guard_server(vllm_url, "--risk-model", str(bad), env=env, timeout=START_TIMEOUT):
-            pass
+    refused = pytest.raises(RuntimeError, match="not the encoder the risk model was fitted with")
+    with refused, guard_server(vllm_url, "--risk-model", str(bad), env=env, timeout=START_TIMEOUT):
+        pass
     assert time.monotonic() - t0 < START_TIMEOUT

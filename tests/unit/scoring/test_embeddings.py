@@ -77,7 +77,8 @@ def test_malformed_answers_are_scorer_errors(payload: dict) -> None:
     def bad(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, json=payload)
 
-    c = EmbeddingsClient("http://enc", sync_client=httpx.Client(transport=httpx.MockTransport(bad)))
+    transport = httpx.MockTransport(bad)
+    c = EmbeddingsClient("http://enc", sync_client=httpx.Client(transport=transport))
     with pytest.raises(ScorerError):
         c.embed_sync(["x", "y"][: max(1, len(payload["data"]))])
 
@@ -86,7 +87,8 @@ def test_http_error_is_a_scorer_error() -> None:
     def down(request: httpx.Request) -> httpx.Response:
         return httpx.Response(503, text="loading")
 
-    c = EmbeddingsClient("http://enc", sync_client=httpx.Client(transport=httpx.MockTransport(down)))
+    transport = httpx.MockTransport(down)
+    c = EmbeddingsClient("http://enc", sync_client=httpx.Client(transport=transport))
     with pytest.raises(ScorerError, match="HTTP 503"):
         c.embed_sync(["x"])
 
