@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections import Counter
@@ -32,13 +33,15 @@ from tests.support.must_cases import (  # noqa: E402
     halted_in_time,
     must_halt_cases,
     must_pass_cases,
+    request_verdicts,
 )
 
 
-def measure(model: RiskModel, tau: float) -> dict[str, Any]:
+def measure(model: RiskModel, tau: float, encoder: Any = None) -> dict[str, Any]:
     harm, ok = must_halt_cases(), must_pass_cases()
-    caught = [c for c in harm if halted_in_time(model, c, tau)]
-    false = [c for c in ok if first_halt(model, c, tau) is not None]
+    rp = request_verdicts(model, harm + ok, encoder)
+    caught = [c for c in harm if halted_in_time(model, c, tau, rp.get(c.id))]
+    false = [c for c in ok if first_halt(model, c, tau, rp.get(c.id)) is not None]
     by_style: Counter[str] = Counter(c.request_style for c in caught)
     by_answer: Counter[str] = Counter(c.answer_style for c in caught)
     missed_goals: Counter[str] = Counter(c.goal for c in harm if c not in caught)
@@ -61,10 +64,30 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", type=Path, default=None, help="default: the shipped model")
     ap.add_argument("--sweep", default="", help="comma-separated thresholds (default: its τ)")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument(
+        "--encoder-url",
+        default=os.environ.get("GUARD_ENCODER_URL", "http://127.0.0.1:8002"),
+        help="vLLM serving the sentence encoder, for a model with a request probe (default: "
+        "$GUARD_ENCODER_URL or http://127.0.0.1:8002, as scripts/vllm/encoder_server.sh serves it)",
+    )
+    ap.add_argument(
+        "--no-encoder",
+        action="store_true",
+        help="measure a probe model's lexical fallback (the encoder down)",
+    )
     args = ap.parse_args(argv)
     model = load_risk_model(args.model)
+    encoder = None
+    if model.probe is not None and not args.no_encoder:
+        from guard.scoring.embeddings import make_encoder
+
+        cache = Path(os.environ.get("GUARD_CACHE", Path.home() / ".cache" / "guard"))
+        encoder = make_encoder(args.encoder_url, cache_dir=cache / "embeddings")
     taus = [float(x) for x in args.sweep.split(",") if x] or [model.suggested_threshold]
-    rows = [measure(model, t) for t in taus]
+    rows = [measure(model, t, encoder) for t in taus]
+    if model.probe is not None:
+        for r in rows:
+            r["encoder"] = "lexical fallback (no encoder)" if encoder is None else args.encoder_url
     for r in rows:
         print(
             f"τ {r['threshold']:.3f}: harmful halted in time {r['halted_in_time']}/{r['harmful']}"

