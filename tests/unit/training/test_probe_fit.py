@@ -8,8 +8,6 @@ tests/e2e/test_encoder_vllm.py.
 
 from __future__ import annotations
 
-import zlib
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -23,30 +21,8 @@ from guard.training.evaluate import evaluate, request_probs, trace
 from guard.training.fit import FitConfig, FitResult, fit
 from guard.training.probe_fit import auroc, bin_edges
 from guard.training.trajectories import parse_trajectory
+from tests.support.fake_encoder import DIM, HashEncoder
 from tests.support.synth import SMALL, make_rows
-
-DIM = 32
-
-
-class HashEncoder:
-    """Hashed bag of words, normalised: a fake encoder with the real one's contract."""
-
-    name = "hash-bow"
-    sha256 = "0" * 64
-    dim = DIM
-    max_tokens = 128
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        self.calls += 1
-        out = np.zeros((len(texts), DIM))
-        for i, t in enumerate(texts):
-            for w in t.lower().split():
-                out[i, zlib.crc32(w.encode()) % DIM] += 1.0
-            out[i, -1] += 0.1  # never the zero vector
-        return out / np.linalg.norm(out, axis=1, keepdims=True)
 
 
 class _Const:
