@@ -125,6 +125,9 @@ class RiskModel:
                 req_max_chars=int(meta.get("req_max_chars", 0)),
                 harm_min_features=int(meta.get("harm_score_min_features", 0)),
                 req_last_user=meta.get("req_text") == "last_user",
+                ext_replaces_request=blocks
+                and isinstance(ext_meta, dict)
+                and bool(ext_meta.get("replaces_request")),
             )
             self.meta = _model_meta(meta, depth, space.n_states, harm_logit)
         except RiskModelError:

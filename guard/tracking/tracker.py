@@ -50,6 +50,7 @@ class TrackerTables:
         "edges",
         "ext_edges",
         "ext_offset",
+        "ext_replaces_request",
         "h",
         "harm_logit",
         "harm_min_features",
@@ -80,6 +81,7 @@ class TrackerTables:
         req_max_chars: int = 0,
         harm_min_features: int = 0,
         req_last_user: bool = False,
+        ext_replaces_request: bool = False,
     ) -> None:
         if len(h) != depth + 1 or len(edges) != depth + 1:
             raise ValueError("h and edges need depth + 1 rows")
@@ -103,6 +105,9 @@ class TrackerTables:
         self.harm_rules = bool(harm_rules)
         self.req_max_chars = int(req_max_chars)
         self.req_last_user = bool(req_last_user)
+        #: a verdict (external bin > 0) replaces the lexical request bin (the encoder's request
+        #: intent: the state is then (intent bin, phase, response bin); request bin 0 is used)
+        self.ext_replaces_request = bool(ext_replaces_request)
         #: scorer threshold s*: a response score at or above it is HARM-like at any length (h = 1);
         #: ``None`` (models without it): off
         self.harm_logit = math.inf if harm_logit is None else float(harm_logit)
@@ -130,11 +135,13 @@ class TrackerTables:
 class Tracker:
     """Tracks one generation (one choice). Not thread-safe; cheap to ``copy``."""
 
-    __slots__ = ("_ext", "_ext_bin", "_req_bin", "_req_logit", "_stream", "_t", "_tab")
+    __slots__ = ("_ext", "_ext_bin", "_req", "_req_bin", "_req_logit", "_stream", "_t", "_tab")
 
     def __init__(self, tables: TrackerTables, prompt: Any = "", prefill: str = "") -> None:
         self._tab = tables
         self._req_bin, self._req_logit = tables.request_bin(prompt)
+        #: the request bin the state uses (``_req_bin``, or 0 once a replacing verdict is in)
+        self._req = self._req_bin
         self._stream: LexicalStream = tables.response_scorer.stream()
         if tables.harm_rules:
             self._stream.leak = leak_watch(context_secrets(prompt))
@@ -164,7 +171,7 @@ class Tracker:
         sp = tab.space
         b = bisect_right(tab.edges[d], logit)
         idx = (
-            (self._req_bin * sp.n_phases + st.phase) * sp.n_risk_bins + b
+            (self._req * sp.n_phases + st.phase) * sp.n_risk_bins + b
         ) * sp.n_external_bins + self._ext_bin
         return tab.h[d][idx]
 
@@ -199,13 +206,15 @@ class Tracker:
         tab = self._tab
         if tab.ext_edges:
             self._ext_bin = tab.ext_offset + bisect_right(tab.ext_edges, p)
+            if tab.ext_replaces_request:
+                self._req = 0 if self._ext_bin else self._req_bin
 
     def state_index(self) -> int:
         tab = self._tab
         st = self._stream
         d = self.depth_index
         b = bisect_right(tab.edges[d], st.logit())
-        return tab.space.index(self._req_bin, st.phase, b, self._ext_bin)
+        return tab.space.index(self._req, st.phase, b, self._ext_bin)
 
     def state(self) -> dict[str, Any]:
         """Small JSON-able description for decision logs."""
@@ -214,6 +223,7 @@ class Tracker:
         logit = st.logit()
         return {
             "request_risk": self._req_bin,
+            "request_bin_used": self._req,
             "phase": PHASE_NAMES[st.phase],
             "risk_bin": bisect_right(self._tab.edges[d], logit),
             "depth": d,
@@ -229,6 +239,7 @@ class Tracker:
         new = Tracker.__new__(Tracker)
         new._tab = self._tab
         new._req_bin = self._req_bin
+        new._req = self._req
         new._req_logit = self._req_logit
         new._stream = self._stream.copy()
         new._t = self._t

@@ -176,6 +176,14 @@ class FitConfig:
     encoder_probe: bool = False
     probe_l2: float = 1e-4
     probe_iterations: int = 300
+    #: the probe's own style augmentation (every request also in up to this many other styles,
+    #: each variant in its request's fold), on top of ``req_styles``: cheap for the probe, whose
+    #: features are 384 dense numbers, where the lexical request scorer's hashed n-grams are not
+    probe_styles: int = 0
+    #: the probe's verdict replaces the lexical request bin (request bin 0 in verdict blocks):
+    #: the lexical request scorer learned the datasets' phrasing, the encoder the intent; the
+    #: lexical bin stays for the fallback (block 0)
+    probe_replaces_request: bool = True
 
 
 def threshold_at_rate(scores: npt.ArrayLike, rate: float) -> float:
@@ -367,7 +375,13 @@ def walk_logits(
     return np.asarray(word_logits(walk, w, bias, decay, u)[walk.nw], dtype=np.float64)
 
 
-def walk_states(walk: Walk, logits: FloatArray, edges: FloatArray, space: StateSpace) -> IntArray:
+def walk_states(
+    walk: Walk,
+    logits: FloatArray,
+    edges: FloatArray,
+    space: StateSpace,
+    ext_replaces_request: bool = False,
+) -> IntArray:
     d_max = edges.shape[0] - 1
     t = np.arange(logits.size)
     d = np.minimum(t, d_max)
@@ -375,8 +389,11 @@ def walk_states(walk: Walk, logits: FloatArray, edges: FloatArray, space: StateS
     for dd in np.unique(d):
         m = d == dd
         bins[m] = np.searchsorted(edges[dd], logits[m], side="right")
+    req = np.full(logits.size, walk.req_bin, dtype=np.int64)
+    if ext_replaces_request and walk.ext is not None:
+        req[walk.ext > 0] = 0  # a verdict in force replaces the lexical request bin
     st = (
-        (walk.req_bin * space.n_phases + walk.phase.astype(np.int64)) * space.n_risk_bins + bins
+        (req * space.n_phases + walk.phase.astype(np.int64)) * space.n_risk_bins + bins
     ) * space.n_external_bins
     if space.n_external_bins > 1 and walk.ext is not None:
         st = st + walk.ext.astype(np.int64)
@@ -916,6 +933,8 @@ class Bins:
     #: scores and states of the training walks (``Walks.all_train`` order)
     logits: list[FloatArray]
     states: list[IntArray]
+    #: a verdict replaces the lexical request bin (``FitConfig.probe_replaces_request``)
+    replaces_request: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -1380,10 +1399,19 @@ def response_bins(
     n_ext = probe.n_bins if probe is not None else cfg.external.n_bins if inp.use_ext else 1
     space = StateSpace(cfg.n_request_bins, n_risk_bins, n_ext, N_PHASES)
     states_train = [
-        walk_states(wk, lgt, edges, space) for wk, lgt in zip(all_train, logits_all, strict=True)
+        walk_states(wk, lgt, edges, space, probe is not None and cfg.probe_replaces_request)
+        for wk, lgt in zip(all_train, logits_all, strict=True)
     ]
     return Bins(
-        n_risk_bins, edges, certain_logit, certain_min, n_ext, space, logits_all, states_train
+        n_risk_bins,
+        edges,
+        certain_logit,
+        certain_min,
+        n_ext,
+        space,
+        logits_all,
+        states_train,
+        probe is not None and cfg.probe_replaces_request,
     )
 
 
@@ -1449,14 +1477,21 @@ def _count_blocks(walks: Walks, bins: Bins, cfg: FitConfig) -> FloatArray:
     m = bins.space.n_states // k
     d1 = cfg.depth + 1
     keys, kw = [], []
+    # the request bin's stride in a base state (the request bin is its slowest index)
+    req_stride = bins.space.n_phases * bins.space.n_risk_bins
     for wk, st in zip(walks.all_train, bins.states, strict=True):
         base = st // k
-        dk, fr, to = transition_keys(wk, base, cfg.depth, m)
         blk = int(wk.ext[0]) if wk.ext is not None and wk.ext.size else 0
-        for b in (blk, 0) if blk else (0,):
-            # every walk also as serving sees it when the encoder never answers: bin 0
-            keys.append(((b * d1 + dk) * m + fr) * (m + 2) + to)
+        if blk:
+            dk, fr, to = transition_keys(wk, base, cfg.depth, m)
+            keys.append(((blk * d1 + dk) * m + fr) * (m + 2) + to)
             kw.append(np.full(dk.size, wk.weight))
+            if bins.replaces_request:
+                base = base + wk.req_bin * req_stride  # block 0 reads the lexical request bin
+        # every walk also as serving sees it when the encoder never answers: block 0
+        dk, fr, to = transition_keys(wk, base, cfg.depth, m)
+        keys.append(((0 * d1 + dk) * m + fr) * (m + 2) + to)
+        kw.append(np.full(dk.size, wk.weight))
     size = k * d1 * m * (m + 2)
     counts = np.bincount(np.concatenate(keys), weights=np.concatenate(kw), minlength=size)
     return np.asarray(counts.reshape(k, d1, m, m + 2), dtype=np.float64)
@@ -1477,13 +1512,21 @@ def attach_request_probe(
     """Train the request probe on the request scorer's texts and folds; set every walk's
     external bin for its whole length: training and augmented walks from their request's
     out-of-fold probability, held-back ones from the shipped probe's."""
-    say(f"request probe on {encoder.name}: embedding {len(req.texts)} request texts")
+    texts, y = list(req.texts), req.y
+    sources = list(req.sources or ("" for _ in req.texts))
+    text_fold = dict(req.text_fold)
+    if cfg.probe_styles > 0:
+        texts, y, sources, variant_of = _restyled(texts, y, sources, cfg.probe_styles)
+        for v, orig in variant_of.items():
+            if v not in text_fold and orig in text_fold:
+                text_fold[v] = text_fold[orig]
+    say(f"request probe on {encoder.name}: embedding {len(texts)} request texts")
     pf = fit_request_probe(
         encoder,
-        req.texts,
-        req.y,
-        req.sources or tuple("" for _ in req.texts),
-        req.text_fold,
+        texts,
+        y,
+        sources,
+        text_fold,
         inp.k_folds,
         l2=cfg.probe_l2,
         iterations=cfg.probe_iterations,
@@ -1562,6 +1605,7 @@ def build_artifact(
             "edges": list(probe.edges),
             "blocks": True,
             "none_bin": True,
+            "replaces_request": cfg.probe_replaces_request,
         }
     elif inp.use_ext:
         meta["external"] = cfg.external.to_meta()
@@ -1687,7 +1731,7 @@ def choose_threshold(held: HeldBack, bins: Bins, art: Artifact, cfg: FitConfig) 
     pairs = []
     max_risk, pred, yv, kinds = [], [], [], []
     for wk, lgt in zip(held.walks, held.logits, strict=True):
-        st = walk_states(wk, lgt, bins.edges, bins.space)
+        st = walk_states(wk, lgt, bins.edges, bins.space, bins.replaces_request)
         pairs.append((wk, st))
         r = walk_risks(wk, lgt, st, model)
         # serving halts on the first token (t >= 1) whose risk reaches tau

@@ -86,10 +86,8 @@ async def test_request_verdict_joins_the_state(harness: Any, model: RiskModel) -
     assert h.metric("guard_scorer_calls_total", {"scorer": "encoder", "outcome": "ok"}) == 1
 
 
-@pytest.mark.parametrize(("behaviour", "outcome"), [("down", "error"), ("slow", "timeout")])
-async def test_a_failing_encoder_falls_back(
-    harness: Any, model: RiskModel, behaviour: str, outcome: str
-) -> None:
+@pytest.mark.parametrize("behaviour", ["down", "slow"])
+async def test_a_failing_encoder_falls_back(harness: Any, model: RiskModel, behaviour: str) -> None:
     h = _harness(
         harness,
         model,
@@ -104,7 +102,8 @@ async def test_a_failing_encoder_falls_back(
     # the synthetic model halts this opener on the lexical state alone: no verdict in the state
     g = next(e["guard"] for e in reversed(evs) if isinstance(e, dict) and "guard" in e)
     assert g["state"]["external_bin"] == 0 and g["state"]["external_score"] is None
-    assert h.metric("guard_scorer_calls_total", {"scorer": "encoder", "outcome": outcome}) == 1
+    # the verdict resolved as the fallback (counted before the stream went on)
+    assert h.metric("guard_scorer_calls_total", {"scorer": "encoder", "outcome": "fallback"}) == 1
 
 
 async def test_no_encoder_configured_is_counted(harness: Any, model: RiskModel) -> None:

@@ -154,3 +154,14 @@ def test_bin_edges_cover_both_classes() -> None:
     assert list(e) == sorted(set(e)) and all(0 < x < 1 for x in e)
     assert sum(x > 0.5 for x in e) >= 2  # the harmful side has more than one bin
     assert auroc(p[y == 1], p[y == 0]) == pytest.approx(1.0)
+
+
+def test_a_verdict_replaces_the_lexical_request_bin(probe_fit: FitResult, trajs: list) -> None:
+    m = probe_fit.model
+    assert m.tables.ext_replaces_request
+    harmful = next(t for t in trajs if t.harmful)
+    tr = m.tracker(harmful.prompt)
+    lexical = tr.state()["request_risk"]
+    assert lexical > 0 and tr.state()["request_bin_used"] == lexical  # no verdict: lexical
+    tr.set_external_score(0.9)
+    assert tr.state()["request_bin_used"] == 0 and tr.state()["request_risk"] == lexical
