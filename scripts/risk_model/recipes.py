@@ -196,17 +196,18 @@ RECIPES: dict[str, Recipe] = {
                 req_embed=True,
                 cross_fit=5,
                 cross_fit_by="text",
-                req_styles=3,
                 encoder_probe=True,
+                probe_styles=3,
             ),
             embeddings=True,
             encoder=True,
             exclude=frozenset({"constructed-alarming"}),
             description="as glove-request-xfit-text, plus the request-intent probe on "
             "all-MiniLM-L6-v2 (served by vLLM, /v1/embeddings) as the external dimension: 7 "
-            "bins (none + 6 at out-of-fold quantiles of both classes), one chain per bin; every "
-            "request also in 3 other styles (probe and lexical request scorer alike, variants "
-            "in their request's fold); compliance = no refusal in the first words",
+            "bins (none + 6 at out-of-fold quantiles of both classes), one chain per bin, a "
+            "verdict replacing the lexical request bin (which stays for the fallback); the probe "
+            "trained on every request also in 3 other styles (variants in their request's "
+            "fold); compliance = no refusal in the first words",
         ),
         Recipe(
             "glove-request-xfit-text-win40",
