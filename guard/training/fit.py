@@ -180,6 +180,10 @@ class FitConfig:
     #: each variant in its request's fold), on top of ``req_styles``: cheap for the probe, whose
     #: features are 384 dense numbers, where the lexical request scorer's hashed n-grams are not
     probe_styles: int = 0
+    #: project this many phrasing directions (from the style variants, ``probe_styles``) out of
+    #: the embeddings the probe is trained on: its weights become blind to how a request is
+    #: phrased (0: off)
+    probe_style_dims: int = 0
     #: the probe's verdict replaces the lexical request bin (request bin 0 in verdict blocks):
     #: the lexical request scorer learned the datasets' phrasing, the encoder the intent; the
     #: lexical bin stays for the fallback (block 0)
@@ -1515,6 +1519,7 @@ def attach_request_probe(
     texts, y = list(req.texts), req.y
     sources = list(req.sources or ("" for _ in req.texts))
     text_fold = dict(req.text_fold)
+    variant_of: dict[str, str] = {}
     if cfg.probe_styles > 0:
         texts, y, sources, variant_of = _restyled(texts, y, sources, cfg.probe_styles)
         for v, orig in variant_of.items():
@@ -1532,6 +1537,8 @@ def attach_request_probe(
         iterations=cfg.probe_iterations,
         balance_sources=cfg.balance_sources,
         step=_stepper(steps, "training the request probe"),
+        style_pairs=[(v, o) for v, o in variant_of.items() if v != o],
+        style_dims=cfg.probe_style_dims,
     )
     others = sorted({wk.req_text for wk in walks.held + walks.train + walks.aug} - set(pf.oof))
     shipped: dict[str, float] = {}

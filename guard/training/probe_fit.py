@@ -148,6 +148,22 @@ def bin_edges(oof_p: FloatArray, y: FloatArray) -> tuple[float, ...]:
     return tuple(out)
 
 
+def phrasing_subspace(
+    x: FloatArray, index: Mapping[str, int], pairs: Sequence[tuple[str, str]], dims: int
+) -> FloatArray | None:
+    """``(dims, d)`` orthonormal rows spanning the directions in which a request's style
+    variants differ from it (the top right-singular vectors of the variant - original
+    differences): how a text is phrased, not what it asks. None without pairs."""
+    rows = [(index[v], index[o]) for v, o in pairs if v in index and o in index and v != o]
+    if not rows or dims < 1:
+        return None
+    a = np.asarray([r[0] for r in rows])
+    b = np.asarray([r[1] for r in rows])
+    diff = x[a] - x[b]
+    _, _, vt = np.linalg.svd(diff, full_matrices=False)
+    return np.asarray(vt[: min(dims, vt.shape[0])], dtype=np.float64)
+
+
 def fit_request_probe(
     encoder: Encoder,
     texts: Sequence[str],
@@ -160,16 +176,28 @@ def fit_request_probe(
     iterations: int = 300,
     balance_sources: bool = True,
     step: Callable[[int, int], None] | None = None,
+    style_pairs: Sequence[tuple[str, str]] = (),
+    style_dims: int = 0,
 ) -> ProbeFit:
     """Train the probe on ``texts`` (labels ``y``; within each class every source weighs the
-    same, as the lexical request scorer is trained), out-of-fold by ``text_fold``."""
+    same, as the lexical request scorer is trained), out-of-fold by ``text_fold``.
+
+    With ``style_pairs`` ((variant, original) texts, both in ``texts``) and ``style_dims``, the
+    embeddings are first projected off the phrasing subspace (:func:`phrasing_subspace`), so the
+    probe's weights are orthogonal to it: serving computes ``w . e`` on the raw embedding, which
+    equals ``w`` on the projected one."""
     if not (y.size and 0 < y.sum() < y.size):
         raise DataError("the request probe needs harmful and benign request texts")
     x = embed_checked(encoder, texts)
+    u = phrasing_subspace(x, {t: i for i, t in enumerate(texts)}, style_pairs, style_dims)
+    if u is not None:
+        x = x - (x @ u.T) @ u
     canary = embed_checked(encoder, [CANARY])[0]
     base_w = _source_weights(sources, y) if balance_sources else np.ones(y.size)
     n_steps = 1 + (k_folds if k_folds >= 2 else 0)
     w, b = train_dense_logreg(x, y, _balanced(y, base_w), l2=l2, iterations=iterations)
+    if u is not None:
+        w = w - (w @ u.T) @ u  # exactly orthogonal (the data already is)
     if step is not None:
         step(1, n_steps)
     spec = EncoderSpec(

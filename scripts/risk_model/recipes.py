@@ -198,6 +198,7 @@ RECIPES: dict[str, Recipe] = {
                 cross_fit_by="text",
                 encoder_probe=True,
                 probe_styles=3,
+                probe_style_dims=16,
             ),
             embeddings=True,
             encoder=True,
@@ -207,7 +208,8 @@ RECIPES: dict[str, Recipe] = {
             "bins (none + 6 at out-of-fold quantiles of both classes), one chain per bin, a "
             "verdict replacing the lexical request bin (which stays for the fallback); the probe "
             "trained on every request also in 3 other styles (variants in their request's "
-            "fold); compliance = no refusal in the first words",
+            "fold) and blind to the 16 directions those variants differ in (the phrasing "
+            "subspace projected out); compliance = no refusal in the first words",
         ),
         Recipe(
             "glove-request-xfit-text-win40",

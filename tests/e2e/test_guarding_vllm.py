@@ -16,6 +16,8 @@ import httpx
 import openai
 import pytest
 
+from guard.risk import load_risk_model
+from tests.support import encoder as _enc
 from tests.support import modules as support_modules
 from tests.support.guard_proc import guard_server
 from tests.support.vllm_metrics import settle
@@ -47,15 +49,26 @@ def run_stream(
     return text, finish, guard
 
 
+encoder_url = _enc.encoder_url
+
+
 @pytest.fixture(scope="module")
-def enforcing(vllm_url: str) -> Iterator[openai.OpenAI]:
-    with guard_server(vllm_url) as url:
+def shipped_env(request: pytest.FixtureRequest) -> dict[str, str]:
+    """The shipped defaults: the sentence encoder too, when the shipped model reads one."""
+    if load_risk_model().probe is None:
+        return {}
+    return {"GUARD_ENCODER_URL": request.getfixturevalue("encoder_url")}
+
+
+@pytest.fixture(scope="module")
+def enforcing(vllm_url: str, shipped_env: dict[str, str]) -> Iterator[openai.OpenAI]:
+    with guard_server(vllm_url, env=shipped_env) as url:
         yield openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0, timeout=120)
 
 
 @pytest.fixture(scope="module")
-def shadow(vllm_url: str) -> Iterator[openai.OpenAI]:
-    with guard_server(vllm_url, "--mode", "shadow") as url:
+def shadow(vllm_url: str, shipped_env: dict[str, str]) -> Iterator[openai.OpenAI]:
+    with guard_server(vllm_url, "--mode", "shadow", env=shipped_env) as url:
         yield openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0, timeout=120)
 
 
@@ -97,8 +110,8 @@ def test_benign_requests_are_unchanged(
     assert a[0] == b[0]
 
 
-def test_resample_continues_from_safe_prefix(vllm_url: str) -> None:
-    with guard_server(vllm_url, "--action", "resample") as url:
+def test_resample_continues_from_safe_prefix(vllm_url: str, shipped_env: dict[str, str]) -> None:
+    with guard_server(vllm_url, "--action", "resample", env=shipped_env) as url:
         client = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0, timeout=120)
         text, finish, guard = run_stream(
             client,

@@ -165,3 +165,41 @@ def test_a_verdict_replaces_the_lexical_request_bin(probe_fit: FitResult, trajs:
     assert lexical > 0 and tr.state()["request_bin_used"] == lexical  # no verdict: lexical
     tr.set_external_score(0.9)
     assert tr.state()["request_bin_used"] == 0 and tr.state()["request_risk"] == lexical
+
+
+def test_the_probe_is_blind_to_the_phrasing_subspace() -> None:
+    from guard.training.probe_fit import fit_request_probe, phrasing_subspace
+
+    rng = np.random.default_rng(1)
+    d = 16
+    style = np.zeros(d)
+    style[3] = 1.0  # the "imperative" direction
+    goals = rng.normal(size=(60, d))
+    y = (goals[:, 0] > 0).astype(float)  # intent lives in dimension 0
+    texts, vecs, labels = [], [], []
+    pairs = []
+    for i, g in enumerate(goals):
+        for j, shift in enumerate((0.0, 2.0)):
+            v = g + shift * style + (1.5 * y[i] * style if j == 0 else 0)  # style leaks the label
+            texts.append(f"goal {i} style {j}")
+            vecs.append(v / np.linalg.norm(v))
+            labels.append(y[i])
+        pairs.append((f"goal {i} style 1", f"goal {i} style 0"))
+    table = dict(zip(texts, vecs, strict=True))
+
+    class Table:
+        name, sha256, dim, max_tokens = "table", "2" * 64, d, 8
+
+        def embed(self, ts):  # type: ignore[no-untyped-def]
+            return np.stack([table.get(t, np.eye(d)[0]) for t in ts])
+
+    x = np.stack(vecs)
+    u = phrasing_subspace(x, {t: i for i, t in enumerate(texts)}, pairs, 1)
+    assert u is not None and abs(u[0] @ style) > 0.9  # found the style direction
+    yv = np.asarray(labels)
+    plain = fit_request_probe(Table(), texts, yv, ["s"] * len(texts), {}, 0)
+    blind = fit_request_probe(
+        Table(), texts, yv, ["s"] * len(texts), {}, 0, style_pairs=pairs, style_dims=1
+    )
+    w_plain, w_blind = np.asarray(plain.probe.w), np.asarray(blind.probe.w)
+    assert abs(w_blind @ u[0]) < 1e-9 < abs(w_plain @ u[0])
