@@ -9,6 +9,10 @@ scripts/models/tiny_model/dialogues.py).
 
     .venv/bin/python benchmarks/bench_holdback.py --vllm-url URL [--windows 0,2,4,8,16]
 
+A risk model that reads the sentence encoder gets it from ``GUARD_ENCODER_URL`` (passed to the
+guard it starts), e.g. ``GUARD_ENCODER_URL=http://127.0.0.1:8002`` with
+``scripts/vllm/encoder_server.sh start``.
+
 Writes benchmarks/results/holdback.json and .md.
 """
 
@@ -17,6 +21,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import statistics
 import sys
 import time
@@ -184,6 +189,8 @@ def main() -> int:
                 "vllm_url": args.vllm_url,
                 "sampling": args.sampling,
                 "risk_model": _shipped_version(),
+                # the sentence encoder the guard asked (a model that reads one; None: lexical)
+                "encoder_url": os.environ.get("GUARD_ENCODER_URL"),
                 "date": time.strftime("%Y-%m-%d"),
                 "rows": rows,
             },

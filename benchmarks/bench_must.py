@@ -108,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
             "suggested_threshold": model.suggested_threshold,
             "rows": rows,
         }
+        if model.probe is not None and encoder is not None:
+            # what a deployment gets while its encoder is down: the lexical fallback
+            doc["lexical_fallback"] = [measure(model, t, None) for t in taus]
         out.write_text(json.dumps(doc, indent=2) + "\n")
         print(f"wrote {out}", file=sys.stderr)
     return 0

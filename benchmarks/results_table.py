@@ -157,6 +157,48 @@ def must_row(model: RiskModel) -> Row:
     )
 
 
+def fallback_row(model: RiskModel) -> list[Row]:
+    """The must-suite with the encoder down (models that read one)."""
+    doc = _result("must.json")
+    if model.probe is None or doc is None or "lexical_fallback" not in doc:
+        return []
+    r = doc["lexical_fallback"][0]
+    return [
+        _measured(
+            doc,
+            model,
+            "the same cases with the sentence encoder down (the lexical fallback), at the "
+            "default τ",
+            f"harmful halted in time: **{r['halted_in_time']} of {r['harmful']}**; ordinary "
+            f"answers halted: **{r['false_halts']} of {r['benign']}**",
+            "benchmarks/bench_must.py",
+        )
+    ]
+
+
+def encoder_row(model: RiskModel) -> list[Row]:
+    """What the sentence encoder costs (models that read one)."""
+    if model.probe is None:
+        return []
+    rerun = "benchmarks/bench_encoder.py"
+    doc = _result("encoder.json")
+    if doc is None:
+        return [_unmeasured("sentence encoder cost", rerun)]
+    lat, tt = doc["latency"], doc["ttft"]
+    return [
+        Row(
+            "the request verdict: all-MiniLM-L6-v2 on vLLM CPU (2 cores), one request text per "
+            "call; time to first token it adds (scripted upstream: no prefill to overlap)",
+            f"encoder p50 {lat['single_p50_ms']} ms, p99 {lat['single_p99_ms']} ms (batch of 32: "
+            f"{lat['batch32_per_text_ms']} ms per text); TTFT +{tt['added_p50_ms']} ms p50",
+            str(doc.get("model")),
+            str(doc.get("date")),
+            rerun,
+            "" if doc.get("model") == model.meta.version else "another model",
+        )
+    ]
+
+
 def holdback_row(model: RiskModel) -> Row:
     rerun = "benchmarks/bench_holdback.py --windows 0 --sampling default --vllm-url URL"
     doc = _result("holdback.json")
@@ -207,7 +249,9 @@ def hotpath_row(model: RiskModel) -> Row:
 ROWS: tuple[Callable[[RiskModel], list[Row] | Row], ...] = (
     lofo_rows,
     must_row,
+    fallback_row,
     holdback_row,
+    encoder_row,
     tracker_row,
     hotpath_row,
 )
