@@ -103,7 +103,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=None)
     ap.add_argument("--recipe", default=recipes.SHIPPED, choices=sorted(recipes.RECIPES))
-    ap.add_argument("--max-per-family", type=int, default=3000)
+    ap.add_argument(
+        "--max-per-family",
+        type=int,
+        default=None,
+        help="per family (default: the recipe's, else 3000)",
+    )
     ap.add_argument("--workdir", type=Path, default=ROOT / "build" / "default_model")
     ap.add_argument("--out", type=Path, default=ROOT / "guard" / "data" / "default_model.npz")
     ap.add_argument(
@@ -141,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         say(f"no data folder at {data}: pass --data DIR or set GUARD_DATA_DIR")
         return 2
     recipe = recipes.RECIPES[args.recipe]
+    if args.max_per_family is None:
+        args.max_per_family = recipe.max_per_family or 3000
     args.workdir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     trajs, reqs = recipes.load(data, args.max_per_family, progress=say)

@@ -44,6 +44,10 @@ class Recipe:
     embeddings: bool = False
     #: the request probe on the sentence encoder (served by vLLM: ``encoder()``)
     encoder: bool = False
+    #: trajectories (and request examples) per family it is built and measured with (None: the
+    #: build script's default); the leave-one-family-out run uses the same, so its figures
+    #: describe the shipped model's data size
+    max_per_family: int | None = None
     #: families whose data the recipe may use (None: all)
     families: frozenset[str] | None = None
     #: families whose data the recipe never fits on (they stay in the evaluation)
@@ -202,6 +206,7 @@ RECIPES: dict[str, Recipe] = {
             ),
             embeddings=True,
             encoder=True,
+            max_per_family=300,
             exclude=frozenset({"constructed-alarming"}),
             description="as glove-request-xfit-text, plus the request-intent probe on "
             "all-MiniLM-L6-v2 (served by vLLM, /v1/embeddings) as the external dimension: 7 "
