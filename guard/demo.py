@@ -118,8 +118,8 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--encoder-port",
         type=int,
-        default=8002,
-        help="local encoder port (default 8002; 0: a free one)",
+        default=0,
+        help="local encoder port (default 0: a free one)",
     )
     p.add_argument(
         "--no-encoder",

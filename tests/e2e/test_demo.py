@@ -77,7 +77,7 @@ def test_demo_scenario(vllm_url: str) -> None:
     assert all(row[2] == "passed" for row in support), r.stdout
     assert "summary: harmful or jailbreak 6:" in r.stdout and "note: prefill =" in r.stdout
     # quiet: stdout is the table and where to look; stderr one [demo] line per phase
-    allowed = ("  ", "guard:", "upstream:", "logs:", "vLLM log:")
+    allowed = ("  ", "guard:", "upstream:", "encoder:", "logs:", "vLLM log:")
     stray = [ln for ln in r.stdout.splitlines() if ln.strip() and not ln.startswith(allowed)]
     assert not stray, r.stdout
     stray_err = [ln for ln in r.stderr.splitlines() if ln.strip() and not ln.startswith("[demo] ")]
