@@ -15,19 +15,13 @@ FILES = ["docker-compose.yml", "docker-compose.cpu.yml"]
 def test_compose_stack(name: str) -> None:
     doc = yaml.safe_load((COMPOSE / name).read_text())
     svcs = doc["services"]
-    assert set(svcs) == {"vllm", "encoder", "guard", "prometheus", "grafana"}
+    assert set(svcs) == {"vllm", "guard", "prometheus", "grafana"}
     guard = svcs["guard"]
     assert (
         COMPOSE / guard["build"]["context"] / guard["build"]["dockerfile"]
     ).resolve() == ROOT / "Dockerfile"
     assert guard["environment"]["GUARD_UPSTREAM"] == "http://vllm:8000"
     assert guard["depends_on"]["vllm"]["condition"] == "service_healthy"
-    # the request's intent: the encoder the shipped risk model's probe was fitted on
-    enc = svcs["encoder"]
-    assert guard["environment"]["GUARD_ENCODER_URL"] == "http://encoder:8000"
-    assert guard["depends_on"]["encoder"]["condition"] == "service_healthy"
-    assert "--runner=pooling" in enc["command"] and "--dtype=float32" in enc["command"]
-    assert "--served-model-name=all-MiniLM-L6-v2" in enc["command"]
     prom_cfg = yaml.safe_load((DEPLOY / "prometheus/prometheus.yml").read_text())
     targets = {
         t for j in prom_cfg["scrape_configs"] for s in j["static_configs"] for t in s["targets"]
