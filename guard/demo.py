@@ -282,16 +282,17 @@ def local_vllm(port: int, out: Output) -> Iterator[str]:
         if r.returncode != 0:
             raise SystemExit(f"guard demo: building the tiny model failed (exit {r.returncode})")
         env["GUARD_VLLM_MODEL_DIR"] = r.stdout.decode().strip().splitlines()[-1]
-    try:
-        url = _run_step(
-            f"starting vLLM on 127.0.0.1:{port} (~30-90 s)",
-            ["bash", str(script), "start"],
-            env,
-            out,
-        )
+    with _server(script, env, out, f"vLLM on 127.0.0.1:{port}", "the local vLLM server") as url:
         yield url or f"http://127.0.0.1:{port}"
+
+
+@contextlib.contextmanager
+def _server(script: Path, env: dict[str, str], out: Output, what: str, name: str) -> Iterator[str]:
+    """``script start`` as one phase (its URL yielded), ``script stop`` however the demo ends."""
+    try:
+        yield _run_step(f"starting {what} (~30-90 s)", ["bash", str(script), "start"], env, out)
     finally:
-        with _phase("stopping the local vLLM server"):
+        with _phase(f"stopping {name}"):
             subprocess.run(
                 ["bash", str(script), "stop"],
                 env=env,
@@ -331,23 +332,9 @@ def local_encoder(port: int, out: Output) -> Iterator[str]:
             "--encoder-url URL or --no-encoder"
         )
     env = dict(os.environ, GUARD_ENC_PORT=str(port))
-    try:
-        url = _run_step(
-            f"starting the sentence encoder on 127.0.0.1:{port} (~30-90 s)",
-            ["bash", str(script), "start"],
-            env,
-            out,
-        )
+    what = f"the sentence encoder on 127.0.0.1:{port}"
+    with _server(script, env, out, what, "the local encoder server") as url:
         yield url or f"http://127.0.0.1:{port}"
-    finally:
-        with _phase("stopping the local encoder server"):
-            subprocess.run(
-                ["bash", str(script), "stop"],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=out.sink(),
-                check=False,
-            )
 
 
 def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:

@@ -19,6 +19,7 @@ and renamed, so an interrupted run keeps every finished chunk and never a torn o
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import os
@@ -32,7 +33,7 @@ import numpy.typing as npt
 
 from guard.errors import ScorerError
 from guard.risk.probe import CANARY, RequestProbe
-from guard.scoring.http import _data_by_index, _HTTPScorer
+from guard.scoring.http import _data_by_index, _HTTPScorer, with_retries
 
 #: the default encoder: sentence-transformers/all-MiniLM-L6-v2 (Apache-2.0, 384-d), the upstream
 #: model.safetensors' SHA-256 (scripts/encoder/fetch_minilm.sh checks the file against it)
@@ -170,18 +171,6 @@ class CachedEncoder:
                 if vecs.ndim == 2 and vecs.shape[1] == dim:
                     self.known.update(zip((str(k) for k in keys), vecs, strict=True))
 
-    def _one(self, chunk: list[str]) -> list[list[float]]:
-        last: ScorerError | None = None
-        for attempt in range(self.retries + 1):
-            try:
-                return self.client.embed_sync(chunk)
-            except ScorerError as e:
-                last = e
-                if attempt < self.retries:
-                    time.sleep(min(2.0, 0.2 * 2**attempt))
-        assert last is not None
-        raise last
-
     def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         keys = [text_key(t) for t in texts]
         todo: dict[str, str] = {}
@@ -194,7 +183,8 @@ class CachedEncoder:
             pend: list[str] = []
             for i in range(0, len(items), self.batch_size):
                 part = items[i : i + self.batch_size]
-                vecs = self._one([t for _, t in part])
+                call = functools.partial(self.client.embed_sync, [t for _, t in part])
+                vecs = with_retries(call, self.retries)
                 for (k, _), v in zip(part, vecs, strict=True):
                     if len(v) != self.dim:
                         raise ScorerError(f"{self.client.url}: {len(v)}-d, expected {self.dim}")

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import httpx
 
@@ -290,6 +290,21 @@ class GenerativeScoringClient(_HTTPScorer):
 
 ProgressFn = Callable[[int, int], None]
 
+T = TypeVar("T")
+
+
+def with_retries(call: Callable[[], T], retries: int) -> T:
+    """``call()``, tried again up to ``retries`` times on ``ScorerError`` (backing off 0.2 s,
+    0.4 s, ... at most 2 s): offline fitting rides out a server's brief hiccup."""
+    for attempt in range(retries + 1):
+        try:
+            return call()
+        except ScorerError:
+            if attempt == retries:
+                raise
+            time.sleep(min(2.0, 0.2 * 2**attempt))
+    raise AssertionError("unreachable")
+
 
 class BatchedHTTPScorer:
     """Synchronous, chunked scorer over a guard model, for offline use (``guard fit``).
@@ -321,20 +336,15 @@ class BatchedHTTPScorer:
         self.seconds = 0.0
 
     def _one(self, chunk: list[str]) -> list[float]:
-        last: ScorerError | None = None
-        for attempt in range(self.retries + 1):
+        def call() -> list[float]:
             t0 = time.perf_counter()
             try:
                 return self.client.score_sync(chunk)
-            except ScorerError as e:
-                last = e
-                if attempt < self.retries:
-                    time.sleep(min(2.0, 0.2 * 2**attempt))
             finally:
                 self.calls += 1
                 self.seconds += time.perf_counter() - t0
-        assert last is not None
-        raise last
+
+        return with_retries(call, self.retries)
 
     def iter_chunks(self, texts: Sequence[str]) -> Iterator[list[float]]:
         rendered = [self.template.replace("{text}", t) for t in texts]

@@ -19,6 +19,31 @@ def _sigmoid(z: FloatArray) -> FloatArray:
     return np.asarray(0.5 * (1.0 + np.tanh(0.5 * z)), dtype=np.float64)
 
 
+class Adam:
+    """Full-batch Adam on weights ``w`` (an array) and a scalar bias ``b``, updated in place of
+    the caller's values: ``w, b = opt.step(w, b, gw, gb)``."""
+
+    def __init__(self, n: int, lr: float, b1: float = 0.9, b2: float = 0.999) -> None:
+        self.lr, self.b1, self.b2, self.eps = lr, b1, b2, 1e-8
+        self.mw = np.zeros(n)
+        self.vw = np.zeros(n)
+        self.mb = self.vb = 0.0
+        self.it = 0
+
+    def step(self, w: FloatArray, b: float, gw: FloatArray, gb: float) -> tuple[FloatArray, float]:
+        b1, b2, eps = self.b1, self.b2, self.eps
+        self.it += 1
+        self.mw = b1 * self.mw + (1 - b1) * gw
+        self.vw = b2 * self.vw + (1 - b2) * gw * gw
+        self.mb = b1 * self.mb + (1 - b1) * gb
+        self.vb = b2 * self.vb + (1 - b2) * gb * gb
+        c1 = 1 - b1**self.it
+        c2 = 1 - b2**self.it
+        w -= self.lr * (self.mw / c1) / (np.sqrt(self.vw / c2) + eps)
+        b -= self.lr * (self.mb / c1) / (math.sqrt(self.vb / c2) + eps)
+        return w, b
+
+
 def train_logreg(
     doc: IntArray,
     feat: IntArray,
@@ -39,23 +64,12 @@ def train_logreg(
     sw = sw / sw.sum()
     w = np.zeros(n_feat)
     b = 0.0
-    mw = np.zeros(n_feat)
-    vw = np.zeros(n_feat)
-    mb = vb = 0.0
-    b1, b2, eps = 0.9, 0.999, 1e-8
+    opt = Adam(n_feat, lr)
     for it in range(1, iterations + 1):
         z = np.asarray(b + np.bincount(doc, weights=val * w[feat], minlength=n_docs), np.float64)
         g = np.asarray(sw * (_sigmoid(z) - y), dtype=np.float64)
         gw = np.bincount(feat, weights=val * g[doc], minlength=n_feat) + l2 * w
-        gb = float(g.sum())
-        mw = b1 * mw + (1 - b1) * gw
-        vw = b2 * vw + (1 - b2) * gw * gw
-        mb = b1 * mb + (1 - b1) * gb
-        vb = b2 * vb + (1 - b2) * gb * gb
-        c1 = 1 - b1**it
-        c2 = 1 - b2**it
-        w -= lr * (mw / c1) / (np.sqrt(vw / c2) + eps)
-        b -= lr * (mb / c1) / (math.sqrt(vb / c2) + eps)
+        w, b = opt.step(w, b, gw, float(g.sum()))
         if step is not None and (it % 10 == 0 or it == iterations):
             step(it, iterations)
     return w, b

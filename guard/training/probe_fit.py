@@ -26,7 +26,7 @@ import numpy.typing as npt
 
 from guard.errors import DataError
 from guard.risk.probe import CANARY, EncoderSpec, RequestProbe
-from guard.training.logreg import _balanced, _source_weights
+from guard.training.logreg import Adam, _balanced, _source_weights
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -95,23 +95,10 @@ def train_dense_logreg(
     sw = sw / sw.sum()
     w = np.zeros(x.shape[1])
     b = 0.0
-    mw = np.zeros_like(w)
-    vw = np.zeros_like(w)
-    mb = vb = 0.0
-    b1, b2, eps = 0.9, 0.999, 1e-8
-    for it in range(1, iterations + 1):
-        z = x @ w + b
-        g = sw * (0.5 * (1.0 + np.tanh(0.5 * z)) - y)
-        gw = x.T @ g + l2 * w
-        gb = float(g.sum())
-        mw = b1 * mw + (1 - b1) * gw
-        vw = b2 * vw + (1 - b2) * gw * gw
-        mb = b1 * mb + (1 - b1) * gb
-        vb = b2 * vb + (1 - b2) * gb * gb
-        c1 = 1 - b1**it
-        c2 = 1 - b2**it
-        w -= lr * (mw / c1) / (np.sqrt(vw / c2) + eps)
-        b -= lr * (mb / c1) / (np.sqrt(vb / c2) + eps)
+    opt = Adam(x.shape[1], lr)
+    for _ in range(iterations):
+        g = sw * (0.5 * (1.0 + np.tanh(0.5 * (x @ w + b))) - y)
+        w, b = opt.step(w, b, x.T @ g + l2 * w, float(g.sum()))
     return w, b
 
 
