@@ -14,7 +14,9 @@ Each round runs every target once, in a rotated order (so drift and neighbours' 
 all of them): ``--streams`` concurrent streams × ``--tokens`` chunks, two requests per stream. The
 figure is CPU time per chunk of the process under test (utime+stime from /proc), the steadier one
 on a shared machine: its ratio to the bare relay's is the *CPU-derived throughput* ratio (what
-each could push when CPU-bound). Client-seen tokens/s are reported too. Then added TTFT:
+each could push when CPU-bound). Client-seen tokens/s are reported too, and the *loaded TTFT*:
+each stream's time to its first content while the others run (p50 and p99 per round, the bare
+relay's of the same round subtracted for the added figure). Then the sequential TTFT:
 ``--ttft-n``
 sequential requests per target, spread over the rounds (same rotated order): the median over
 rounds of each round's p50, and of its difference to the bare relay's.
@@ -146,6 +148,12 @@ def main(argv: list[str] | None = None) -> int:
         ratio = [row["bare"]["cpu_us_per_token"] / row[n]["cpu_us_per_token"] for row in rounds]
         p50 = [row[n]["ttft"]["p50_ms"] for row in rounds]
         added = [row[n]["ttft"]["p50_ms"] - row["bare"]["ttft"]["p50_ms"] for row in rounds]
+        # loaded TTFT: each stream's first content while --streams run (the bare relay's in
+        # the same round subtracted), p50 and p99
+        l50 = [row[n]["loaded_ttft_p50_ms"] for row in rounds]
+        l99 = [row[n]["loaded_ttft_p99_ms"] for row in rounds]
+        a50 = [row[n]["loaded_ttft_p50_ms"] - row["bare"]["loaded_ttft_p50_ms"] for row in rounds]
+        a99 = [row[n]["loaded_ttft_p99_ms"] - row["bare"]["loaded_ttft_p99_ms"] for row in rounds]
         summary[n] = {
             "cpu_us_per_chunk_median": B.med(cpu),
             "cpu_us_per_chunk_min": min(cpu),
@@ -157,6 +165,10 @@ def main(argv: list[str] | None = None) -> int:
             "ttft_p50_ms_min": min(p50),
             "ttft_p50_ms_max": max(p50),
             "ttft_added_p50_ms_vs_bare": B.med(added),
+            "loaded_ttft_p50_ms": B.med(l50),
+            "loaded_ttft_p99_ms": B.med(l99),
+            "loaded_ttft_added_p50_ms_vs_bare": B.med(a50),
+            "loaded_ttft_added_p99_ms_vs_bare": B.med(a99),
         }
     result = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -175,8 +187,9 @@ def main(argv: list[str] | None = None) -> int:
         f" elapsed {result['elapsed_s']} s.",
         "",
         "| target | CPU µs/chunk (median; min–max) | CPU-derived throughput vs bare | client"
-        " tokens/s | TTFT p50 ms (median; min–max over rounds) | added TTFT p50 vs bare |",
-        "|---|---|---|---|---|---|",
+        " tokens/s | TTFT p50 ms (median; min–max over rounds) | added TTFT p50 vs bare |"
+        f" TTFT under {a.streams} streams p50 / p99 ms | added under load p50 / p99 |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for n in names:
         s = summary[n]
@@ -186,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
             f" | {s['tokens_per_s_median']:,.0f} | {s['ttft_p50_ms']:.2f}"
             f" ({s['ttft_p50_ms_min']:.2f}–{s['ttft_p50_ms_max']:.2f}) |"
             f" {s['ttft_added_p50_ms_vs_bare']:+.2f} |"
+            f" {s['loaded_ttft_p50_ms']:.2f} / {s['loaded_ttft_p99_ms']:.2f} |"
+            f" {s['loaded_ttft_added_p50_ms_vs_bare']:+.2f} /"
+            f" {s['loaded_ttft_added_p99_ms_vs_bare']:+.2f} |"
         )
     (outdir / f"{a.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -112,6 +112,7 @@ async def _lg_throughput(a: argparse.Namespace) -> dict[str, Any]:
     tokens = 0
     errors = 0
     nxt = 0
+    ttft: list[float] = []
     lock = asyncio.Lock()
     async with httpx.AsyncClient(limits=limits, timeout=timeout, trust_env=False) as cl:
         url = a.url.rstrip("/") + "/v1/chat/completions"
@@ -126,6 +127,7 @@ async def _lg_throughput(a: argparse.Namespace) -> dict[str, Any]:
                     i = nxt
                     nxt += 1
                 try:
+                    t0 = time.perf_counter()
                     async with cl.stream(
                         "POST", url, content=_body(a.model, a.max_tokens, i), headers=hdrs
                     ) as r:
@@ -135,7 +137,9 @@ async def _lg_throughput(a: argparse.Namespace) -> dict[str, Any]:
                             continue
                         c = _Counter()
                         async for raw in r.aiter_raw():
-                            c.feed(raw)
+                            if c.feed(raw) and not c.first:
+                                c.first = True  # time to first content, under this load
+                                ttft.append((time.perf_counter() - t0) * 1000)
                         tokens += c.tokens
                 except httpx.HTTPError:
                     errors += 1
@@ -145,7 +149,13 @@ async def _lg_throughput(a: argparse.Namespace) -> dict[str, Any]:
             asyncio.gather(*(worker() for _ in range(min(a.conc, a.count)))), a.time_limit
         )
         wall = time.perf_counter() - t0
-    return {"tokens": tokens, "errors": errors, "wall_s": wall, "requests": a.count}
+    return {
+        "tokens": tokens,
+        "errors": errors,
+        "wall_s": wall,
+        "requests": a.count,
+        "ttft_ms": ttft,
+    }
 
 
 async def _lg_ttft(a: argparse.Namespace) -> dict[str, Any]:
@@ -476,6 +486,9 @@ def throughput_level(
         "tokens_per_s": res["tokens"] / res["wall_s"],
         "cpu_us_per_token": (c1 - c0) / tok * 1e6 if pid else None,
         "upstream_cpu_us_per_token": (u1 - u0) / tok * 1e6 if upstream_pid else None,
+        # time to first content of each stream while `conc` streams run (the loaded TTFT)
+        "loaded_ttft_p50_ms": pct(res.get("ttft_ms", []), 0.5),
+        "loaded_ttft_p99_ms": pct(res.get("ttft_ms", []), 0.99),
     }
 
 

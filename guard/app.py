@@ -34,6 +34,7 @@ from guard.errors import (
     ScorerError,
     UpstreamError,
 )
+from guard.generation.admission import AdmissionGate
 from guard.generation.handler import error_response, generate
 from guard.observability.decision_log import DecisionLog
 from guard.observability.metrics import Metrics
@@ -77,6 +78,8 @@ def create_app(
     _service_routes(app, svc)
     _admin_routes(app, svc)
     _refuse_unguarded(app)
+    # in front of the routes: the excess of a burst is refused before routing and parsing
+    app.add_middleware(AdmissionGate, svc=svc)
     return app
 
 

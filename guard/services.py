@@ -32,8 +32,8 @@ class Services:
     #: the sentence encoder (request verdicts of a risk model with a probe)
     encoder: RequestIntent | None = None
     active: int = 0  # generations in flight
-    #: admission slots taken: a request takes one before it awaits the upstream (so a burst
-    #: cannot pass the ``max_streams`` check all at once) and gives it back when it ends
+    #: admission slots taken (``guard.generation.admission``): a generation request takes one
+    #: at the ASGI edge, before any await, and gives it back when its response has ended
     admitted: int = 0
     draining: bool = False  # shutting down: new generations get 503
 

@@ -7,7 +7,9 @@ whenever the generator is garbage-collected. Here the body is a coroutine handed
 function, running inside the response's task group: a disconnect or the deadline cancels it
 wherever it waits, and its own ``finally`` runs at once.
 
-``write`` only queues the bytes (an ``Outbox``); a writer task sends what queued up. While the
+``write`` only queues the bytes (an ``Outbox``); a writer task sends what queued up
+(``write(chunk, flush=True)`` waits until the writer has taken it: the first token and a halt
+leave at once). While the
 body runs without waiting (a burst of chunks httpx has already received from one socket read, the
 common case under load) the writer cannot run, so the whole burst leaves in one ``send``: one
 system call for many tokens instead of one each. As soon as the body waits for anything, the
@@ -38,7 +40,7 @@ class GuardedStreamResponse(Response):
 
     def __init__(
         self,
-        body: Callable[[Callable[[bytes], Awaitable[None]]], Awaitable[None]],
+        body: Callable[[Callable[..., Awaitable[None]]], Awaitable[None]],
         *,
         headers: Mapping[str, str],
         media_type: str,
@@ -94,10 +96,12 @@ class GuardedStreamResponse(Response):
                     state["started"] = True
                     while await box.ready():
                         body = box.take()
+                        box.sending = True
                         try:
                             await send(
                                 {"type": "http.response.body", "body": body, "more_body": True}
                             )
+                            box.sending = False
                         except BaseException:
                             # Not sent (servers wait for a slow client before they write): it
                             # goes out with the deadline's end, if that is what stopped us.
@@ -129,22 +133,29 @@ class GuardedStreamResponse(Response):
 class Outbox:
     """Bytes written by the body and not sent yet (one producer, one consumer, same loop)."""
 
-    __slots__ = ("_closed", "_drained", "_parts", "_ready", "_size", "limit")
+    __slots__ = ("_closed", "_drained", "_parts", "_ready", "_size", "limit", "sending")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
+        self.sending = False  # the consumer is inside a send (set by it)
         self._parts: list[bytes] = []
         self._size = 0
         self._closed = False
         self._ready = asyncio.Event()  # something to send, or closed
         self._drained = asyncio.Event()  # the queue was taken (a producer over the limit goes on)
 
-    async def write(self, chunk: bytes) -> None:
-        """Queue ``chunk``; wait only when more than ``limit`` bytes are queued."""
-        self._parts.append(chunk)
-        self._size += len(chunk)
+    async def write(self, chunk: bytes, flush: bool = False) -> None:
+        """Queue ``chunk``; wait only when more than ``limit`` bytes are queued, or, with
+        ``flush``, until the consumer has taken what is queued (it is being sent). A flush does
+        not wait for a consumer busy sending to a slow client: what is queued goes next anyway,
+        and a halt must not wait for the client before the upstream is closed."""
+        if chunk:
+            self._parts.append(chunk)
+            self._size += len(chunk)
+        if not self._parts:
+            return
         self._ready.set()
-        if self._size > self.limit:
+        if (flush and not self.sending) or self._size > self.limit:
             self._drained.clear()
             await self._drained.wait()
 

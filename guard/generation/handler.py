@@ -59,21 +59,14 @@ async def generate(svc: Services, request: Request, route: str) -> Response:
     t0 = time.perf_counter_ns()
     rid = _request_id(request)
     try:
-        if svc.draining:
-            raise Overloaded("the guard is shutting down")
+        # admitted already: guard.generation.admission took this request's slot (max_streams)
         key_name = svc.auth.client(request.headers)
-        if svc.admitted >= svc.settings.max_streams:
-            # Full already: answer before reading and parsing the body, so the excess of a burst
-            # costs the guard (and the admitted streams) as little as possible.
-            raise Overloaded("too many concurrent generations; retry later")
         raw = await _read_body(request, svc.settings.max_body_bytes)
         body = decode_json(raw, request.headers.get("content-type"))
         req = parse_generation(route, body)
         loaded = svc.models.current
         policy = loaded.book.resolve(req.model, key_name, route)
         check_limits(req, policy)
-        if svc.admitted >= svc.settings.max_streams:
-            raise Overloaded("too many concurrent generations; retry later")
         # Streaming clients get their own bytes forwarded; non-streaming ones are streamed
         # internally so a harmful generation can be stopped early.
         if req.stream:
@@ -87,14 +80,11 @@ async def generate(svc: Services, request: Request, route: str) -> Response:
         # the request's intent is read while vLLM runs the prefill (it is awaited by the
         # generation, before its first token leaves)
         verdict = _request_verdict(svc, loaded.model, req.prompt)
-        # the slot is taken before the first await: every request of a burst sees the others
-        svc.admitted += 1
         try:
             resp = await svc.upstream.open(
                 "POST", wire.PATHS[route], content=content, headers=headers
             )
         except BaseException:
-            svc.admitted -= 1
             if verdict is not None:
                 verdict.cancel()
             raise
@@ -113,7 +103,6 @@ async def generate(svc: Services, request: Request, route: str) -> Response:
         echo["traceparent"] = tp
     if resp.status_code != 200:
         # The upstream refused the request: its status and body, as they are.
-        svc.admitted -= 1
         if verdict is not None:
             verdict.cancel()
         try:
@@ -152,7 +141,7 @@ async def generate(svc: Services, request: Request, route: str) -> Response:
         pre_ns=t_send - t0,
         span=span,
         request_verdict=verdict,
-    )  # its run() gives the admission slot back, however it ends
+    )
     if req.stream:
         return GuardedStreamResponse(
             functools.partial(gen.run, resp),
@@ -171,7 +160,7 @@ async def _complete(
     """Non-streaming: run the guarded generation to its end, then answer with one completion
     assembled from the relay's own chunk objects."""
 
-    async def discard(_chunk: bytes) -> None:
+    async def discard(_chunk: bytes, flush: bool = False) -> None:
         """Collecting: the relay keeps the chunks; only errors come out as bytes."""
 
     gen.cancel_at = anyio.current_time() + svc.settings.total_timeout

@@ -328,7 +328,10 @@ async def test_internal_error_mid_stream_still_ends_the_stream(harness, monkeypa
 async def test_a_burst_beyond_max_streams_gets_503_with_retry_after(harness) -> None:
     """The admission check and the slot it takes happen before the first await: every request
     of a simultaneous burst sees the ones before it (the check once read a counter that rose
-    only once a stream ran, so a burst of 8 against a limit of 4 was admitted whole)."""
+    only once a stream ran, so a burst of 8 against a limit of 4 was admitted whole). The
+    refusals come first: by the time the first admitted request reaches the upstream, the whole
+    excess has been answered (an admitted request yields once at the gate, so the refusals do
+    not queue behind its parsing and upstream call)."""
     import asyncio
 
     import anyio
@@ -344,7 +347,13 @@ async def test_a_burst_beyond_max_streams_gets_503_with_retry_after(harness) -> 
     h = harness(slow, env={"GUARD_MAX_STREAMS": "4"})
     opened = anyio.Event()
 
+    refused_at_first_open: list[float] = []
+
     async def answer_late() -> None:  # every request of the burst reaches the upstream first
+        if not refused_at_first_open:
+            refused_at_first_open.append(
+                h.metric("guard_requests_total", {"endpoint": "chat", "outcome": "overloaded"})
+            )
         await opened.wait()
 
     h.upstream.before_open = answer_late
@@ -359,6 +368,7 @@ async def test_a_burst_beyond_max_streams_gets_503_with_retry_after(harness) -> 
             break
         await asyncio.sleep(0)
     assert len(h.upstream.requests) == 4  # only the admitted ones reached the upstream
+    assert refused_at_first_open == [4]
     opened.set()
     for _ in range(100_000):
         if sum(t.done() for t in tasks) >= 4:

@@ -49,6 +49,20 @@ async def test_buffered_events_leave_in_few_writes_byte_identical(harness) -> No
     assert max(b.count(b"\n\n") for b in bodies) <= 2 * YIELD_EVERY_READS < len(events)
 
 
+async def test_the_first_content_leaves_at_once_not_with_the_burst(harness) -> None:
+    """The first content delta is sent in a write of its own (with what preceded it, the role
+    chunk), not coalesced with the rest of a buffered burst: the time to first token does not
+    wait for YIELD_EVERY_READS reads of relay work."""
+    events = [*chat_events(BENIGN * 40), DONE]
+    h = harness(lambda path, req: Script(b"", events=events, burst=True))
+    bodies = await call(h.app)
+    assert b"".join(bodies) == b"".join(events)
+    first = next(i for i, e in enumerate(events) if b'"content": "' in e and b'""' not in e)
+    assert bodies[0] == b"".join(events[: first + 1]), [b.count(b"\n\n") for b in bodies]
+    assert len(bodies) >= 2  # the rest still coalesces: one write per run of reads, below
+    assert max(b.count(b"\n\n") for b in bodies[1:]) > 1
+
+
 async def test_every_event_is_written_before_the_guard_waits_for_the_next(harness) -> None:
     seen = {"n": 0}
     changed = anyio.Event()
