@@ -99,6 +99,7 @@ def _lifespan(
         if svc.decision_log is not None and svc.decision_log.closed:
             svc.decision_log = svc.decision_log.reopened()
         await _check_encoder(svc)
+        _sweep_dead_workers()
         async with anyio.create_task_group() as tg:
             if reload_poll_seconds > 0:
                 tg.start_soon(_watch_files, svc, reload_poll_seconds)
@@ -282,6 +283,33 @@ def _admin_routes(app: FastAPI, svc: Services) -> None:
             ),
             media_type="application/json",
         )
+
+
+def _sweep_dead_workers() -> None:
+    """Multiprocess metrics: drop the live gauges of workers that died without a goodbye
+    (SIGKILL, OOM): the supervisor's replacement runs this at start, so a killed worker's
+    ``guard_active_streams`` does not stay in the sum forever."""
+    import os
+    import re
+
+    d = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not d or not os.path.isdir(d):
+        return
+    from prometheus_client import multiprocess
+
+    for name in os.listdir(d):
+        m = re.fullmatch(r"gauge_live\w*?_(\d+)\.db", name)
+        if m is None:
+            continue
+        pid = int(m.group(1))
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            with contextlib.suppress(Exception):
+                multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+            log.info("metrics: removed the live gauges of dead worker %d", pid)
+        except PermissionError:
+            pass  # alive, another user's
 
 
 def _mark_worker_dead() -> None:

@@ -212,3 +212,84 @@ def test_metrics_add_up_across_workers(tmp_path: Path) -> None:
         finally:
             proc.terminate()
             proc.wait(30)
+
+
+def _children(pid: int) -> set[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as fh:
+            return {int(x) for x in fh.read().split()}
+    except OSError:
+        return set()
+
+
+def _active(url: str) -> float:
+    text = httpx.get(url + "/metrics", timeout=10).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("guard_active_streams")
+    )
+
+
+def test_sigkilled_workers_are_replaced_and_leave_no_live_gauges(tmp_path: Path) -> None:
+    """Both workers SIGKILLed with streams in flight: every client stream ends at once (the
+    connection is reset; none hangs), the supervisor starts new workers that serve, and the dead
+    workers' live gauges are swept (``guard_active_streams`` back to 0, not stuck at what the
+    dead ones held)."""
+    mp = tmp_path / "metrics"
+    mp.mkdir()
+    with fake_upstream("--tokens-per-second", "4") as up:
+        proc, url = start_guard(up, "--workers", "2", env={"PROMETHEUS_MULTIPROC_DIR": str(mp)})
+        try:
+            ended: list[tuple[str, float]] = []
+
+            def stream() -> None:
+                try:
+                    with (
+                        httpx.Client(timeout=30) as c,
+                        c.stream("POST", url + "/v1/chat/completions", json=CHAT) as r,
+                    ):
+                        for _ in r.iter_raw():
+                            pass
+                    ended.append(("ended", time.monotonic()))
+                except httpx.HTTPError as exc:
+                    ended.append((type(exc).__name__, time.monotonic()))
+
+            threads = [threading.Thread(target=stream) for _ in range(6)]
+            for t in threads:
+                t.start()
+            deadline = time.monotonic() + 20
+            while _active(url) < 6:
+                assert time.monotonic() < deadline, "streams did not start"
+                time.sleep(0.1)
+            old = _children(proc.pid)
+            assert len(old) == 2, old
+            killed_at = time.monotonic()
+            for pid in old:
+                os.kill(pid, signal.SIGKILL)
+            for t in threads:
+                t.join(15)
+            assert not any(t.is_alive() for t in threads), "a client stream hung"
+            assert len(ended) == 6
+            # cut off (40 tokens at 4/s take 10 s): ended by the reset, within seconds
+            assert all(kind != "ended" and at - killed_at < 5 for kind, at in ended), ended
+            deadline = time.monotonic() + 60
+            while True:
+                new = _children(proc.pid)
+                if len(new) == 2 and not new & old:
+                    try:
+                        if httpx.get(url + "/health", timeout=1).status_code == 200:
+                            break
+                    except httpx.HTTPError:
+                        pass
+                assert time.monotonic() < deadline, f"workers not replaced: {new}"
+                time.sleep(0.2)
+            assert not [
+                p for p in mp.glob("gauge_live*.db") if int(p.stem.rsplit("_", 1)[1]) in old
+            ]
+            assert _active(url) == 0
+            r = httpx.post(url + "/v1/chat/completions", json=dict(CHAT, max_tokens=4), timeout=30)
+            assert r.status_code == 200 and b"[DONE]" in r.content
+        finally:
+            proc.terminate()
+            proc.wait(30)

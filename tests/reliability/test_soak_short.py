@@ -38,3 +38,7 @@ def test_short_soak(tmp_path: Path) -> None:
     assert r.returncode == 0, (summary, r.stderr[-2000:])
     assert summary["errors"] == 0 and summary["streams_ok"] > 100 and summary["halted"] > 10
     assert summary["rss_growth"] < 0.05
+    # descriptors flat and given back; latency recorded over time (the picture of the long run)
+    assert summary["fds_flat"] and summary["fds_idle_after"] <= summary["fds_after_warmup"]
+    assert summary["ttft_p50_ms"] is not None and summary["chunk_p99_ms"] is not None
+    assert len(summary["windows"]) >= 10 and sum(w["streams"] for w in summary["windows"]) > 100
