@@ -4,10 +4,11 @@ A generation request takes its slot here, before routing, body reading or parsin
 back when the application call returns: for a stream that is when its last byte was sent (the
 streaming response runs inside the call), whatever ended it. The excess of a burst is answered
 ``503 overloaded_error`` with ``Retry-After`` from this gate. Two things keep that answer quick
-under a burst (docs/reliability.md, measured): the refusal skips the framework entirely, and an
-admitted request yields to the event loop once after taking its slot, so every request of a burst
+under a burst (docs/reliability.md, measured): the refusal skips the routing, and an admitted
+request yields to the event loop after taking its slot, so every request of a burst
 that arrived together is admitted or refused before the admitted ones do their own work (parsing,
-opening the upstream), instead of the refusals queueing behind that work.
+opening the upstream), instead of the refusals queueing behind that work: an admitted request
+yields again as long as new requests reached the gate meanwhile (at most ``MAX_YIELDS`` times).
 
 The check is before authentication: a full guard costs nothing to find out, and refusing early is
 the point. Authentication, limits and everything else stay in the handler.
@@ -24,6 +25,10 @@ from guard.errors import Overloaded
 from guard.generation.handler import error_response
 from guard.services import Services
 
+#: most event-loop passes an admitted request waits for the rest of a burst to be admitted or
+#: refused before it does its own work
+MAX_YIELDS = 32
+
 #: generation path -> route name (the ``endpoint`` label of guard_requests_total)
 _ROUTES = {path: route for route, path in wire.PATHS.items()}
 
@@ -34,6 +39,7 @@ class AdmissionGate:
     def __init__(self, app: ASGIApp, svc: Services) -> None:
         self.app = app
         self.svc = svc
+        self.arrivals = 0  # generation requests seen (tells an admitted one a burst is arriving)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         route = _ROUTES.get(scope["path"]) if scope["type"] == "http" else None
@@ -41,6 +47,7 @@ class AdmissionGate:
             await self.app(scope, receive, send)
             return
         svc = self.svc
+        self.arrivals += 1
         if svc.draining or svc.admitted >= svc.settings.max_streams:
             exc = Overloaded(
                 "the guard is shutting down"
@@ -52,7 +59,13 @@ class AdmissionGate:
             return
         svc.admitted += 1
         try:
-            await asyncio.sleep(0)  # the rest of a burst reaches this gate first
+            # The rest of a burst reaches this gate first: yield while requests keep arriving
+            # (bounded; each yield is one pass of the event loop, microseconds when idle).
+            for _ in range(MAX_YIELDS):
+                seen = self.arrivals
+                await asyncio.sleep(0)
+                if self.arrivals == seen:
+                    break
             await self.app(scope, receive, send)
         finally:
             svc.admitted -= 1
