@@ -399,7 +399,8 @@ def _models(b: Builder) -> None:
         "Risk model in use",
         [
             (
-                f"max by (version, depth, threshold) (guard_risk_model_info{{{G}}})",
+                # == 1: the model in use (a replaced one stays at 0 in multiprocess mode)
+                f"max by (version, depth, threshold) (guard_risk_model_info{{{G}}} == 1)",
                 "{{version}} D={{depth}} τ={{threshold}}",
             )
         ],

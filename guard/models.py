@@ -57,6 +57,7 @@ class ModelHolder:
         path = settings.risk_model
         if model is None:
             model = _load_model(path)
+        self._info_labels: tuple[str, str, str] | None = None  # the series at 1 now
         self.current = Loaded(
             model, PolicyBook(settings, model), model_version(model), path or "(shipped default)"
         )
@@ -66,10 +67,18 @@ class ModelHolder:
     def _publish(self) -> None:
         cur = self.current
         pol = cur.book.default
-        self.metrics.risk_model_info.clear()
-        self.metrics.risk_model_info.labels(cur.version, str(pol.depth), f"{pol.threshold:g}").set(
-            1
-        )
+        info = self.metrics.risk_model_info
+        labels = (cur.version, str(pol.depth), f"{pol.threshold:g}")
+        prev = self._info_labels
+        if prev is not None and prev != labels:
+            # The model in use is the series at 1. Multiprocess mode cannot remove a series
+            # (prometheus_client warns and keeps it), so the old one is set to 0 there.
+            if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+                info.labels(*prev).set(0)
+            else:
+                info.remove(*prev)
+        info.labels(*labels).set(1)
+        self._info_labels = labels
         self.metrics.risk_model_loaded.set(1)
 
     def _file_stamp(self) -> tuple[tuple[int, int] | None, tuple[int, int] | None]:

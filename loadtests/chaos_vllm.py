@@ -62,6 +62,11 @@ PROMPTS = [
 ]
 
 
+#: how long before the first /health 200 seen vLLM may already have been up (the poll period
+#: plus a request's latency)
+POLL_SLACK_S = 0.3
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -117,11 +122,22 @@ class Vllm:
 
 
 def children(pid: int) -> list[int]:
+    """The uvicorn workers of a supervisor (its multiprocessing-spawned children, not the
+    resource tracker)."""
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as fh:
-            return [int(x) for x in fh.read().split()]
+            kids = [int(x) for x in fh.read().split()]
     except OSError:
         return []
+    out = []
+    for k in kids:
+        try:
+            with open(f"/proc/{k}/cmdline", "rb") as fh:
+                if b"spawn_main" in fh.read():
+                    out.append(k)
+        except OSError:
+            pass
+    return out
 
 
 def metric_sum(text: str, name: str, where: dict[str, str] | None = None) -> float:
@@ -246,7 +262,13 @@ def check(
         inflight = [r for r in results if r.start < tk < r.end]
         slow = [r for r in inflight if r.end - tk > end_within]
         bad_end = [r for r in inflight if r.kind not in ("error_event", "http_error", "ok")]
-        down = [r for r in results if tk + 0.05 < r.start and (th is None or r.start < th)]
+        # /health is polled every 0.1 s: a request or /ready answer within POLL_SLACK_S before
+        # the first 200 seen may have met vLLM up already, so it belongs to neither phase
+        down = [
+            r
+            for r in results
+            if tk + 0.05 < r.start and (th is None or r.start < th - POLL_SLACK_S)
+        ]
         unclean = [r for r in down if r.kind != "http_error" or r.status not in (502, 503)]
         after = [
             r
@@ -257,7 +279,9 @@ def check(
             and (ev.worker_term is None or r.start < ev.worker_term)
         ]
         not_ok = [r for r in after if r.kind != "ok"]
-        ready_down = [s for t, s in ev.ready if tk + 0.5 < t and (th is None or t < th)]
+        ready_down = [
+            s for t, s in ev.ready if tk + 0.5 < t and (th is None or t < th - POLL_SLACK_S)
+        ]
         ready_up = [
             s
             for t, s in ev.ready
@@ -297,13 +321,19 @@ def check(
                 f"kill {k + 1}: in-flight ends {[(r.kind, r.detail) for r in bad_end][:3]}"
             )
         if unclean:
-            failures.append(f"kill {k + 1}: while down {[(r.kind, r.detail) for r in unclean][:3]}")
+            failures.append(
+                f"kill {k + 1}: while down (health after {th and th - tk:.2f} s)"
+                f" {[(r.kind, r.detail, round(r.start - tk, 2)) for r in unclean][:3]}"
+            )
         if not_ok:
             failures.append(
                 f"kill {k + 1}: after health {[(r.kind, r.detail) for r in not_ok][:3]}"
             )
         if ready_down and set(ready_down) != {503}:
-            failures.append(f"kill {k + 1}: /ready while down {sorted(set(ready_down))}")
+            up_at = [round(t - tk, 2) for t, s in ev.ready if s != 503 and tk + 0.5 < t]
+            failures.append(
+                f"kill {k + 1}: /ready while down {sorted(set(ready_down))} {up_at[:5]}"
+            )
         if ready_up and set(ready_up) != {200}:
             failures.append(f"kill {k + 1}: /ready after health {sorted(set(ready_up))}")
     hangs = [r for r in results if r.kind == "hang"]
@@ -417,7 +447,8 @@ def main() -> int:
             summary["workers_before"] = workers
             summary["workers_after"] = children(guard.pid)
             summary["workers_replaced_s"] = round(time.monotonic() - ev.worker_kill, 2)
-        time.sleep(max(0.0, t0 + a.duration - time.monotonic()))
+        # at least a few seconds of load after the last event, so "after" is measured
+        time.sleep(max(8.0, t0 + a.duration - time.monotonic()))
         stop.set()
         loop_thread.join(a.client_timeout + 10)
         for t in pollers:
@@ -468,6 +499,8 @@ def main() -> int:
                 failures.append(f"workers not replaced: {summary['workers_after']}")
             if [r for r in termed if r.start < ev.worker_term - 0.5 and r.kind != "ok"]:
                 failures.append("a stream of the SIGTERMed worker did not finish")
+            if not late:
+                failures.append("no request measured after the workers were replaced")
             if [r for r in late if r.kind != "ok"]:
                 failures.append("requests failed after the workers were replaced")
         kinds: dict[str, int] = {}

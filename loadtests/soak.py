@@ -12,7 +12,8 @@ per-chunk time (first to last content, divided by the chunks between), summarise
 window (p50/p99), so a slow drift shows. Exits non-zero if any check fails. Prints and optionally
 writes a JSON summary (``--json``) and a picture over time (``--plot``).
 
-    python loadtests/soak.py --duration 3600 --concurrency 500 --plot docs/img/soak-3600s.png
+    python loadtests/soak.py --duration 3600 --concurrency 500 --tokens-per-second 4 \
+        --json benchmarks/results/soak-3600s.json --plot docs/img/soak-3600s.png
     python loadtests/soak.py --duration 600 --concurrency 200      # the 10-minute soak
     python loadtests/soak.py --duration 20 --concurrency 50         # the short CI version
 """
@@ -243,7 +244,9 @@ def plot(summary: dict[str, object], samples: list[Sample], path: str) -> None:
     ax[2].legend(lines[0] + more[0], lines[1] + more[1], loc="lower right")
     ax[2].set_xlabel("minutes")
     fig.suptitle(
-        f"soak: {summary['concurrency']} concurrent streams for {summary['duration_s']} s, "
+        f"soak: {summary['concurrency']} concurrent streams"
+        f" ({summary['tokens_per_second'] or 'unpaced'} tokens/s each)"
+        f" for {summary['duration_s']} s, "
         f"{summary['streams_ok']:,} streams, {summary['errors']} errors"
     )
     fig.tight_layout()
@@ -256,6 +259,12 @@ def main() -> int:
     ap.add_argument("--concurrency", type=int, default=200)
     ap.add_argument("--harmful-share", type=float, default=0.3)
     ap.add_argument("--max-growth", type=float, default=0.05, help="allowed RSS growth (0.05=5%%)")
+    ap.add_argument(
+        "--tokens-per-second",
+        type=float,
+        default=0.0,
+        help="pace the scripted upstream per stream (0: as fast as it can, a saturating load)",
+    )
     ap.add_argument("--json", help="write the summary here")
     ap.add_argument("--plot", help="write a PNG of latency, memory and descriptors over time")
     ap.add_argument(
@@ -272,6 +281,8 @@ def main() -> int:
             str(up_port),
             "--log-level",
             "warning",
+            "--tokens-per-second",
+            str(args.tokens_per_second),
         ],
         stderr=subprocess.DEVNULL,
     )
@@ -333,6 +344,7 @@ def main() -> int:
         summary = {
             "duration_s": round(elapsed, 1),
             "concurrency": args.concurrency,
+            "tokens_per_second": args.tokens_per_second,
             "streams_ok": st.ok,
             "halted": st.halted,
             "errors": len(st.errors),

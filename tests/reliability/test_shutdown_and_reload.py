@@ -215,11 +215,21 @@ def test_metrics_add_up_across_workers(tmp_path: Path) -> None:
 
 
 def _children(pid: int) -> set[int]:
+    """uvicorn's workers: the supervisor's spawned children (not multiprocessing's tracker)."""
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as fh:
-            return {int(x) for x in fh.read().split()}
+            kids = {int(x) for x in fh.read().split()}
     except OSError:
         return set()
+    out = set()
+    for k in kids:
+        try:
+            with open(f"/proc/{k}/cmdline", "rb") as fh:
+                if b"spawn_main" in fh.read():
+                    out.add(k)
+        except OSError:
+            pass
+    return out
 
 
 def _active(url: str) -> float:
