@@ -303,3 +303,46 @@ def test_sigkilled_workers_are_replaced_and_leave_no_live_gauges(tmp_path: Path)
         finally:
             proc.terminate()
             proc.wait(30)
+
+
+def test_a_config_change_reaches_both_workers_and_the_old_model_info_goes(tmp_path: Path) -> None:
+    """Two workers, the threshold changed in the config file and ``/admin/reload`` posted (it
+    lands on one worker; the other sees the file change within its 2 s poll): both workers then
+    publish the new threshold as the series at 1, and the old one is no longer at 1 anywhere."""
+    cfg = tmp_path / "guard.yaml"
+    cfg.write_text(f"admin_key_sha256: {hash_key('adm')}\npolicy:\n  threshold: 0.9\n")
+    mp = tmp_path / "metrics"
+    mp.mkdir()
+    with fake_upstream() as up:
+        proc, url = start_guard(
+            up, "--config", str(cfg), "--workers", "2", env={"PROMETHEUS_MULTIPROC_DIR": str(mp)}
+        )
+        try:
+
+            def in_use() -> dict[str, str]:
+                """pid -> threshold of the model-info series at 1 (one per worker, or fail)."""
+                text = httpx.get(url + "/metrics", timeout=10).text
+                out: dict[str, str] = {}
+                for line in text.splitlines():
+                    if line.startswith("guard_risk_model_info{") and line.endswith(" 1.0"):
+                        labels = dict(kv.split("=", 1) for kv in line[22:].split("}")[0].split(","))
+                        pid = labels["pid"].strip('"')
+                        assert pid not in out, f"two models at 1 in worker {pid}:\n{text}"
+                        out[pid] = labels["threshold"].strip('"')
+                return out
+
+            deadline = time.monotonic() + 20
+            while len(in_use()) < 2:  # both workers up and published
+                assert time.monotonic() < deadline, in_use()
+                time.sleep(0.2)
+            assert set(in_use().values()) == {"0.9"}
+            cfg.write_text(f"admin_key_sha256: {hash_key('adm')}\npolicy:\n  threshold: 0.85\n")
+            r = httpx.post(url + "/admin/reload", headers={"x-guard-admin-key": "adm"}, timeout=30)
+            assert r.status_code == 200, r.text
+            deadline = time.monotonic() + 20
+            while set(in_use().values()) != {"0.85"} or len(in_use()) < 2:
+                assert time.monotonic() < deadline, in_use()
+                time.sleep(0.2)
+        finally:
+            proc.terminate()
+            proc.wait(30)
