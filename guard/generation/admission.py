@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from guard import wire
 from guard.errors import Overloaded
 from guard.generation.handler import error_response
+from guard.request.parse import request_id
 from guard.services import Services
 
 #: most event-loop passes an admitted request waits for the rest of a burst to be admitted or
@@ -74,6 +75,5 @@ class AdmissionGate:
 def _request_id(scope: Scope) -> str | None:
     for k, v in scope["headers"]:
         if k == b"x-request-id":
-            rid = v.decode("latin-1")
-            return rid if len(rid) <= 200 and rid.isprintable() else None
+            return request_id(v.decode("latin-1"))
     return None

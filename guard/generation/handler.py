@@ -33,7 +33,7 @@ from guard.generation.run import TIMEOUT_EVENT, GuardedGeneration
 from guard.relay import chunks
 from guard.relay.assemble import assemble
 from guard.relay.reroute import upstream_body
-from guard.request.parse import decode_json, parse_generation
+from guard.request.parse import decode_json, parse_generation, request_id
 from guard.services import Services
 from guard.streaming import GuardedStreamResponse
 from guard.upstream.client import UpstreamResponse
@@ -214,10 +214,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 
 def _request_id(request: Request) -> str:
-    rid = request.headers.get("x-request-id")
-    if rid and len(rid) <= 200 and rid.isprintable():
-        return rid
-    return uuid.uuid4().hex
+    return request_id(request.headers.get("x-request-id")) or uuid.uuid4().hex
 
 
 def _request_verdict(svc: Services, model: Any, prompt: Any) -> asyncio.Future[float | None] | None:

@@ -30,6 +30,14 @@ class GenerationRequest:
     max_tokens: int | None
 
 
+def request_id(header: str | None) -> str | None:
+    """The client's ``X-Request-Id`` when it is fit to echo and log (printable, at most 200
+    characters), else None (the guard makes one)."""
+    if header and len(header) <= 200 and header.isprintable():
+        return header
+    return None
+
+
 def decode_json(raw: bytes, content_type: str | None) -> dict[str, Any]:
     if content_type is not None:
         media = content_type.split(";", 1)[0].strip().lower()
