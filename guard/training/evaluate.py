@@ -36,8 +36,9 @@ from guard.training.external import (
     score_all,
     verdict_points,
 )
-from guard.training.fit import calibration_table, threshold_at_rate
+from guard.training.fit_report import calibration_table
 from guard.training.probe_fit import Encoder, embed_checked
+from guard.training.threshold import threshold_at_rate
 from guard.training.trajectories import Trajectory
 
 SCHEMA: Final = "guard.eval/1"

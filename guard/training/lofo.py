@@ -27,8 +27,9 @@ import numpy as np
 from guard.risk.model import RiskModel
 from guard.tracking import prompt_text
 from guard.training.evaluate import request_probs, trace
-from guard.training.fit import RequestExample, threshold_at_rate
+from guard.training.fit import RequestExample
 from guard.training.probe_fit import Encoder
+from guard.training.threshold import threshold_at_rate
 from guard.training.trajectories import Trajectory
 
 #: false-halt budget per benign kind (what a default threshold must hold on unseen families)

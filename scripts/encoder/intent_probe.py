@@ -301,7 +301,7 @@ class Rows:
 def with_styles(requests: Sequence[Request], n_styles: int) -> Rows:
     """``requests`` plus up to ``n_styles`` phrasings of each (``restyle``), a variant in its
     request's group with its label; a variant that is already a text is not added again (as
-    ``guard.training.fit._restyled`` does)."""
+    ``guard.training.scorer_fit._restyled`` does)."""
     from guard.training.styles import restyle
 
     seen = {r.text for r in requests}

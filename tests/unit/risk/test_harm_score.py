@@ -10,16 +10,11 @@ import pytest
 from guard.risk import load_risk_model
 from guard.risk.artifact import save_artifact
 from guard.risk.model import RiskModel
-from guard.training.fit import (
-    FitConfig,
-    FitResult,
-    _Recorder,
-    choose_harm_score,
-    fit,
-    walk_logits,
-    walk_risks,
-    walk_states,
-)
+from guard.training.bins import walk_states
+from guard.training.chain_fit import walk_risks
+from guard.training.fit import FitConfig, FitResult, _Recorder, fit
+from guard.training.scorer_fit import walk_logits
+from guard.training.threshold import choose_harm_score
 from guard.training.trajectories import parse_trajectory
 from tests.support.synth import SMALL, make_rows
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from guard.errors import DataError
-from guard.training.fit import Walk, transition_keys
+from guard.training.chain_fit import transition_keys
+from guard.training.fit import Walk
 from guard.training.trajectories import parse_trajectory, read_trajectories
 from tests.support.synth import make_rows
 

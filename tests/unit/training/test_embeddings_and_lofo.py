@@ -11,14 +11,10 @@ from guard.risk import load_risk_model
 from guard.risk.artifact import save_artifact
 from guard.tracking import LexicalScorer, request_text, split_words
 from guard.training.embeddings import WordVectors, vocab_array
-from guard.training.fit import (
-    FitConfig,
-    RequestExample,
-    fit,
-    threshold_at_rate,
-    walk_logits,
-)
+from guard.training.fit import FitConfig, RequestExample, fit
 from guard.training.lofo import family_of, format_table, leave_one_family_out, summary
+from guard.training.scorer_fit import walk_logits
+from guard.training.threshold import threshold_at_rate
 from guard.training.trajectories import parse_trajectory
 from tests.support.synth import SMALL, make_rows
 

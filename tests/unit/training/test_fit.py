@@ -4,17 +4,11 @@ import numpy as np
 import pytest
 
 from guard.errors import DataError
-from guard.training.fit import (
-    FitConfig,
-    FitResult,
-    _Recorder,
-    fit,
-    source_folds,
-    walk_logits,
-    walk_risks,
-    walk_states,
-)
+from guard.training.bins import walk_states
+from guard.training.chain_fit import walk_risks
+from guard.training.fit import FitConfig, FitResult, _Recorder, fit
 from guard.training.phrases import cyclic_rotations, split_phrases
+from guard.training.scorer_fit import source_folds, walk_logits
 from guard.training.trajectories import parse_trajectory
 from tests.support.synth import SMALL, make_rows
 
@@ -144,7 +138,7 @@ def test_fit_path_equals_tracker_with_char_ngrams_and_decay(
 
 
 def test_top_bin_levels_are_fine_at_the_top() -> None:
-    from guard.training.fit import _top_levels
+    from guard.training.bins import _top_levels
 
     lv = _top_levels(11)
     assert lv.size == 11 and np.all(np.diff(lv) > 0) and lv[-1] < 1.0

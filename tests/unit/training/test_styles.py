@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from guard.training.fit import _restyled
+from guard.training.scorer_fit import _restyled
 from guard.training.styles import ACT_STYLES, MAX_RESTYLE_CHARS, goal_act, restyle
 
 
