@@ -4,17 +4,25 @@ Writing never blocks the event loop: records go into a bounded queue drained by 
 queue drops (and counts) rather than stall a stream. ``close()`` drains everything, so no record is
 lost on shutdown. Files are created owner-only (0600); size-based rotation keeps ``backups`` files
 and deletes rotated files older than ``retention_days``.
+
+Several workers (``--workers N``) append to the same file. Each system call writes whole records
+only (``O_APPEND``: a write lands at the end in one piece), so one worker's records are never
+interleaved into another's. Rotation is done once, by whichever worker finds the file full, under
+an exclusive ``flock`` on a hidden lock file beside the log (``.NAME.lock``); the others notice the
+file was replaced and reopen it before their next batch.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import queue
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,16 +61,28 @@ class DecisionLog:
         self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(maxsize=queue_size)
         self._on_drop = on_drop
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = self._open()
+        self._lock_path = self.path.with_name(f".{self.path.name}.lock")
+        with self._locked():
+            self._drop_torn_tail()
+            self._fd = self._open()
         self._thread = threading.Thread(target=self._run, name="guard-decision-log", daemon=True)
         self._closed = False
         self._thread.start()
 
-    def _open(self) -> Any:
-        self._drop_torn_tail()
+    def _open(self) -> int:
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         os.chmod(self.path, 0o600)  # also when the file already existed with wider bits
-        return os.fdopen(fd, "ab", buffering=64 * 1024)
+        return fd
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Exclusive among every writer of this log (workers are processes: ``flock``)."""
+        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
     def _drop_torn_tail(self) -> None:
         """A process killed mid-write (SIGKILL, OOM) can leave a record cut off at the end of the
@@ -119,24 +139,58 @@ class DecisionLog:
                     break
                 if nxt is None:
                     self._write(batch)
-                    self._fh.flush()
                     return
                 batch.append(nxt)
-            self._write(batch)
             # Every batch reaches the operating system at once (one write of up to 256
             # records): a killed process loses only records not yet taken off the queue.
-            self._fh.flush()
-        self._fh.flush()
+            self._write(batch)
 
     def _write(self, batch: list[dict[str, Any]]) -> None:
+        """Write ``batch`` in as few system calls as rotation allows, each ending at a record's
+        end."""
+        self._follow()
+        size = os.fstat(self._fd).st_size  # every writer's appends so far
+        pending: list[bytes] = []
+        n = 0
         for rec in batch:
             line = jsonfast.dumps(rec) + b"\n"
-            if self._fh.tell() + len(line) > self.max_bytes and self._fh.tell() > 0:
-                self._rotate()
-            self._fh.write(line)
+            if size + n + len(line) > self.max_bytes and size + n > 0:
+                self._append(pending)
+                pending, n = [], 0
+                self._rotate(len(line))
+                size = os.fstat(self._fd).st_size
+            pending.append(line)
+            n += len(line)
+        self._append(pending)
 
-    def _rotate(self) -> None:
-        self._fh.close()
+    def _append(self, lines: list[bytes]) -> None:
+        if not lines:
+            return
+        data = memoryview(b"".join(lines))
+        while data:  # a short write (rare: a signal, a full disk) goes on where it stopped
+            data = data[os.write(self._fd, data) :]
+
+    def _follow(self) -> None:
+        """Another worker rotated: write to the new file, not the renamed one."""
+        try:
+            current = os.stat(self.path).st_ino
+        except FileNotFoundError:
+            current = -1
+        if current != os.fstat(self._fd).st_ino:
+            os.close(self._fd)
+            self._fd = self._open()
+
+    def _rotate(self, incoming: int) -> None:
+        """Rotate unless another writer just did (then only follow it)."""
+        with self._locked():
+            self._follow()
+            if os.fstat(self._fd).st_size + incoming <= self.max_bytes:
+                return  # another worker rotated: its fresh file has room
+            os.close(self._fd)
+            self._rotate_files()
+            self._fd = self._open()
+
+    def _rotate_files(self) -> None:
         if self.backups > 0:
             for i in range(self.backups - 1, 0, -1):
                 src = self.path.with_name(f"{self.path.name}.{i}")
@@ -150,7 +204,6 @@ class DecisionLog:
             for old in self.path.parent.glob(f"{self.path.name}.*"):
                 if old.stat().st_mtime < cutoff:
                     old.unlink(missing_ok=True)
-        self._fh = self._open()
 
     @property
     def closed(self) -> bool:
@@ -175,4 +228,5 @@ class DecisionLog:
         self._closed = True
         self._queue.put(None)
         self._thread.join(timeout)
-        self._fh.close()
+        if not self._thread.is_alive():
+            os.close(self._fd)

@@ -4,6 +4,7 @@ owner-only files, every record flushed on close; labelled records feed `guard fi
 from __future__ import annotations
 
 import json
+import os
 import stat
 from pathlib import Path
 from typing import Any
@@ -124,3 +125,61 @@ def test_a_torn_tail_left_by_a_killed_writer_is_cut_before_appending(
     only.write_text('{"id": "to')
     DecisionLog(only).close()
     assert only.read_text() == ""
+
+
+def test_a_record_is_never_split_between_two_writes(tmp_path: Path, monkeypatch) -> None:
+    """Every system call writes whole records: with several workers appending to one file
+    (``O_APPEND``), a record split between two writes could be interleaved with another
+    worker's. Batches far larger than any buffer, records larger than the rotation size."""
+    import guard.observability.decision_log as dl
+
+    writes: list[bytes] = []
+    real = os.write
+
+    def spy(fd: int, data: bytes) -> int:
+        writes.append(bytes(data))
+        return real(fd, data)
+
+    monkeypatch.setattr(dl.os, "write", spy)
+    log = DecisionLog(tmp_path / "d.jsonl", max_bytes=200_000, backups=50)
+    big = "x" * 5000
+    for i in range(600):  # queued faster than written: large batches
+        log.submit({"id": i, "response": big if i % 3 else "short"})
+    log.close()
+    assert writes and all(w.endswith(b"\n") for w in writes)
+    assert sum(w.count(b"\n") for w in writes) == 600
+
+
+def test_two_writers_on_one_file_rotate_once_and_lose_nothing(tmp_path: Path) -> None:
+    """Two workers' logs on the same path (as with ``--workers 2``), rotating under load: every
+    record exactly once, whole, no file much over ``max_bytes``, one rotation per filling."""
+    import threading
+
+    path = tmp_path / "d.jsonl"
+    logs = [DecisionLog(path, max_bytes=20_000, backups=1000) for _ in range(2)]
+    go = threading.Event()
+
+    def writer(k: int) -> None:
+        go.wait()
+        for i in range(3000):
+            logs[k].submit({"id": f"{k}-{i}", "pad": "y" * (50 + i % 200)})
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    go.set()
+    for t in threads:
+        t.join()
+    for log in logs:
+        log.close()
+    files = sorted(tmp_path.glob("d.jsonl*"))
+    ids = []
+    for f in files:
+        data = f.read_bytes()
+        assert not data or data.endswith(b"\n"), f
+        ids += [json.loads(line)["id"] for line in data.splitlines()]
+        assert f.stat().st_size <= 20_000 + 2 * 300, (f, f.stat().st_size)
+    assert len(ids) == len(set(ids)) == 6000
+    # 6000 records of ~190 bytes fill 20 kB about 57 times: not twice that (double rotation)
+    total = sum(f.stat().st_size for f in files)
+    assert len(files) <= total // 20_000 + 3, (len(files), total)

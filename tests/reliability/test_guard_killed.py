@@ -9,14 +9,18 @@ the killed one left. A real ``guard serve`` process in front of the scripted ups
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
+import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import pytest
 
 from guard.training.trajectories import read_trajectories
 from tests.reliability.test_shutdown_and_reload import CHAT, start_guard
@@ -71,17 +75,41 @@ def _lines(files: list[Path]) -> tuple[list[dict[str, object]], list[str]]:
     return recs, torn
 
 
+def _kill_all(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the guard and its workers at the same moment (a node lost, an OOM of the pod)."""
+    pids = [proc.pid, *_workers(proc.pid)]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _workers(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as fh:
+            return [int(x) for x in fh.read().split()]
+    except OSError:
+        return []
+
+
+@pytest.mark.parametrize("workers", [1, 2])
 def test_sigkill_under_load_loses_no_completed_record_and_restarts_cleanly(
-    tmp_path: Path,
+    tmp_path: Path, workers: int
 ) -> None:
+    """With two workers both append to the same log and rotate it: a record is never split
+    between two writes (so never interleaved with the other worker's), and one rotation is done
+    once, by whichever worker finds the file full."""
     log = tmp_path / "decisions.jsonl"
+    mp = tmp_path / "metrics"
+    mp.mkdir()
     env = {
         "GUARD_DECISION_LOG_MAX_BYTES": "65536",
         "GUARD_DECISION_LOG_BACKUPS": "200",
         "GUARD_DECISION_LOG_CONTENT": "true",  # what an operator fitting on the log sets
+        "PROMETHEUS_MULTIPROC_DIR": str(mp),
     }
+    args = ("--decision-log", str(log), "--workers", str(workers))
     with fake_upstream("--tokens-per-second", "400") as up:
-        proc, url = start_guard(up, "--decision-log", str(log), env=env)
+        proc, url = start_guard(up, *args, env=env)
         done: dict[str, float] = {}
         enough = threading.Event()
         load = threading.Thread(target=_run_load, args=(url, done, enough))
@@ -89,7 +117,7 @@ def test_sigkill_under_load_loses_no_completed_record_and_restarts_cleanly(
         try:
             assert enough.wait(120), f"only {len(done)} streams completed"
             t_kill = time.monotonic()
-            proc.send_signal(signal.SIGKILL)
+            _kill_all(proc)
             proc.wait(10)
         finally:
             if proc.poll() is None:
@@ -106,7 +134,7 @@ def test_sigkill_under_load_loses_no_completed_record_and_restarts_cleanly(
         assert len(logged) == len(recs)  # no record written twice
 
         # restarted on the same file: appends after what the killed guard left, readable
-        proc, url = start_guard(up, "--decision-log", str(log), env=env)
+        proc, url = start_guard(up, *args, env=env)
         try:
             for i in range(20):
                 r = httpx.post(
