@@ -22,13 +22,19 @@ What is checked (each a line of the summary; any failure exits 1):
 * ``guard_requests_total`` summed over every label (and, with several workers, every worker)
   equals the requests sent.
 
+With ``--encoder``, the guard serves a risk model that reads the sentence encoder (fitted at the
+start through the real encoder server) and the encoder is SIGKILLed once, before the first vLLM
+kill, then restarted: requests meanwhile must all succeed on the lexical fallback, encoder
+failures must be counted, and verdicts must come back once it is up.
+
 With ``--workers 2`` (uvicorn's supervisor), after the vLLM kills: one worker gets SIGTERM under
 load (its streams finish with ``[DONE]``: a drain), another SIGKILL (its connections are reset at
 once, none hangs); the supervisor replaces both; requests succeed again; the live gauges of the
 killed worker are gone (``guard_active_streams`` back to 0). The counters check covers the phase
 before the worker kills (a SIGKILLed worker cannot count what it was doing).
 
-    python loadtests/chaos_vllm.py --duration 1200 --concurrency 16 --kills 2 --json r.json
+    python loadtests/chaos_vllm.py --duration 1200 --concurrency 16 --kills 2 --workers 2 \
+        --encoder --json benchmarks/results/chaos-vllm-1200s.json
     python loadtests/chaos_vllm.py --duration 60 --concurrency 8 --kills 1 --workers 2   # CI
 """
 
@@ -53,6 +59,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 VLLM_SERVER = ROOT / "scripts" / "vllm" / "vllm_server.sh"
+ENCODER_SERVER = ROOT / "scripts" / "vllm" / "encoder_server.sh"
 CACHE = Path(os.environ.get("GUARD_CACHE", Path.home() / ".cache" / "guard"))
 PROMPTS = [
     "Where is my order?",
@@ -81,17 +88,22 @@ def log(msg: str) -> None:
 
 
 class Vllm:
-    """The real vLLM on CPU, started and stopped by scripts/vllm/vllm_server.sh."""
+    """The real vLLM on CPU, started and stopped by scripts/vllm/vllm_server.sh (or, for the
+    sentence encoder, scripts/vllm/encoder_server.sh)."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, script: Path = VLLM_SERVER, kind: str = "vllm") -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
-        self.env = dict(os.environ, GUARD_VLLM_PORT=str(port))
-        self.pidfile = CACHE / f"vllm-server-{port}.pid"
+        var = "GUARD_ENC_PORT" if kind == "encoder" else "GUARD_VLLM_PORT"
+        # a restart on 2 busy cores (a chat model generating beside it) can take minutes
+        wait = "GUARD_ENC_TIMEOUT" if kind == "encoder" else "GUARD_VLLM_TIMEOUT"
+        self.env = dict(os.environ, **{var: str(port), wait: os.environ.get(wait, "600")})
+        self.script = script
+        self.pidfile = CACHE / f"{kind}-server-{port}.pid"
 
     def _run(self, cmd: str, timeout: float) -> None:
         r = subprocess.run(
-            [str(VLLM_SERVER), cmd],
+            [str(self.script), cmd],
             env=self.env,
             capture_output=True,
             text=True,
@@ -99,7 +111,7 @@ class Vllm:
             check=False,
         )
         if r.returncode != 0:
-            raise RuntimeError(f"vllm_server.sh {cmd} failed:\n{r.stderr[-3000:]}")
+            raise RuntimeError(f"{self.script.name} {cmd} failed:\n{r.stderr[-3000:]}")
 
     def start(self) -> None:
         self._run("start", 900)
@@ -150,6 +162,45 @@ def metric_sum(text: str, name: str, where: dict[str, str] | None = None) -> flo
     return total
 
 
+def encoder_calls(url: str) -> dict[str, float]:
+    """guard_scorer_calls_total{scorer="encoder"} by outcome."""
+    text = httpx.get(url + "/metrics", timeout=10).text
+    out: dict[str, float] = {}
+    for m in re.finditer(r"^guard_scorer_calls_total\{([^}]*)\} ([0-9.e+-]+)$", text, re.M):
+        if 'scorer="encoder"' in m.group(1):
+            outcome = re.search(r'outcome="([^"]*)"', m.group(1))
+            if outcome:
+                out[outcome.group(1)] = out.get(outcome.group(1), 0.0) + float(m.group(2))
+    return out
+
+
+def fit_probe_model(encoder_url: str) -> Path:
+    """A risk model with a request probe, fitted on the tiny model's dialogues through the real
+    encoder (``guard fit --encoder-url``), as tests/e2e/test_encoder_vllm.py does."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "dialogues", ROOT / "scripts/models/tiny_model/dialogues.py"
+    )
+    assert spec is not None and spec.loader is not None
+    dialogues = importlib.util.module_from_spec(spec)
+    sys.modules["dialogues"] = dialogues
+    spec.loader.exec_module(dialogues)
+    d = Path(os.environ.get("TMPDIR", "/tmp")) / f"guard-chaos-enc-{os.getpid()}"
+    d.mkdir(parents=True, exist_ok=True)
+    logs, out = d / "dialogues.jsonl", d / "probe.npz"
+    with logs.open("w", encoding="utf-8") as fh:
+        for e in dialogues.examples(300, seed=31, split="train"):
+            fh.write(json.dumps(e.trajectory()) + "\n")
+    log("fitting a risk model with a request probe through the encoder")
+    subprocess.run(
+        [sys.executable, "-m", "guard", "fit", str(logs), "-o", str(out),
+         "--encoder-url", encoder_url],
+        cwd=ROOT, check=True, capture_output=True, timeout=900,
+    )  # fmt: skip
+    return out
+
+
 # ----------------------------------------------------------------------------- load
 
 
@@ -164,6 +215,8 @@ class Result:
 
 @dataclass
 class Events:
+    encoder_kill: float | None = None  # the encoder server SIGKILLed
+    encoder_back: float | None = None  # ... and started again
     kills: list[float] = field(default_factory=list)  # vLLM SIGKILLed
     healthy: list[float] = field(default_factory=list)  # vLLM /health 200 again after a kill
     worker_term: float | None = None
@@ -356,22 +409,39 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--end-within", type=float, default=1.0)
     ap.add_argument("--client-timeout", type=float, default=60.0)
+    ap.add_argument(
+        "--encoder",
+        action="store_true",
+        help="serve a risk model that reads the sentence encoder (fitted here on the tiny"
+        " model's dialogues) and SIGKILL the encoder server once too",
+    )
     ap.add_argument("--json", help="write the summary here")
     a = ap.parse_args()
 
     vllm = Vllm(free_port())
     log(f"starting vLLM (CPU, tiny model) on {vllm.url}")
     vllm.start()
+    enc: Vllm | None = None
+    extra: list[str] = []
+    enc_env: dict[str, str] = {}
+    if a.encoder:
+        enc = Vllm(free_port(), ENCODER_SERVER, "encoder")
+        log(f"starting the sentence encoder on {enc.url}")
+        enc.start()
+        extra = ["--risk-model", str(fit_probe_model(enc.url))]
+        enc_env = {"GUARD_ENCODER_URL": enc.url, "GUARD_ENCODER_TIMEOUT": "2"}
     g_port = free_port()
     url = f"http://127.0.0.1:{g_port}"
     mp = Path(os.environ.get("TMPDIR", "/tmp")) / f"guard-chaos-prom-{g_port}"
     mp.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=str(mp)) if a.workers > 1 else dict(os.environ)
+    env = dict(os.environ, **enc_env)
+    if a.workers > 1:
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(mp)
     guard = subprocess.Popen(
         [
             sys.executable, "-m", "guard", "serve", "--upstream", vllm.url,
             "--host", "127.0.0.1", "--port", str(g_port), "--workers", str(a.workers),
-            "--log-level", "warning",
+            "--log-level", "warning", *extra,
         ],
         cwd=ROOT, env=env,
     )  # fmt: skip
@@ -400,6 +470,24 @@ def main() -> int:
         loop_thread.start()
         worker_share = 0.25 if a.workers > 1 else 0.0
         chaos_span = a.duration * (1 - worker_share)
+        enc_calls: dict[str, float] = {}
+        if enc is not None:
+            # the encoder first, half-way to the first vLLM kill: generations must go on with
+            # the lexical fallback (counted), and get verdicts again once it is back
+            time.sleep(max(0.0, t0 + chaos_span * 0.5 / (a.kills + 1) - time.monotonic()))
+            enc_calls["before"] = encoder_calls(url)
+            log(f"SIGKILL the encoder ({len(results)} requests so far)")
+            ev.encoder_kill = time.monotonic()
+            enc.kill()
+            time.sleep(1)
+            enc.stop()
+            enc_calls["down"] = encoder_calls(url)
+            log("restarting the encoder")
+            enc.start()
+            ev.encoder_back = time.monotonic()
+            time.sleep(5)
+            enc_calls["after"] = encoder_calls(url)
+            log("encoder is back")
         for k in range(a.kills):
             at = t0 + chaos_span * (k + 1) / (a.kills + 1)
             time.sleep(max(0.0, at - time.monotonic()))
@@ -457,6 +545,24 @@ def main() -> int:
 
         out = check(results, ev, vllm_health, a.end_within)
         failures = out["failures"]
+        if enc is not None:
+            assert ev.encoder_kill is not None and ev.encoder_back is not None
+            during = [r for r in results if ev.encoder_kill < r.start < ev.encoder_back]
+            summary["encoder"] = {
+                "down_s": round(ev.encoder_back - ev.encoder_kill, 1),
+                "requests_while_down": len(during),
+                "outcomes_while_down": sorted({r.kind for r in during}),
+                "scorer_calls": enc_calls,
+            }
+            fell_back = enc_calls["down"].get("error", 0) + enc_calls["down"].get("timeout", 0)
+            if [r for r in during if r.kind != "ok"]:
+                failures.append("a request failed while the encoder was down (fallback expected)")
+            if fell_back <= enc_calls["before"].get("error", 0) + enc_calls["before"].get(
+                "timeout", 0
+            ):
+                failures.append("no encoder failure counted while it was down")
+            if enc_calls["after"].get("ok", 0) <= enc_calls["down"].get("ok", 0):
+                failures.append("no encoder verdict after it came back")
         # no upstream request left open, no stream left active
         deadline = time.monotonic() + 15
         running = vllm.running_requests()
@@ -533,10 +639,13 @@ def main() -> int:
             guard.wait(20)
         except subprocess.TimeoutExpired:
             guard.kill()
-        try:
-            vllm.stop()
-        except (RuntimeError, subprocess.TimeoutExpired) as exc:
-            log(f"vLLM stop: {exc}")
+        for server in (vllm, enc):
+            if server is None:
+                continue
+            try:
+                server.stop()
+            except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                log(f"{server.script.name} stop: {exc}")
 
 
 if __name__ == "__main__":
