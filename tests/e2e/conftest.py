@@ -31,6 +31,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if HERE in Path(str(item.path)).resolve().parents:
             item.add_marker(pytest.mark.e2e)
+    # The chaos test kills and restarts its own vLLM and measures 1 s deadlines: it runs first,
+    # before the session's servers (chat model, classifier, encoder) take the cores.
+    items.sort(key=lambda it: 0 if Path(str(it.path)).name == "test_chaos_vllm.py" else 1)
 
 
 def _free_port() -> int:
