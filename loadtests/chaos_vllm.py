@@ -306,6 +306,7 @@ def check(
     ev: Events,
     vllm_health: list[tuple[float, int]],
     end_within: float,
+    after_health: float,
 ) -> dict[str, Any]:
     failures: list[str] = []
     per_kill = []
@@ -327,7 +328,7 @@ def check(
             r
             for r in results
             if th is not None
-            and r.start > th + end_within
+            and r.start > th + after_health
             and (k + 1 >= len(ev.kills) or r.start < ev.kills[k + 1])
             and (ev.worker_term is None or r.start < ev.worker_term)
         ]
@@ -408,6 +409,12 @@ def main() -> int:
     ap.add_argument("--kills", type=int, default=2)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--end-within", type=float, default=1.0)
+    ap.add_argument(
+        "--after-health",
+        type=float,
+        default=1.0,
+        help="requests started this long after vLLM's /health answers again must all succeed",
+    )
     ap.add_argument("--client-timeout", type=float, default=60.0)
     ap.add_argument(
         "--encoder",
@@ -543,7 +550,7 @@ def main() -> int:
             t.join(5)
         elapsed = time.monotonic() - t0
 
-        out = check(results, ev, vllm_health, a.end_within)
+        out = check(results, ev, vllm_health, a.end_within, a.after_health)
         failures = out["failures"]
         if enc is not None:
             assert ev.encoder_kill is not None and ev.encoder_back is not None
