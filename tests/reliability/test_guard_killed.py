@@ -24,7 +24,7 @@ import pytest
 
 from guard.training.trajectories import read_trajectories
 from tests.reliability.test_shutdown_and_reload import CHAT, start_guard
-from tests.support.procs import fake_upstream
+from tests.support.procs import fake_upstream, uvicorn_workers
 
 N_REQUESTS = 900
 CONCURRENCY = 48
@@ -77,18 +77,10 @@ def _lines(files: list[Path]) -> tuple[list[dict[str, object]], list[str]]:
 
 def _kill_all(proc: subprocess.Popen[bytes]) -> None:
     """SIGKILL the guard and its workers at the same moment (a node lost, an OOM of the pod)."""
-    pids = [proc.pid, *_workers(proc.pid)]
+    pids = [proc.pid, *uvicorn_workers(proc.pid)]
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-
-
-def _workers(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as fh:
-            return [int(x) for x in fh.read().split()]
-    except OSError:
-        return []
 
 
 @pytest.mark.parametrize("workers", [1, 2])

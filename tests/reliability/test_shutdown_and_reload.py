@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 
 from guard.config import hash_key
-from tests.support.procs import ROOT, fake_upstream, free_port
+from tests.support.procs import ROOT, fake_upstream, free_port, uvicorn_workers
 
 CHAT = {
     "model": "tiny",
@@ -214,24 +214,6 @@ def test_metrics_add_up_across_workers(tmp_path: Path) -> None:
             proc.wait(30)
 
 
-def _children(pid: int) -> set[int]:
-    """uvicorn's workers: the supervisor's spawned children (not multiprocessing's tracker)."""
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as fh:
-            kids = {int(x) for x in fh.read().split()}
-    except OSError:
-        return set()
-    out = set()
-    for k in kids:
-        try:
-            with open(f"/proc/{k}/cmdline", "rb") as fh:
-                if b"spawn_main" in fh.read():
-                    out.add(k)
-        except OSError:
-            pass
-    return out
-
-
 def _active(url: str) -> float:
     text = httpx.get(url + "/metrics", timeout=10).text
     return sum(
@@ -272,7 +254,7 @@ def test_sigkilled_workers_are_replaced_and_leave_no_live_gauges(tmp_path: Path)
             while _active(url) < 6:
                 assert time.monotonic() < deadline, "streams did not start"
                 time.sleep(0.1)
-            old = _children(proc.pid)
+            old = uvicorn_workers(proc.pid)
             assert len(old) == 2, old
             killed_at = time.monotonic()
             for pid in old:
@@ -285,7 +267,7 @@ def test_sigkilled_workers_are_replaced_and_leave_no_live_gauges(tmp_path: Path)
             assert all(kind != "ended" and at - killed_at < 5 for kind, at in ended), ended
             deadline = time.monotonic() + 60
             while True:
-                new = _children(proc.pid)
+                new = uvicorn_workers(proc.pid)
                 if len(new) == 2 and not new & old:
                     try:
                         if httpx.get(url + "/health", timeout=1).status_code == 200:

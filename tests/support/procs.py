@@ -15,7 +15,7 @@ from tests.support.guard_proc import free_port, guard_server
 
 ROOT = Path(__file__).resolve().parents[2]
 
-__all__ = ["fake_upstream", "free_port", "guard_server"]
+__all__ = ["fake_upstream", "free_port", "guard_server", "uvicorn_workers"]
 
 
 @contextmanager
@@ -42,3 +42,22 @@ def fake_upstream(*args: str) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def uvicorn_workers(pid: int) -> set[int]:
+    """The workers of a ``guard serve --workers N`` supervisor: its multiprocessing-spawned
+    children (not multiprocessing's resource tracker)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as fh:
+            kids = {int(x) for x in fh.read().split()}
+    except OSError:
+        return set()
+    out = set()
+    for k in kids:
+        try:
+            with open(f"/proc/{k}/cmdline", "rb") as fh:
+                if b"spawn_main" in fh.read():
+                    out.add(k)
+        except OSError:
+            pass
+    return out
