@@ -7,9 +7,10 @@ and deletes rotated files older than ``retention_days``.
 
 Several workers (``--workers N``) append to the same file. Each system call writes whole records
 only (``O_APPEND``: a write lands at the end in one piece), so one worker's records are never
-interleaved into another's. Rotation is done once, by whichever worker finds the file full, under
-an exclusive ``flock`` on a hidden lock file beside the log (``.NAME.lock``); the others notice the
-file was replaced and reopen it before their next batch.
+interleaved into another's. Each batch is written under an exclusive ``flock`` on a hidden lock
+file beside the log (``.NAME.lock``): the size check, the append and, when the file is full, the
+rotation are one step among all writers, so rotation happens once and no file is overfilled; the
+others notice the file was replaced and reopen it before their next batch.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ class DecisionLog:
         self._on_drop = on_drop
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock_path = self.path.with_name(f".{self.path.name}.lock")
+        self._lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         with self._locked():
             self._drop_torn_tail()
             self._fd = self._open()
@@ -76,13 +78,14 @@ class DecisionLog:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        """Exclusive among every writer of this log (workers are processes: ``flock``)."""
-        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        """Exclusive among every writer of this log (workers are processes: ``flock``; each
+        writer's own open of the lock file is its own lock holder, so writers in one process
+        exclude each other too)."""
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
-            os.close(fd)  # releases the lock
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def _drop_torn_tail(self) -> None:
         """A process killed mid-write (SIGKILL, OOM) can leave a record cut off at the end of the
@@ -147,21 +150,24 @@ class DecisionLog:
 
     def _write(self, batch: list[dict[str, Any]]) -> None:
         """Write ``batch`` in as few system calls as rotation allows, each ending at a record's
-        end."""
-        self._follow()
-        size = os.fstat(self._fd).st_size  # every writer's appends so far
-        pending: list[bytes] = []
-        n = 0
-        for rec in batch:
-            line = jsonfast.dumps(rec) + b"\n"
-            if size + n + len(line) > self.max_bytes and size + n > 0:
-                self._append(pending)
-                pending, n = [], 0
-                self._rotate(len(line))
-                size = os.fstat(self._fd).st_size
-            pending.append(line)
-            n += len(line)
-        self._append(pending)
+        end.
+
+        Encoding happens outside the lock; the size check, the appends and any rotation happen
+        inside it, as one step among all writers. Checked outside the lock, two workers could
+        both see room for a batch and together overfill the file, or one could append to the
+        file another had just renamed away."""
+        lines = [jsonfast.dumps(rec) + b"\n" for rec in batch]
+        with self._locked():
+            self._follow()
+            size = os.fstat(self._fd).st_size  # every writer's appends so far
+            start = n = 0
+            for i, line in enumerate(lines):
+                if size + n + len(line) > self.max_bytes and size + n > 0:
+                    self._append(lines[start:i])
+                    self._rotate()
+                    start, size, n = i, 0, 0
+                n += len(line)
+            self._append(lines[start:])
 
     def _append(self, lines: list[bytes]) -> None:
         if not lines:
@@ -180,15 +186,12 @@ class DecisionLog:
             os.close(self._fd)
             self._fd = self._open()
 
-    def _rotate(self, incoming: int) -> None:
-        """Rotate unless another writer just did (then only follow it)."""
-        with self._locked():
-            self._follow()
-            if os.fstat(self._fd).st_size + incoming <= self.max_bytes:
-                return  # another worker rotated: its fresh file has room
-            os.close(self._fd)
-            self._rotate_files()
-            self._fd = self._open()
+    def _rotate(self) -> None:
+        """Called with the lock held: the file is full, so it is renamed away and a new one
+        opened. The other writers follow it at their next batch (``_follow``)."""
+        os.close(self._fd)
+        self._rotate_files()
+        self._fd = self._open()
 
     def _rotate_files(self) -> None:
         if self.backups > 0:
@@ -230,3 +233,4 @@ class DecisionLog:
         self._thread.join(timeout)
         if not self._thread.is_alive():
             os.close(self._fd)
+            os.close(self._lock_fd)
