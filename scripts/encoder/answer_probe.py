@@ -1,0 +1,300 @@
+#!/usr/bin/env python
+"""Does the *answer's* embedding add the information the request probe lacks? Offline.
+
+The ``encoder`` recipe (request probe on all-MiniLM-L6-v2, compliance = no early refusal) lost
+at the false-halt budgets: benign families whose requests read as harmful to the probe and that
+get helpful answers (arena-hard's security coding tasks, CoCoNot, the constructed alarming set)
+land in the cell of a harmful request answered compliantly, and the lexical response bin cannot
+tell them apart (docs/evaluation.md). This measures, leave-one-family-out and before anything is
+built into the state, whether a linear probe on the embedding of the answer so far separates
+them:
+
+* the families, trajectories and request-only probes exactly as ``scripts/risk_model/lofo.py``
+  loads them (``--max-per-family``, default 300 as in the ``encoder`` run);
+* for every left-out family F: a request probe (``guard.training.probe_fit.fit_request_probe``,
+  the recipe's settings: 3 style variants per request, 16 phrasing directions projected out)
+  and an answer probe (class-balanced logistic regression, every family weighing the same) on
+  the embeddings of the answer's first ``--checkpoints`` words (client prefill included), both
+  trained on every family but F, answers that refuse early left out (the phase rule removes
+  them);
+* each of F's trajectories scored by the F-blind probes: request logit r, answer logit a_c at
+  each checkpoint c; an answer that has a refusal among its first 24 words is never halted
+  (the phase rule: a refusal counts only near the start);
+* rules, each with one threshold τ for all families, the lowest that keeps every left-out
+  benign family within its budget (support 1 %, general 1 %, alarming 5 %), as the shipped
+  default is chosen: ``request`` (r ≥ τ: the encoder recipe's information), ``answer`` (max_c a_c
+  ≥ τ), ``sum`` (r + max_c a_c ≥ τ) and ``both`` (min(r, max_c a_c) ≥ τ: the request reads
+  harmful *and* the answer does);
+* per family recall (harmful) or false-halt rate (benign) at each rule's τ; the request-only
+  families (their answer is the protocol's constant generic compliant answer, so the answer
+  probe says nothing about them) are reported apart.
+
+A feasibility figure, not the shipped model: the Markov chain's calibration, the per-token
+tracker and the checkpoint timing are not in it. Needs the encoder server
+(``scripts/vllm/encoder_server.sh start``; ``$GUARD_ENCODER_URL``, default 127.0.0.1:8002);
+embeddings are cached under ``$GUARD_CACHE/embeddings`` like every fit's.
+
+    .venv/bin/python scripts/encoder/answer_probe.py [--out benchmarks/results/answer_probe.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts" / "risk_model"))
+
+import recipes  # noqa: E402
+
+from guard.progress import ProgressBars  # noqa: E402
+from guard.tracking.text import _REFUSAL, REFUSAL_WORDS, WORD_RE, request_text  # noqa: E402
+from guard.training.lofo import BUDGETS, budget_for, family_of  # noqa: E402
+from guard.training.logreg import _balanced, _source_weights  # noqa: E402
+from guard.training.probe_fit import (  # noqa: E402
+    embed_checked,
+    fit_request_probe,
+    train_dense_logreg,
+)
+from guard.training.scorer_fit import _restyled  # noqa: E402
+from guard.training.trajectories import Trajectory  # noqa: E402
+
+FloatArray = npt.NDArray[np.float64]
+
+REQ_MAX_CHARS = 1000
+RULES = ("request", "answer", "sum", "both")
+
+
+def say(msg: str) -> None:
+    print(f"[answer_probe] {msg}", file=sys.stderr, flush=True)
+
+
+def first_words(text: str, n: int) -> str:
+    """The text up to the end of its ``n``-th word (as the lexical scorer splits words)."""
+    for i, m in enumerate(WORD_RE.finditer(text)):
+        if i + 1 == n:
+            return text[: m.end()]
+    return text
+
+
+def refuses_early(text: str) -> bool:
+    """A refusal marker among the first ``REFUSAL_WORDS`` words (the phase rule's window)."""
+    head = " ".join(w.lower() for w in WORD_RE.findall(first_words(text, REFUSAL_WORDS)))
+    return any(m in head for m in _REFUSAL)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--max-per-family", type=int, default=300)
+    ap.add_argument("--checkpoints", default="16,48", help="answer words at each checkpoint")
+    ap.add_argument("--families", default="", help="comma-separated (default: every family)")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/answer_probe.json")
+    a = ap.parse_args(argv)
+    cps = [int(c) for c in a.checkpoints.split(",")]
+    t0 = time.perf_counter()
+    trajs, reqs = recipes.load(recipes.default_data_dir(), a.max_per_family, progress=None)
+    probes = recipes.request_probes(reqs)
+    enc = recipes.encoder()
+    by_fam: dict[str, list[Trajectory]] = {}
+    for t in trajs:
+        by_fam.setdefault(family_of(t), []).append(t)
+    request_only = set(probes)
+    for f, ts in probes.items():
+        by_fam.setdefault(f, []).extend(ts)
+    fams = [f for f in a.families.split(",") if f] or sorted(by_fam)
+    say(f"{len(trajs)} trajectories, {len(reqs)} request examples, {len(by_fam)} families")
+
+    # -- texts, embedded once (cached on disk) -------------------------------------------------
+    req_label: dict[str, bool] = {}
+    req_fam: dict[str, str] = {}
+    for t in trajs:
+        s = request_text(t.prompt, REQ_MAX_CHARS, True)
+        rl = t.meta.get("request_label")
+        harmful = rl == "harmful" if rl in ("harmful", "benign") else t.harmful
+        req_label[s] = req_label.get(s, False) or harmful
+        req_fam.setdefault(s, family_of(t))
+    for r in reqs:
+        s = r.text[-REQ_MAX_CHARS:]
+        req_label[s] = req_label.get(s, False) or bool(r.harmful)
+        req_fam.setdefault(s, r.source)
+    req_texts = [s for s in req_label if s.strip()]
+    rt, ry, rsrc, variant_of = _restyled(
+        req_texts,
+        np.asarray([1.0 if req_label[s] else 0.0 for s in req_texts]),
+        [req_fam[s] for s in req_texts],
+        3,
+    )
+    rfam = [req_fam[variant_of.get(s, s)] for s in rt]
+    # every trajectory: its request text, answer prefixes, early refusal
+    rows: list[tuple[str, Trajectory, str, list[str], bool]] = []
+    for f, ts in by_fam.items():
+        for t in ts:
+            rows.append(
+                (
+                    f,
+                    t,
+                    request_text(t.prompt, REQ_MAX_CHARS, True),
+                    [first_words(t.response, c) for c in cps],
+                    refuses_early(t.response),
+                )
+            )
+    ans_texts = sorted({x for r in rows for x in r[3]})
+    with ProgressBars("count") as update:
+        if update is not None:
+            enc.progress = lambda d, n: update("embedding", d, n)
+        embed_checked(enc, rt)
+        embed_checked(enc, sorted({r[2] for r in rows} - set(rt)))
+        embed_checked(enc, ans_texts)
+    say(f"embedded {enc.n_embedded} new texts in {enc.seconds:.0f} s")
+    a_x = {s: v for s, v in zip(ans_texts, embed_checked(enc, ans_texts), strict=True)}
+
+    # -- per left-out family: F-blind probes, F's scores ---------------------------------------
+    scores: dict[str, dict[str, Any]] = {}
+    for k, f in enumerate(fams, 1):
+        keep = [i for i, fam in enumerate(rfam) if fam != f]
+        texts = [rt[i] for i in keep]
+        pf = fit_request_probe(
+            enc,
+            texts,
+            ry[keep],
+            [rsrc[i] for i in keep],
+            {},
+            0,
+            style_pairs=[(v, o) for v, o in variant_of.items() if v != o and req_fam[o] != f],
+            style_dims=16,
+        )
+        train = [r for r in rows if r[0] != f and r[0] not in request_only and not r[4]]
+        xa = np.stack([a_x[x] for r in train for x in r[3]]).astype(np.float64)
+        ya = np.asarray([1.0 if r[1].harmful else 0.0 for r in train for _ in r[3]])
+        sa = [r[0] for r in train for _ in r[3]]
+        wa, ba = train_dense_logreg(
+            xa, ya, _balanced(ya, _source_weights(sa, ya)), l2=1e-4, iterations=300
+        )
+        mine = [r for r in rows if r[0] == f]
+        rp = pf.probe.probs(embed_checked(enc, [r[2] for r in mine]))
+        r_logit = np.log(np.clip(rp, 1e-12, 1)) - np.log(np.clip(1 - rp, 1e-12, 1))
+        a_logit = np.asarray(
+            [max(float(a_x[x].astype(np.float64) @ wa + ba) for x in r[3]) for r in mine]
+        )
+        refused = np.asarray([r[4] for r in mine])
+        harmful = np.asarray([r[1].harmful for r in mine])
+        kinds = Counter(r[1].kind for r in mine if not r[1].harmful)
+        safe_kind = kinds.most_common(1)[0][0] if kinds else None
+        rule_scores = {
+            "request": r_logit,
+            "answer": a_logit,
+            "sum": r_logit + a_logit,
+            "both": np.minimum(r_logit, a_logit),
+        }
+        scores[f] = {
+            "harmful": harmful,
+            "budget": budget_for(safe_kind) if safe_kind else None,
+            "safe_kind": safe_kind,
+            "request_only": f in request_only,
+            "rules": {n: np.where(refused, -np.inf, s) for n, s in rule_scores.items()},
+            "refused_harmful": int((refused & harmful).sum()),
+        }
+        say(f"{k}/{len(fams)} {f}: {len(mine)} trajectories ({time.perf_counter() - t0:.0f} s)")
+
+    # -- one τ per rule: the lowest within every benign budget --------------------------------
+    out: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d"),
+        "max_per_family": a.max_per_family,
+        "checkpoints_words": cps,
+        "budgets": BUDGETS,
+        "encoder": {"name": enc.name, "sha256": enc.sha256},
+        "rules": {},
+    }
+    for rule in RULES:
+        tau = -math.inf
+        for d in scores.values():
+            if d["budget"] is None:
+                continue
+            safe = np.sort(d["rules"][rule][~d["harmful"]])[::-1]
+            if not safe.size:
+                continue
+            allowed = math.floor(d["budget"] * safe.size)  # halts allowed
+            if allowed < safe.size and np.isfinite(safe[allowed]):
+                tau = max(tau, float(np.nextafter(safe[allowed], np.inf)))
+        fam_rows = {}
+        for f, d in scores.items():
+            s = d["rules"][rule]
+            h = d["harmful"]
+            row: dict[str, Any] = {"request_only": d["request_only"]}
+            if h.any():
+                row["recall"] = round(float((s[h] >= tau).mean()), 3)
+                row["n_harmful"] = int(h.sum())
+                row["refused_early"] = d["refused_harmful"]
+            if (~h).any():
+                row["false_halt"] = round(float((s[~h] >= tau).mean()), 4)
+                row["n_safe"] = int((~h).sum())
+                row["budget"] = d["budget"]
+                row["safe_kind"] = d["safe_kind"]
+            fam_rows[f] = row
+        rec = [(f, r["recall"]) for f, r in fam_rows.items() if "recall" in r]
+        answered = [v for f, v in rec if not fam_rows[f]["request_only"]]
+        req_only = [v for f, v in rec if fam_rows[f]["request_only"]]
+        out["rules"][rule] = {
+            "tau": tau,
+            "mean_recall": round(float(np.mean([v for _, v in rec])), 3) if rec else None,
+            "mean_recall_answered": round(float(np.mean(answered)), 3) if answered else None,
+            "mean_recall_request_only": round(float(np.mean(req_only)), 3) if req_only else None,
+            "worst": sorted(rec, key=lambda x: x[1])[:3],
+            "families": fam_rows,
+        }
+        say(
+            f"{rule}: τ {tau:.3f}, mean recall {out['rules'][rule]['mean_recall']} "
+            f"(answered {out['rules'][rule]['mean_recall_answered']}, "
+            f"request-only {out['rules'][rule]['mean_recall_request_only']})"
+        )
+    out["seconds"] = round(time.perf_counter() - t0, 1)
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(out, indent=2) + "\n")
+    print(table(out))
+    return 0
+
+
+def table(out: dict[str, Any]) -> str:
+    """Families × rules: recall or false-halt rate at each rule's τ."""
+    rules = list(out["rules"])
+    fams = sorted(out["rules"][rules[0]]["families"])
+    lines = [
+        "| family | " + " | ".join(f"{r} (τ {out['rules'][r]['tau']:.2f})" for r in rules) + " |",
+        "|---|" + "---:|" * len(rules),
+    ]
+    for f in fams:
+        cells = []
+        for r in rules:
+            row = out["rules"][r]["families"][f]
+            if "recall" in row:
+                cells.append(f"{row['recall']:.2f}")
+            else:
+                fh = row.get("false_halt", 0.0)
+                over = row.get("budget") is not None and fh > row["budget"]
+                cells.append(f"fh {100 * fh:.1f} %" + (" **over**" if over else ""))
+        tag = " (request only)" if out["rules"][rules[0]]["families"][f]["request_only"] else ""
+        lines.append(f"| {f}{tag} | " + " | ".join(cells) + " |")
+    lines.append(
+        "| **mean recall** (answered / request-only) | "
+        + " | ".join(
+            f"**{out['rules'][r]['mean_recall']}** ({out['rules'][r]['mean_recall_answered']} / "
+            f"{out['rules'][r]['mean_recall_request_only']})"
+            for r in rules
+        )
+        + " |"
+    )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
