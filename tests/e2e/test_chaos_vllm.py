@@ -20,10 +20,6 @@ def test_chaos_short_vllm_killed_and_workers_killed(tmp_path: Path) -> None:
         [
             sys.executable, str(ROOT / "loadtests" / "chaos_vllm.py"),
             "--duration", "75", "--concurrency", "8", "--kills", "1", "--workers", "2",
-            # the 20-minute run saw a few streams fail mid-stream in the minutes after the
-            # first restart (docs/reliability.md: open); here "succeed again" starts 5 s after
-            # /health, when vllm_server.sh has pinned and warmed the new engine
-            "--after-health", "5",
             "--json", str(out),
         ],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
@@ -36,6 +32,9 @@ def test_chaos_short_vllm_killed_and_workers_killed(tmp_path: Path) -> None:
     assert kill["in_flight_end_max_s"] <= 1.0, kill
     assert kill["requests_while_down"] > 0 and set(kill["while_down_statuses"]) <= {502, 503}
     assert kill["ready_while_down"] == [503] and kill["ready_after"] == [200], kill
+    # requests started from 1 s after /health on all succeeded (the script's default), and
+    # there were some: the check proved something
+    assert kill["requests_after"] > 0 and kill["failed_after"] == [], kill
     assert summary["vllm_running_after"] == 0 and summary["guard_active_after"] == 0
     assert summary["counted_before_worker_kills"] == summary["sent_before_worker_kills"] > 0
     assert len(summary["workers_after"]) == 2
