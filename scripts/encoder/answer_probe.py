@@ -54,8 +54,10 @@ import numpy.typing as npt
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts" / "risk_model"))
+sys.path.insert(0, str(ROOT / "scripts" / "encoder"))
 
 import recipes  # noqa: E402
+from intent_probe import request_labels  # noqa: E402
 
 from guard.progress import ProgressBars  # noqa: E402
 from guard.tracking.text import _REFUSAL, REFUSAL_WORDS, WORD_RE, request_text  # noqa: E402
@@ -67,6 +69,7 @@ from guard.training.probe_fit import (  # noqa: E402
     train_dense_logreg,
 )
 from guard.training.scorer_fit import _restyled  # noqa: E402
+from guard.training.threshold import threshold_at_rate  # noqa: E402
 from guard.training.trajectories import Trajectory  # noqa: E402
 
 FloatArray = npt.NDArray[np.float64]
@@ -115,18 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     say(f"{len(trajs)} trajectories, {len(reqs)} request examples, {len(by_fam)} families")
 
     # -- texts, embedded once (cached on disk) -------------------------------------------------
-    req_label: dict[str, bool] = {}
-    req_fam: dict[str, str] = {}
-    for t in trajs:
-        s = request_text(t.prompt, REQ_MAX_CHARS, True)
-        rl = t.meta.get("request_label")
-        harmful = rl == "harmful" if rl in ("harmful", "benign") else t.harmful
-        req_label[s] = req_label.get(s, False) or harmful
-        req_fam.setdefault(s, family_of(t))
-    for r in reqs:
-        s = r.text[-REQ_MAX_CHARS:]
-        req_label[s] = req_label.get(s, False) or bool(r.harmful)
-        req_fam.setdefault(s, r.source)
+    req_label, req_fam = request_labels(trajs, reqs)
     req_texts = [s for s in req_label if s.strip()]
     rt, ry, rsrc, variant_of = _restyled(
         req_texts,
@@ -181,8 +173,8 @@ def main(argv: list[str] | None = None) -> int:
             xa, ya, _balanced(ya, _source_weights(sa, ya)), l2=1e-4, iterations=300
         )
         mine = [r for r in rows if r[0] == f]
-        rp = pf.probe.probs(embed_checked(enc, [r[2] for r in mine]))
-        r_logit = np.log(np.clip(rp, 1e-12, 1)) - np.log(np.clip(1 - rp, 1e-12, 1))
+        xr = embed_checked(enc, [r[2] for r in mine]).astype(np.float64)
+        r_logit = xr @ np.asarray(pf.probe.w) + pf.probe.bias
         a_logit = np.asarray(
             [max(float(a_x[x].astype(np.float64) @ wa + ba) for x in r[3]) for r in mine]
         )
@@ -236,16 +228,14 @@ def main(argv: list[str] | None = None) -> int:
 def evaluate(scores: dict[str, dict[str, Any]], rule: str) -> dict[str, Any]:
     """``rule``'s τ (the lowest that keeps every benign family of ``scores`` within its
     budget) and each family's recall or false-halt rate at it."""
-    tau = -math.inf
-    for d in scores.values():
-        if d["budget"] is None:
-            continue
-        safe = np.sort(d["rules"][rule][~d["harmful"]])[::-1]
-        if not safe.size:
-            continue
-        allowed = math.floor(d["budget"] * safe.size)  # halts allowed
-        if allowed < safe.size and np.isfinite(safe[allowed]):
-            tau = max(tau, float(np.nextafter(safe[allowed], np.inf)))
+    tau = max(
+        (
+            threshold_at_rate(d["rules"][rule][~d["harmful"]], d["budget"])
+            for d in scores.values()
+            if d["budget"] is not None and (~d["harmful"]).any()
+        ),
+        default=-math.inf,
+    )
     fam_rows = {}
     for f, d in scores.items():
         s = d["rules"][rule]

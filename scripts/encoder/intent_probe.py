@@ -249,17 +249,14 @@ class Request:
     family: str
 
 
-def training_requests(
-    data: Path, max_per_family: int, max_benign: int
-) -> tuple[list[Request], dict[str, int]]:
-    """The distinct request texts the recipes train the request scorer on, with their label
-    and family (of their first trajectory or request example). Benign texts beyond
-    ``max_benign`` are dropped by text hash (a uniform, reproducible subsample)."""
-    import recipes
-
+def request_labels(
+    trajs: Sequence[Any], reqs: Sequence[Any]
+) -> tuple[dict[str, bool], dict[str, str]]:
+    """Every request text the recipes train on (the latest user message, cut to
+    ``REQ_MAX_CHARS``), harmful when any trajectory's ``request_label`` (else its label) or any
+    request example says so, and the family of its first trajectory or example."""
     from guard.tracking import request_text
 
-    trajs, reqs = recipes.load(data, max_per_family, progress=None)
     label: dict[str, bool] = {}
     family: dict[str, str] = {}
     for t in trajs:
@@ -272,6 +269,19 @@ def training_requests(
         text = r.text[-REQ_MAX_CHARS:]
         label[text] = label.get(text, False) or bool(r.harmful)
         family.setdefault(text, r.source)
+    return label, family
+
+
+def training_requests(
+    data: Path, max_per_family: int, max_benign: int
+) -> tuple[list[Request], dict[str, int]]:
+    """The distinct request texts the recipes train the request scorer on, with their label
+    and family (of their first trajectory or request example). Benign texts beyond
+    ``max_benign`` are dropped by text hash (a uniform, reproducible subsample)."""
+    import recipes
+
+    trajs, reqs = recipes.load(data, max_per_family, progress=None)
+    label, family = request_labels(trajs, reqs)
     texts = [s for s in label if s.strip()]
     benign = sorted((s for s in texts if not label[s]), key=text_key)
     keep_benign = set(benign[:max_benign]) if max_benign > 0 else set(benign)
