@@ -128,6 +128,7 @@ class RiskModel:
                 ext_replaces_request=blocks
                 and isinstance(ext_meta, dict)
                 and bool(ext_meta.get("replaces_request")),
+                ext_mix=_ext_mix(ext_meta),
             )
             self.meta = _model_meta(meta, depth, space.n_states, harm_logit)
         except RiskModelError:
@@ -195,6 +196,16 @@ def _state_space(meta: dict[str, Any]) -> StateSpace:
 def _interleave(hs: list[FloatArray]) -> FloatArray:
     """Per-block tables ``h_b[d, base]`` -> ``H[d, base * n_blocks + b]``."""
     return np.asarray(np.stack(hs, axis=2).reshape(hs[0].shape[0], -1), dtype=np.float64)
+
+
+def _ext_mix(ext_meta: Any) -> tuple[float, float, float] | None:
+    """The verdict's mix with the lexical request logit (``meta.external.lexical_mix``)."""
+    mix = ext_meta.get("lexical_mix") if isinstance(ext_meta, dict) else None
+    if mix is None:
+        return None
+    if not (isinstance(mix, list) and len(mix) == 3):
+        raise RiskModelError("risk model: external.lexical_mix must be three numbers [a, c, d]")
+    return (float(mix[0]), float(mix[1]), float(mix[2]))
 
 
 def _monotone_in_external(h: FloatArray, n_ext: int) -> FloatArray:

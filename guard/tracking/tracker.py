@@ -49,6 +49,7 @@ class TrackerTables:
         "depth",
         "edges",
         "ext_edges",
+        "ext_mix",
         "ext_offset",
         "ext_replaces_request",
         "h",
@@ -82,6 +83,7 @@ class TrackerTables:
         harm_min_features: int = 0,
         req_last_user: bool = False,
         ext_replaces_request: bool = False,
+        ext_mix: Sequence[float] | None = None,
     ) -> None:
         if len(h) != depth + 1 or len(edges) != depth + 1:
             raise ValueError("h and edges need depth + 1 rows")
@@ -108,6 +110,15 @@ class TrackerTables:
         #: a verdict (external bin > 0) replaces the lexical request bin (the encoder's request
         #: intent: the state is then (intent bin, phase, response bin); request bin 0 is used)
         self.ext_replaces_request = bool(ext_replaces_request)
+        #: (a, c, d): the verdict's bin is of ``sigmoid(a * logit(p) + c * request logit + d)``,
+        #: the encoder's and the lexical request scorer's logits, each standardised on benign
+        #: training requests, averaged (``FitConfig.probe_lexical_mix``); None: of ``p`` itself
+        self.ext_mix: tuple[float, float, float] | None = None
+        if ext_mix is not None:
+            a, c, d = (float(v) for v in ext_mix)
+            if not all(math.isfinite(v) for v in (a, c, d)):
+                raise ValueError("ext_mix must be three finite numbers")
+            self.ext_mix = (a, c, d)
         #: scorer threshold s*: a response score at or above it is HARM-like at any length (h = 1);
         #: ``None`` (models without it): off
         self.harm_logit = math.inf if harm_logit is None else float(harm_logit)
@@ -130,6 +141,24 @@ class TrackerTables:
             request_text(prompt, self.req_max_chars, self.req_last_user)
         )
         return bisect_right(self.req_edges, logit), logit
+
+
+#: a verdict's logit is clipped here (p = 0 or 1 would be infinite)
+_MAX_LOGIT = 30.0
+
+
+def mix_verdict(mix: tuple[float, float, float], p: float, request_logit: float) -> float:
+    """The probability a mixed verdict is binned by: ``sigmoid(a * logit(p) + c * r + d)`` with
+    ``(a, c, d) = mix`` and ``r`` the lexical request logit. Fitting and serving both call this."""
+    if p <= 0.0:
+        z = -_MAX_LOGIT
+    elif p >= 1.0:
+        z = _MAX_LOGIT
+    else:
+        z = max(-_MAX_LOGIT, min(_MAX_LOGIT, math.log(p / (1.0 - p))))
+    a, c, d = mix
+    m = a * z + c * request_logit + d
+    return 0.5 * (1.0 + math.tanh(0.5 * m))
 
 
 class Tracker:
@@ -205,6 +234,8 @@ class Tracker:
         self._ext = float(p)
         tab = self._tab
         if tab.ext_edges:
+            if tab.ext_mix is not None:
+                p = mix_verdict(tab.ext_mix, p, self._req_logit)
             self._ext_bin = tab.ext_offset + bisect_right(tab.ext_edges, p)
             if tab.ext_replaces_request:
                 self._req = 0 if self._ext_bin else self._req_bin

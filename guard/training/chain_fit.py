@@ -171,6 +171,8 @@ def build_artifact(
             "none_bin": True,
             "replaces_request": cfg.probe_replaces_request,
         }
+        if probe.mix is not None:
+            meta["external"]["lexical_mix"] = list(probe.mix)
     elif inp.use_ext:
         meta["external"] = cfg.external.to_meta()
     if cfg.req_window:

@@ -187,6 +187,11 @@ class FitConfig:
     #: the lexical request scorer learned the datasets' phrasing, the encoder the intent; the
     #: lexical bin stays for the fallback (block 0)
     probe_replaces_request: bool = True
+    #: the verdict's bin is of the mean of the probe's and the lexical request scorer's logits,
+    #: each standardised on the benign training requests' out-of-fold scores (two views of the
+    #: request: the encoder's meaning, the n-grams' explicit words); serving mixes the same way
+    #: (``guard.tracking.tracker.mix_verdict``)
+    probe_lexical_mix: bool = False
 
 
 @dataclass(frozen=True, slots=True)

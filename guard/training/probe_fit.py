@@ -57,6 +57,9 @@ class ProbeFit:
     edges: tuple[float, ...]
     #: out-of-fold AUROC on the training texts (report)
     auroc: float | None
+    #: with ``FitConfig.probe_lexical_mix``: (a, c, d) of ``guard.tracking.tracker.mix_verdict``;
+    #: ``oof``, ``edges`` and ``auroc`` are then of the mixed verdict
+    mix: tuple[float, float, float] | None = None
 
     @property
     def n_bins(self) -> int:

@@ -26,9 +26,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
+from guard.errors import DataError
 from guard.tracking import LexicalScorer, request_text, split_words, text_feature_ids
 from guard.tracking.lexical import content_words
 from guard.tracking.text import PHASE_REFUSING
+from guard.tracking.tracker import mix_verdict
 from guard.training.embeddings import WordVectors
 from guard.training.logreg import (
     _balanced,
@@ -37,7 +39,14 @@ from guard.training.logreg import (
     _sparse_docs,
     train_logreg,
 )
-from guard.training.probe_fit import Encoder, ProbeFit, embed_checked, fit_request_probe
+from guard.training.probe_fit import (
+    Encoder,
+    ProbeFit,
+    auroc,
+    bin_edges,
+    embed_checked,
+    fit_request_probe,
+)
 from guard.training.styles import restyle
 from guard.training.trajectories import Trajectory
 
@@ -552,12 +561,17 @@ def attach_request_probe(
         style_pairs=[(v, o) for v, o in variant_of.items() if v != o],
         style_dims=cfg.probe_style_dims,
     )
+    if cfg.probe_lexical_mix:
+        pf = mix_with_lexical(pf, req)
     others = sorted({wk.req_text for wk in walks.held + walks.train + walks.aug} - set(pf.oof))
     shipped: dict[str, float] = {}
     if others:
         shipped = dict(
             zip(others, pf.probe.probs(embed_checked(encoder, others)).tolist(), strict=True)
         )
+        if pf.mix is not None:
+            mix = pf.mix
+            shipped = {s: mix_verdict(mix, p, req.scorer.score_text(s)) for s, p in shipped.items()}
     for group, oof in ((walks.train, True), (walks.aug, True), (walks.held, False)):
         for wk in group:
             p = pf.oof.get(wk.req_text) if oof else None
@@ -565,7 +579,34 @@ def attach_request_probe(
                 p = shipped.get(wk.req_text)
             if p is None:  # a held-back walk whose request is also a training text
                 p = float(pf.probe.probs(embed_checked(encoder, [wk.req_text]))[0])
+                if pf.mix is not None:
+                    p = mix_verdict(pf.mix, p, req.scorer.score_text(wk.req_text))
                 shipped[wk.req_text] = p
             wk.ext = np.full(wk.nf.size, pf.bin_of(p), dtype=np.int8)
     say(f"request probe: out-of-fold AUROC {pf.auroc}, {len(pf.edges)} edges")
     return pf
+
+
+def mix_with_lexical(pf: ProbeFit, req: RequestScorerFit) -> ProbeFit:
+    """``pf`` with its verdict mixed with the lexical request scorer's logit: both logits
+    standardised on the benign training requests' out-of-fold scores, then averaged
+    (``guard.tracking.tracker.mix_verdict``). Edges and AUROC of the mixed verdict, from the
+    request scorer's own texts (out of fold on both sides)."""
+    texts = [t for t in req.texts if t in pf.oof]
+    y = np.asarray([req.y[i] for i, t in enumerate(req.texts) if t in pf.oof])
+    p = np.clip(np.asarray([pf.oof[t] for t in texts]), 1e-12, 1 - 1e-12)
+    zp = np.log(p / (1.0 - p))
+    zl = np.asarray([req.logit(t, True) for t in texts])
+    ben = y == 0
+    if not (ben.any() and (~ben).any()):
+        raise DataError("mixing the verdict needs benign and harmful request texts")
+    sp = max(float(zp[ben].std()), 1e-6)
+    sl = max(float(zl[ben].std()), 1e-6)
+    mix = (0.5 / sp, 0.5 / sl, -0.5 * (float(zp[ben].mean()) / sp + float(zl[ben].mean()) / sl))
+    mixed = np.asarray([mix_verdict(mix, pi, li) for pi, li in zip(p, zl, strict=True)])
+    oof = dict(pf.oof)
+    oof.update(zip(texts, mixed.tolist(), strict=True))
+    # a style variant that is not a request scorer text: mixed with the shipped lexical score
+    for t in set(pf.oof) - set(texts):
+        oof[t] = mix_verdict(mix, pf.oof[t], req.scorer.score_text(t))
+    return ProbeFit(pf.probe, oof, bin_edges(mixed, y), auroc(mixed[~ben], mixed[ben]), mix)

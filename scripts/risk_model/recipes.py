@@ -217,6 +217,26 @@ RECIPES: dict[str, Recipe] = {
             "subspace projected out); compliance = no refusal in the first words",
         ),
         Recipe(
+            "encoder-mix",
+            replace(
+                _NEW,
+                req_embed=True,
+                cross_fit=5,
+                cross_fit_by="text",
+                encoder_probe=True,
+                probe_styles=3,
+                probe_style_dims=16,
+                probe_lexical_mix=True,
+            ),
+            embeddings=True,
+            encoder=True,
+            max_per_family=300,
+            exclude=frozenset({"constructed-alarming"}),
+            description="as encoder, the verdict's bin of the mean of the probe's and the "
+            "lexical request scorer's logits, each standardised on benign training requests "
+            "(the encoder's meaning and the n-grams' explicit words, two views of one request)",
+        ),
+        Recipe(
             "glove-request-xfit-text-win40",
             replace(_NEW, req_embed=True, cross_fit=5, cross_fit_by="text", req_window=40),
             embeddings=True,

@@ -203,3 +203,56 @@ def test_the_probe_is_blind_to_the_phrasing_subspace() -> None:
     )
     w_plain, w_blind = np.asarray(plain.probe.w), np.asarray(blind.probe.w)
     assert abs(w_blind @ u[0]) < 1e-9 < abs(w_plain @ u[0])
+
+
+# -- the verdict mixed with the lexical request logit (FitConfig.probe_lexical_mix) ----------
+
+
+@pytest.fixture(scope="module")
+def mix_fit(trajs: list) -> FitResult:
+    return fit(trajs, _cfg(cross_fit=3, probe_lexical_mix=True), encoder=HashEncoder())
+
+
+def test_mix_verdict_is_the_sigmoid_of_the_weighted_logits() -> None:
+    from guard.tracking.tracker import mix_verdict
+
+    p = 0.8
+    z = float(np.log(p / (1 - p)))
+    got = mix_verdict((0.5, 0.25, -1.0), p, 2.0)
+    assert got == pytest.approx(1 / (1 + np.exp(-(0.5 * z + 0.25 * 2.0 - 1.0))))
+    # p = 0 or 1 is clipped, not infinite; a higher lexical logit never lowers the verdict
+    assert 0.0 < mix_verdict((1.0, 0.0, 0.0), 0.0, 0.0) < 1e-12
+    assert mix_verdict((1.0, 1.0, 0.0), 0.5, 3.0) > mix_verdict((1.0, 1.0, 0.0), 0.5, -3.0)
+
+
+def test_mixed_model_stores_the_mix_and_serving_applies_it(
+    mix_fit: FitResult, trajs: list, tmp_path: Path
+) -> None:
+    from guard.tracking.tracker import mix_verdict
+
+    m = mix_fit.model
+    a, c, d = m.raw_meta["external"]["lexical_mix"]
+    assert a > 0 and c > 0  # both views push the same way
+    save_artifact(tmp_path / "m.npz", mix_fit.arrays, mix_fit.meta)
+    m2 = load_risk_model(tmp_path / "m.npz")
+    assert m2.tables.ext_mix == pytest.approx((a, c, d))
+    edges = m.tables.ext_edges
+    for t in trajs[:40]:
+        tr = m2.tracker(t.prompt)
+        tr.set_external_score(0.6)
+        mixed = mix_verdict((a, c, d), 0.6, tr._req_logit)
+        expect = m.tables.ext_offset + int(np.searchsorted(edges, mixed, side="right"))
+        assert tr._ext_bin == expect
+        assert tr.state()["external_score"] == pytest.approx(0.6)  # the raw verdict is reported
+
+
+def test_a_model_without_mix_bins_the_verdict_itself(probe_fit: FitResult) -> None:
+    assert probe_fit.model.tables.ext_mix is None
+    assert "lexical_mix" not in probe_fit.model.raw_meta["external"]
+
+
+def test_a_malformed_mix_is_refused(mix_fit: FitResult, tmp_path: Path) -> None:
+    meta = {**mix_fit.meta, "external": {**mix_fit.meta["external"], "lexical_mix": [1.0]}}
+    save_artifact(tmp_path / "bad.npz", mix_fit.arrays, meta)
+    with pytest.raises(RiskModelError, match="lexical_mix"):
+        load_risk_model(tmp_path / "bad.npz")
