@@ -192,6 +192,10 @@ class FitConfig:
     #: request: the encoder's meaning, the n-grams' explicit words); serving mixes the same way
     #: (``guard.tracking.tracker.mix_verdict``)
     probe_lexical_mix: bool = False
+    #: quantile levels of the benign / harmful out-of-fold (mixed) verdicts the verdict's bin
+    #: edges sit at (``probe_lexical_mix`` only; the plain probe keeps the defaults)
+    probe_benign_levels: tuple[float, ...] = (0.5, 0.9, 0.98, 0.995)
+    probe_harmful_levels: tuple[float, ...] = (0.25, 0.5)
 
 
 @dataclass(frozen=True, slots=True)

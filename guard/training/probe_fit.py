@@ -121,15 +121,20 @@ def auroc(pos: FloatArray, neg: FloatArray) -> float | None:
     return float((r_pos - pos.size * (pos.size + 1) / 2) / (pos.size * neg.size))
 
 
-def bin_edges(oof_p: FloatArray, y: FloatArray) -> tuple[float, ...]:
+def bin_edges(
+    oof_p: FloatArray,
+    y: FloatArray,
+    benign_levels: Sequence[float] = BENIGN_LEVELS,
+    harmful_levels: Sequence[float] = HARMFUL_LEVELS,
+) -> tuple[float, ...]:
     """Edges in (0, 1), strictly increasing: benign quantiles where false halts are decided,
     harmful quantiles so the harmful side has more than one bin."""
     ben, harm = oof_p[y == 0], oof_p[y == 1]
     edges: list[float] = []
     if ben.size:
-        edges += np.quantile(ben, BENIGN_LEVELS).tolist()
+        edges += np.quantile(ben, list(benign_levels)).tolist()
     if harm.size:
-        edges += np.quantile(harm, HARMFUL_LEVELS).tolist()
+        edges += np.quantile(harm, list(harmful_levels)).tolist()
     out: list[float] = []
     for e in sorted(edges):
         e = float(min(max(e, 1e-6), 1 - 1e-6))

@@ -40,6 +40,8 @@ from guard.training.logreg import (
     train_logreg,
 )
 from guard.training.probe_fit import (
+    BENIGN_LEVELS,
+    HARMFUL_LEVELS,
     Encoder,
     ProbeFit,
     auroc,
@@ -562,7 +564,7 @@ def attach_request_probe(
         style_dims=cfg.probe_style_dims,
     )
     if cfg.probe_lexical_mix:
-        pf = mix_with_lexical(pf, req)
+        pf = mix_with_lexical(pf, req, cfg.probe_benign_levels, cfg.probe_harmful_levels)
     others = sorted({wk.req_text for wk in walks.held + walks.train + walks.aug} - set(pf.oof))
     shipped: dict[str, float] = {}
     if others:
@@ -587,7 +589,12 @@ def attach_request_probe(
     return pf
 
 
-def mix_with_lexical(pf: ProbeFit, req: RequestScorerFit) -> ProbeFit:
+def mix_with_lexical(
+    pf: ProbeFit,
+    req: RequestScorerFit,
+    benign_levels: Sequence[float] = BENIGN_LEVELS,
+    harmful_levels: Sequence[float] = HARMFUL_LEVELS,
+) -> ProbeFit:
     """``pf`` with its verdict mixed with the lexical request scorer's logit: both logits
     standardised on the benign training requests' out-of-fold scores, then averaged
     (``guard.tracking.tracker.mix_verdict``). Edges and AUROC of the mixed verdict, from the
@@ -609,4 +616,5 @@ def mix_with_lexical(pf: ProbeFit, req: RequestScorerFit) -> ProbeFit:
     # a style variant that is not a request scorer text: mixed with the shipped lexical score
     for t in set(pf.oof) - set(texts):
         oof[t] = mix_verdict(mix, pf.oof[t], req.scorer.score_text(t))
-    return ProbeFit(pf.probe, oof, bin_edges(mixed, y), auroc(mixed[~ben], mixed[ben]), mix)
+    edges = bin_edges(mixed, y, benign_levels, harmful_levels)
+    return ProbeFit(pf.probe, oof, edges, auroc(mixed[~ben], mixed[ben]), mix)

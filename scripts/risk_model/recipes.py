@@ -237,6 +237,27 @@ RECIPES: dict[str, Recipe] = {
             "(the encoder's meaning and the n-grams' explicit words, two views of one request)",
         ),
         Recipe(
+            "encoder-mix-fine",
+            replace(
+                _NEW,
+                req_embed=True,
+                cross_fit=5,
+                cross_fit_by="text",
+                encoder_probe=True,
+                probe_styles=3,
+                probe_style_dims=16,
+                probe_lexical_mix=True,
+                probe_benign_levels=(0.5, 0.9, 0.98, 0.995, 0.999),
+                probe_harmful_levels=(0.25, 0.5, 0.75, 0.9),
+            ),
+            embeddings=True,
+            encoder=True,
+            max_per_family=300,
+            exclude=frozenset({"constructed-alarming"}),
+            description="as encoder-mix, with finer verdict bins at the top (edges also at the "
+            "0.999 benign and the 0.75 / 0.9 harmful quantiles of the mixed verdict)",
+        ),
+        Recipe(
             "glove-request-xfit-text-win40",
             replace(_NEW, req_embed=True, cross_fit=5, cross_fit_by="text", req_window=40),
             embeddings=True,

@@ -256,3 +256,20 @@ def test_a_malformed_mix_is_refused(mix_fit: FitResult, tmp_path: Path) -> None:
     save_artifact(tmp_path / "bad.npz", mix_fit.arrays, meta)
     with pytest.raises(RiskModelError, match="lexical_mix"):
         load_risk_model(tmp_path / "bad.npz")
+
+
+def test_finer_levels_give_more_verdict_bins(trajs: list, mix_fit: FitResult) -> None:
+    fine = fit(
+        trajs,
+        _cfg(
+            cross_fit=3,
+            probe_lexical_mix=True,
+            probe_benign_levels=(0.5, 0.9, 0.98, 0.995, 0.999),
+            probe_harmful_levels=(0.25, 0.5, 0.75, 0.9),
+        ),
+        encoder=HashEncoder(),
+    )
+    coarse_edges = mix_fit.model.raw_meta["external"]["edges"]
+    fine_edges = fine.model.raw_meta["external"]["edges"]
+    assert len(fine_edges) > len(coarse_edges)
+    assert fine.model.space.n_external_bins == len(fine_edges) + 2
