@@ -111,7 +111,51 @@ def lofo_rows(model: RiskModel) -> list[Row]:
             stale,
         )
     )
+    rows += _new_family_rows(model, recipe, label, stale)
     return rows
+
+
+def _new_family_rows(model: RiskModel, recipe: str, label: str, stale: str) -> list[Row]:
+    """The families added to the public data after the recipe's main run (request-only sets
+    with the protocol's constant compliant answer, WildJailbreak's benign requests), measured
+    with the same recipe in ``<recipe>-new-families.json``: read at the same τ."""
+    path = RESULTS / "lofo" / f"{recipe}-new-families.json"
+    if not path.is_file():
+        return []
+    doc = json.loads(path.read_text())
+    tau = model.suggested_threshold
+    fams = [FamilyResult.from_json(f) for f in doc["families"]]
+    at = at_threshold(fams, tau)
+    harm = sorted(
+        ((k, v["recall"]) for k, v in at.items() if v["recall"] is not None), key=lambda x: x[1]
+    )
+    if not harm:
+        return []
+    mean = sum(r for _, r in harm) / len(harm)
+    n0 = sum(r == 0 for _, r in harm)
+    best = ", ".join(f"{k} {r:.2f}" for k, r in harm[::-1][:2])
+    benign = [
+        f"{k} {_pct(v['false_halt'])} (budget {_pct(r.budget)})"
+        for r, (k, v) in zip(fams, at.items(), strict=True)
+        if r.budget is not None and v["false_halt"] is not None
+    ]
+    run = (
+        f"scripts/risk_model/lofo.py --recipe {recipe} --families <the new ones> "
+        f"--max-per-family {doc.get('max_per_family')} --iterations {doc.get('iterations')}"
+    )
+    return [
+        Row(
+            f"harmful families added after that run, left out ({len(harm)}: request sets "
+            f"answered with a constant compliant opener, HarmBench's labelled completions; "
+            f"{doc.get('max_per_family')} each), at the same τ",
+            f"mean recall **{mean:.2f}**; {n0} of {len(harm)} families at 0.00; best {best}; "
+            "false halts " + ", ".join(benign),
+            label,
+            str(doc.get("date", "–")),
+            run,
+            stale,
+        )
+    ]
 
 
 def _stale(doc: dict[str, Any], model: RiskModel, key: str = "risk_model") -> str:
