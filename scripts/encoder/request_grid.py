@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clean", action="store_true", help="also fit without noisy harmful labels")
     ap.add_argument("--no-mlp", action="store_true")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/request_grid.json")
-    ap.add_argument("--scores", type=Path, default=Path("/tmp/request_grid_scores.npz"))
+    ap.add_argument("--scores", type=Path, default=ROOT / "build" / "request_grid_scores.npz")
     ap.add_argument("--merge", type=Path, nargs="*", help="only report these --scores files")
     a = ap.parse_args(argv)
     if a.merge:
