@@ -125,6 +125,18 @@ _NEW = replace(
     harm_score_fpr=None,
 )
 
+#: the encoder recipes' common settings: the shipped recipe's, cross-fitted by text, plus the
+#: request probe (3 style variants per request, 16 phrasing directions projected out)
+_ENCODER = replace(
+    _NEW,
+    req_embed=True,
+    cross_fit=5,
+    cross_fit_by="text",
+    encoder_probe=True,
+    probe_styles=3,
+    probe_style_dims=16,
+)
+
 RECIPES: dict[str, Recipe] = {
     r.name: r
     for r in (
@@ -195,15 +207,7 @@ RECIPES: dict[str, Recipe] = {
         ),
         Recipe(
             "encoder",
-            replace(
-                _NEW,
-                req_embed=True,
-                cross_fit=5,
-                cross_fit_by="text",
-                encoder_probe=True,
-                probe_styles=3,
-                probe_style_dims=16,
-            ),
+            _ENCODER,
             embeddings=True,
             encoder=True,
             max_per_family=300,
@@ -218,16 +222,7 @@ RECIPES: dict[str, Recipe] = {
         ),
         Recipe(
             "encoder-mix",
-            replace(
-                _NEW,
-                req_embed=True,
-                cross_fit=5,
-                cross_fit_by="text",
-                encoder_probe=True,
-                probe_styles=3,
-                probe_style_dims=16,
-                probe_lexical_mix=True,
-            ),
+            replace(_ENCODER, probe_lexical_mix=True),
             embeddings=True,
             encoder=True,
             max_per_family=300,
@@ -239,13 +234,7 @@ RECIPES: dict[str, Recipe] = {
         Recipe(
             "encoder-mix-fine",
             replace(
-                _NEW,
-                req_embed=True,
-                cross_fit=5,
-                cross_fit_by="text",
-                encoder_probe=True,
-                probe_styles=3,
-                probe_style_dims=16,
+                _ENCODER,
                 probe_lexical_mix=True,
                 probe_benign_levels=(0.5, 0.9, 0.98, 0.995, 0.999),
                 probe_harmful_levels=(0.25, 0.5, 0.75, 0.9),
